@@ -112,7 +112,7 @@ class Training:
 
     @property
     def hours_decimal(self) -> Decimal | None:
-        """Hours as an exact decimal (spec 8.2: never binary floating point); None if not a number."""
+        """Hours as an exact decimal (spec 8.2: never a float); None if not a number."""
         try:
             return Decimal(self.hours)
         except ArithmeticError:

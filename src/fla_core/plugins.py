@@ -67,7 +67,7 @@ def _trace(pm: pluggy.PluginManager) -> None:
               kwargs: dict[str, Any]) -> None:
         try:
             result = outcome.get_result()
-        except BaseException as exc:  # noqa: BLE001 - traced, then re-raised by pluggy
+        except BaseException as exc:
             print(f"fla-hook< {hook_name} raised {exc!r}", file=sys.stderr)
             return
         print(f"fla-hook< {hook_name} = {_short(result)}", file=sys.stderr)

@@ -9,7 +9,7 @@ from fla_core.model import Sender
 
 @dataclass(frozen=True)
 class InputFormat:
-    """A format a plugin reads: its name (``--format``), file suffixes and a one-line description."""
+    """A format a plugin reads: name (``--format``), file suffixes, one-line description."""
 
     name: str
     suffixes: tuple[str, ...]

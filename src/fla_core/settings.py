@@ -1,0 +1,120 @@
+"""Channel-wide settings (spec 5.8) and the profile of a sending channel (spec 3.1).
+
+Every *modelled* value of the spec lives here with the spec's default, so that the simulator's
+``simulator.toml`` ``[server]`` table and ``fla check`` options configure the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+from fla_core.checks.context import Limits
+from fla_core.model import Quality
+
+FsPolicy = Literal["required", "optional", "forbidden"]
+
+DEFAULT_FS_POLICY: dict[str, FsPolicy] = {"R": "required", "T": "optional", "S": "optional"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The keys of spec 5.8 with their defaults."""
+
+    answer_delay_ms: int = 0
+    noti_delay_ms: int = 0
+    orphan_timeout_s: float = 86400
+    max_age_days: int = 90
+    max_parts: int = 9
+    max_file_size: int = 52_428_800
+    max_declarations: int = 10_000
+    fs_policy: dict[str, FsPolicy] = field(default_factory=lambda: dict(DEFAULT_FS_POLICY))
+    fs_layout: Literal["lenient", "strict"] = "lenient"
+    two_level_qualities: tuple[str, ...] = (Quality.SOCIAL_SECRETARIAT.value,)
+    daily_max_hours: Decimal = Decimal("10.00")
+    daily_warn_hours: Decimal = Decimal("8.00")
+    first_reporting_year: int = 2024
+    keep_uploads: bool = False
+    compress_answers: bool = False
+    timezone: str = "Europe/Brussels"
+
+    @property
+    def limits(self) -> Limits:
+        """The business limits the checks use."""
+        return Limits(
+            daily_max_hours=self.daily_max_hours,
+            daily_warn_hours=self.daily_warn_hours,
+            first_reporting_year=self.first_reporting_year,
+            two_level_qualities=frozenset(Quality.parse(q).value
+                                          for q in self.two_level_qualities),
+        )
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], *, source: str = "settings") -> Settings:
+        """Build from a TOML table; unknown keys and bad values raise ValueError naming the key."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f"{source}: unknown setting {key!r}; known: "
+                                 f"{', '.join(sorted(known))}")
+            values[key] = _coerce(key, value, source)
+        base = cls()
+        if "fs_policy" in values:
+            values["fs_policy"] = {**base.fs_policy, **values["fs_policy"]}
+        return replace(base, **values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """A TOML-friendly mapping (decimals as strings)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Decimal):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    try:
+        if key in ("daily_max_hours", "daily_warn_hours"):
+            return Decimal(str(value))
+        if key == "fs_policy":
+            policy = {}
+            for env, pol in dict(value).items():
+                if env not in ("R", "T", "S") or pol not in ("required", "optional", "forbidden"):
+                    raise ValueError(f"{env} = {pol!r}")
+                policy[env] = pol
+            return policy
+        if key == "fs_layout" and value not in ("lenient", "strict"):
+            raise ValueError(value)
+        if key == "two_level_qualities":
+            return tuple(Quality.parse(q).value for q in value)
+        if key == "max_parts" and not 1 <= int(value) <= 9:
+            raise ValueError(value)
+        if key in ("keep_uploads", "compress_answers"):
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if key in ("timezone", "fs_layout"):
+            return str(value)
+        if key == "orphan_timeout_s":
+            return float(value)
+        return int(value)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"{source}: bad value for {key!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ChannelProfile:
+    """A sending channel as the checks see it (spec 3.1)."""
+
+    user: str
+    sender: str
+    quality: Quality
+    company_id: str
+    applications: frozenset[str] = frozenset({"FLAC"})
+    certificates: tuple[bytes, ...] = ()  # registered signing certificates, DER (spec 6.6)
