@@ -1,0 +1,349 @@
+"""The input layout shared by every format: one row per training, mapped to the model.
+
+A *row* is a mapping column -> text plus the line it came from. Rows are checked and
+normalised field by field (``parse_row``); every problem is reported to the
+:class:`~fla_core.formats.ReadContext` so that all bad rows are listed, not only the first.
+Identifier check digits are *not* checked here: a wrong check digit is a business anomaly
+(901/004, spec 8.3) reported by the checks with the row's line (``Training.line`` etc.).
+See ``docs/input-formats.md`` for the user-facing description.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from fla_core.formats import ReadContext
+from fla_core.model import (
+    Action,
+    Declaration,
+    Employer,
+    FileHeader,
+    Training,
+    TrainingType,
+    Worker,
+)
+
+DECLARATION_FIELDS = (
+    "declaration_ref", "action", "replaced_declaration_ref", "reporting_year",
+    "employer_company_id", "employer_noss_nbr",
+)
+WORKER_FIELDS = (
+    "inss", "training_ref", "provider_company_id", "title", "training_type", "start_date",
+    "end_date", "hours", "during_working_time",
+)
+FIELDS: tuple[str, ...] = DECLARATION_FIELDS + WORKER_FIELDS
+REQUIRED_COLUMNS = ("declaration_ref", "reporting_year")
+# Required on every row that carries a worker (any worker field filled).
+REQUIRED_TRAINING = (
+    "inss", "training_ref", "title", "training_type", "start_date", "end_date", "hours",
+    "during_working_time",
+)
+
+# Spec 7.3 element -> column, to locate a business anomaly in the user's input.
+ELEMENT_COLUMNS = {
+    "DeclarationRef": "declaration_ref", "Action": "action",
+    "ReplacedDeclarationRef": "replaced_declaration_ref", "ReportingYear": "reporting_year",
+    "Employer": "employer_company_id", "CompanyID": "employer_company_id",
+    "NOSSRegistrationNbr": "employer_noss_nbr", "Worker": "inss", "INSS": "inss",
+    "TrainingRef": "training_ref", "ProviderCompanyID": "provider_company_id", "Title": "title",
+    "TrainingType": "training_type", "StartDate": "start_date", "EndDate": "end_date",
+    "Hours": "hours", "DuringWorkingTime": "during_working_time",
+}
+
+_REF35 = re.compile(r"[A-Za-z0-9._/-]{1,35}")
+_TRUE = {"true", "yes", "1", "ja", "oui", "y", "j", "o"}
+_FALSE = {"false", "no", "0", "nee", "non", "n"}
+_MAX_HOURS = Decimal("9999.99")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input row: the raw text per column and where it came from."""
+
+    line: int | None
+    values: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    """A row after normalisation; ``worker`` is None for a declaration-only row (CANCEL)."""
+
+    line: int | None
+    declaration_ref: str
+    action: str
+    replaced_declaration_ref: str | None
+    reporting_year: str
+    employer_company_id: str | None
+    employer_noss_nbr: str | None
+    worker: tuple[str, Training] | None  # (inss, training)
+
+
+def unknown_columns(columns: Iterable[str]) -> list[str]:
+    """Columns that are not part of the layout, in input order."""
+    return [c for c in columns if c not in FIELDS]
+
+
+def check_columns(columns: list[str], path: object, context: ReadContext,
+                  line: int | None = 1) -> bool:
+    """Report unknown, duplicate and missing columns; False when rows cannot be read at all."""
+    known = ", ".join(FIELDS)
+    for col in unknown_columns(columns):
+        context.problem(path, line, col, f"unknown column {col!r}; known columns: {known}")
+    seen: set[str] = set()
+    for col in columns:
+        if col in seen:
+            context.problem(path, line, col, f"column {col!r} appears twice")
+        seen.add(col)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    for col in missing:
+        context.problem(path, line, col, f"required column {col!r} is missing")
+    return not missing
+
+
+def normalize_kbo(text: str) -> str:
+    """Strip dots, spaces, dashes and a ``BE`` prefix; pad a 9-digit number to 10 (spec 10.2)."""
+    value = re.sub(r"[\s.\-]", "", text).upper()
+    if value.startswith("BE"):
+        value = value[2:]
+    if len(value) == 9 and value.isdigit():
+        value = "0" + value
+    return value
+
+
+def normalize_inss(text: str) -> str:
+    """Strip the dots, dashes and spaces of a written INSZ (``93.05.18-223.61``)."""
+    return re.sub(r"[\s.\-]", "", text)
+
+
+def parse_date(text: str) -> str | None:
+    """``YYYY-MM-DD`` or ``DD/MM/YYYY`` -> ``YYYY-MM-DD``; None when not a real date."""
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            parsed = datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+        if fmt == "%Y-%m-%d" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            continue  # strptime accepts 2025-3-3; the layout wants two digits
+        return parsed.isoformat()
+    return None
+
+
+def parse_hours(text: str) -> tuple[str | None, str | None]:
+    """Hours as written (``21``, ``3,5``, ``3.50``) -> (``"21.00"``, None) or (None, problem)."""
+    raw = text.replace(",", ".")
+    if not re.fullmatch(r"[+-]?\d+(\.\d*)?|[+-]?\.\d+", raw):
+        return None, f"hours {text!r} is not a number"
+    value = Decimal(raw)
+    if value < 0:
+        return None, f"hours {text!r} is negative"
+    if value != value.quantize(Decimal("0.01")):
+        return None, f"hours {text!r} has more than 2 decimals"
+    if value > _MAX_HOURS:
+        return None, f"hours {text!r} is more than 9999.99"
+    return str(value.quantize(Decimal("0.01"))), None
+
+
+def parse_bool(text: str) -> bool | None:
+    """true/false, yes/no, 1/0, ja/nee, oui/non (case-insensitive); None otherwise."""
+    key = text.strip().lower()
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    return None
+
+
+def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
+    """Check and normalise one row; report each problem; None when the row is unusable."""
+    v = {k: (row.values.get(k) or "").strip() for k in FIELDS}
+    bad = 0
+
+    def problem(field: str, message: str) -> None:
+        nonlocal bad
+        bad += 1
+        context.problem(path, row.line, field, message)
+
+    for col in REQUIRED_COLUMNS:
+        if not v[col]:
+            problem(col, f"{col} is empty (required)")
+    for col in ("declaration_ref", "replaced_declaration_ref", "training_ref"):
+        if v[col] and not _REF35.fullmatch(v[col]):
+            problem(col, f"{v[col]!r} is not a reference (1-35 of A-Z a-z 0-9 . _ / -)")
+    action = v["action"].upper() or Action.NEW.value
+    if action not in Action.__members__:
+        problem("action", f"action {v['action']!r} is not one of NEW, REPLACE, CANCEL")
+    year = v["reporting_year"]
+    if year and not re.fullmatch(r"\d{4}", year):
+        problem("reporting_year", f"reporting year {year!r} is not 4 digits")
+    employer = normalize_kbo(v["employer_company_id"]) if v["employer_company_id"] else None
+    if employer is not None and not re.fullmatch(r"\d{10}", employer):
+        problem("employer_company_id",
+                f"{v['employer_company_id']!r} is not an enterprise number (10 digits)")
+    noss = re.sub(r"[\s.\-]", "", v["employer_noss_nbr"]) or None
+    if noss is not None and not re.fullmatch(r"\d{9}", noss):
+        problem("employer_noss_nbr", f"{v['employer_noss_nbr']!r} is not a NOSS number "
+                "(9 digits)")
+    worker = None
+    if any(v[c] for c in WORKER_FIELDS):
+        worker = _parse_worker(v, problem)
+    if bad:
+        return None
+    return ParsedRow(row.line, v["declaration_ref"], action,
+                     v["replaced_declaration_ref"] or None, year, employer, noss, worker)
+
+
+def _parse_worker(v: dict[str, str], problem: Callable[[str, str], None]
+                  ) -> tuple[str, Training]:
+    for col in REQUIRED_TRAINING:
+        if not v[col]:
+            problem(col, f"{col} is empty (required on a row with a worker)")
+    inss = normalize_inss(v["inss"])
+    if inss and not re.fullmatch(r"\d{11}", inss):
+        problem("inss", f"{v['inss']!r} is not an INSZ/NISS number (11 digits)")
+    provider = normalize_kbo(v["provider_company_id"]) if v["provider_company_id"] else None
+    if provider is not None and not re.fullmatch(r"\d{10}", provider):
+        problem("provider_company_id",
+                f"{v['provider_company_id']!r} is not an enterprise number (10 digits)")
+    if len(v["title"]) > 200:
+        problem("title", f"title is {len(v['title'])} characters long (at most 200)")
+    ttype = v["training_type"].upper()
+    if v["training_type"] and ttype not in TrainingType.__members__:
+        problem("training_type", f"training type {v['training_type']!r} is not FORMAL or "
+                "INFORMAL")
+    dates = {}
+    for col in ("start_date", "end_date"):
+        dates[col] = parse_date(v[col]) if v[col] else None
+        if v[col] and dates[col] is None:
+            problem(col, f"{v[col]!r} is not a date (YYYY-MM-DD or DD/MM/YYYY)")
+    hours = None
+    if v["hours"]:
+        hours, why = parse_hours(v["hours"])
+        if why:
+            problem("hours", why)
+    during = parse_bool(v["during_working_time"]) if v["during_working_time"] else None
+    if v["during_working_time"] and during is None:
+        problem("during_working_time", f"{v['during_working_time']!r} is not a yes/no value "
+                "(true/false, yes/no, 1/0, ja/nee, oui/non)")
+    training = Training(
+        training_ref=v["training_ref"], title=v["title"], training_type=ttype,
+        start_date=dates["start_date"] or "", end_date=dates["end_date"] or "",
+        hours=hours or "", during_working_time=bool(during), provider_company_id=provider)
+    return inss, training
+
+
+# Declaration-level fields that every row of one declaration must repeat identically.
+_CONSISTENT = ("action", "replaced_declaration_ref", "reporting_year", "employer_company_id",
+               "employer_noss_nbr")
+
+
+class DeclarationBuilder:
+    """Accumulates the parsed rows of one declaration; workers are grouped by INSS."""
+
+    def __init__(self, first: ParsedRow):
+        self.first = first
+        employer = (Employer(first.employer_company_id, first.employer_noss_nbr)
+                    if first.employer_company_id else None)
+        self.declaration = Declaration(
+            declaration_ref=first.declaration_ref, action=first.action,
+            reporting_year=first.reporting_year, employer=employer,
+            replaced_declaration_ref=first.replaced_declaration_ref, line=first.line)
+        self._workers: dict[str, Worker] = {}
+        self._add_worker(first)
+
+    def add(self, row: ParsedRow, path: object, context: ReadContext) -> None:
+        """Add a row; a declaration field that differs from the first row is a problem."""
+        for name in _CONSISTENT:
+            mine, theirs = getattr(self.first, name), getattr(row, name)
+            if mine != theirs:
+                context.problem(path, row.line, name,
+                                f"{name} {theirs or ''!r} differs from {mine or ''!r} on line "
+                                f"{self.first.line} for declaration {row.declaration_ref!r}")
+                return
+        self._add_worker(row)
+
+    def _add_worker(self, row: ParsedRow) -> None:
+        if row.worker is None:
+            return
+        inss, training = row.worker
+        training = replace(training, line=row.line)
+        worker = self._workers.get(inss)
+        if worker is None:
+            worker = Worker(inss=inss, line=row.line)
+            self._workers[inss] = worker
+            self.declaration.workers.append(worker)
+        worker.trainings.append(training)
+
+
+def group_consecutive(rows: Iterable[ParsedRow], path: object,
+                      context: ReadContext) -> Iterator[Declaration]:
+    """Yield each declaration as soon as its rows end; rows of one declaration are adjacent."""
+    current: DeclarationBuilder | None = None
+    for row in rows:
+        if current is not None and row.declaration_ref == current.first.declaration_ref:
+            current.add(row, path, context)
+            continue
+        if current is not None:
+            yield current.declaration
+        current = DeclarationBuilder(row)
+    if current is not None:
+        yield current.declaration
+
+
+def group_all(rows: Iterable[ParsedRow], path: object,
+              context: ReadContext) -> Iterator[Declaration]:
+    """Group rows in memory, declarations in order of first appearance (any row order)."""
+    builders: dict[str, DeclarationBuilder] = {}
+    for row in rows:
+        builder = builders.get(row.declaration_ref)
+        if builder is None:
+            builders[row.declaration_ref] = DeclarationBuilder(row)
+        else:
+            builder.add(row, path, context)
+    for builder in builders.values():
+        yield builder.declaration
+
+
+def parsed_rows(rows: Iterable[Row], path: object, context: ReadContext) -> Iterator[ParsedRow]:
+    """Parse rows, reporting problems; unusable rows are left out."""
+    for row in rows:
+        parsed = parse_row(row, path, context)
+        if parsed is not None:
+            yield parsed
+
+
+def make_header(context: ReadContext, file_reference: str | None = None) -> FileHeader:
+    """The FI header from who sends (context) and the reference (context wins over the file)."""
+    creation = context.creation or datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    reference = context.file_reference or file_reference
+    if not reference:
+        stamp = re.sub(r"\D", "", creation)[:14]
+        reference = f"FLA-{context.sender.sender_nbr}-{stamp}"
+    return FileHeader(
+        sender_nbr=context.sender.sender_nbr, quality=context.sender.quality.value,
+        company_id=context.sender.company_id, environment=context.environment,
+        creation=creation, file_reference=reference)
+
+
+def locate(anomaly_path: str | None, declaration: Declaration) -> tuple[int | None, str | None]:
+    """Input line and column of a business anomaly's spec 8.2 path within ``declaration``."""
+    if not anomaly_path:
+        return declaration.line, None
+    worker = training = None
+    for name, index in re.findall(r"(Worker|Training)\[(\d+)\]", anomaly_path):
+        if name == "Worker":
+            worker = int(index)
+        else:
+            training = int(index)
+    line = declaration.line
+    column = ELEMENT_COLUMNS.get(anomaly_path.rsplit("/", 1)[-1].split("[")[0])
+    if worker is not None and 0 < worker <= len(declaration.workers):
+        w = declaration.workers[worker - 1]
+        line = w.line or line
+        if training is not None and 0 < training <= len(w.trainings):
+            line = w.trainings[training - 1].line or line
+    return line, column
+

@@ -1,0 +1,224 @@
+"""Input formats: the CSV/JSON layout, normalisation, grouping and problem reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fla_core.formats import InputError, ReadContext, csv_format, json_format
+from fla_core.formats.layout import FIELDS, locate, parse_bool, parse_date, parse_hours
+from fla_core.model import Quality, Sender
+
+EXPORTS = Path(__file__).resolve().parents[2] / "fixtures" / "exports"
+SENDER = Sender("123456", Quality.SOCIAL_SECRETARIAT, "0123456749")
+HEADER = ",".join(FIELDS)
+
+
+def read(path: Path, fmt: str | None = None, **kw):
+    """Read with the built-in reader of the suffix; return (content, declarations, problems)."""
+    fmt = fmt or path.suffix[1:]
+    module = csv_format if fmt == "csv" else json_format
+    ctx = ReadContext(sender=SENDER, creation="2026-03-16T09:30:00", **kw)
+    content = module.fla_read_declarations(path, fmt, ctx)
+    declarations = list(content)
+    return content, declarations, [str(p) for p in ctx.problems]
+
+
+def test_valid_csv_is_grouped_and_normalised():
+    content, decls, problems = read(EXPORTS / "valid.csv")
+    assert problems == []
+    assert [d.declaration_ref for d in decls] == ["D-0897223670-2025-01", "D-0897223670-2025-02"]
+    first, cancel = decls
+    assert first.employer.company_id == "0897223670"  # "BE 0897.223.670"
+    assert first.line == 2
+    # rows 2 and 4 share an INSS: one worker with two trainings, in row order
+    assert [w.inss for w in first.workers] == ["93051822361", "00012556777"]
+    trainings = first.workers[0].trainings
+    assert [(t.training_ref, t.line) for t in trainings] == [("TR-2025-001", 2), ("TR-2025-003", 4)]
+    assert trainings[0].training_type == "FORMAL" and trainings[0].hours == "21.00"
+    assert trainings[0].provider_company_id == "0566988259"
+    second = first.workers[1].trainings[0]
+    assert (second.start_date, second.hours, second.during_working_time) == (
+        "2025-06-10", "3.50", True)
+    assert trainings[1].title == "First aid, level 1"  # quoted comma
+    assert cancel.action == "CANCEL" and cancel.workers == []
+    assert cancel.replaced_declaration_ref == "D-0897223670-2024-07"
+    assert content.header.sender_nbr == "123456"
+    assert content.header.quality == "SOCIAL_SECRETARIAT"
+    assert content.header.file_reference == "FLA-123456-20260316093000"
+
+
+def test_valid_json_nested_matches_csv():
+    content, decls, problems = read(EXPORTS / "valid.json")
+    assert problems == []
+    assert content.header.file_reference == "ACME-2026-0001"
+    assert [d.action for d in decls] == ["NEW", "CANCEL"]
+    w1, w2 = decls[0].workers
+    assert w2.trainings[0].hours == "3.50"  # JSON number 3.5
+    assert w1.trainings[0].line == 14  # line of the training's opening brace
+    assert w1.trainings[0].during_working_time is True
+
+
+def test_json_rows_and_context_reference_wins():
+    content, decls, problems = read(EXPORTS / "valid-rows.json", file_reference="MINE-1")
+    assert problems == []
+    assert content.header.file_reference == "MINE-1"
+    t = decls[0].workers[0].trainings[0]
+    assert (t.hours, t.training_type, t.during_working_time) == ("21.00", "FORMAL", True)
+
+
+def test_malformed_rows_are_all_listed_and_good_rows_kept():
+    _, decls, problems = read(EXPORTS / "malformed-row.csv")
+    path = str(EXPORTS / "malformed-row.csv")
+    assert problems == [
+        f"{path}:3: 12 fields, the header has 15",
+        f"{path}:4 field 'start_date': '2025-02-30' is not a date (YYYY-MM-DD or DD/MM/YYYY)",
+        f"{path}:5 field 'title': title is empty (required on a row with a worker)",
+        f"{path}:5 field 'hours': hours 'twelve' is not a number",
+        f"{path}:5 field 'during_working_time': 'maybe' is not a yes/no value "
+        "(true/false, yes/no, 1/0, ja/nee, oui/non)",
+    ]
+    assert [t.training_ref for t in decls[0].workers[0].trainings] == ["TR-1"]
+
+
+def test_unknown_column_names_it_and_the_known_ones():
+    _, decls, problems = read(EXPORTS / "unknown-column.csv")
+    assert len(problems) == 1
+    assert ":1 field 'cost_centre': unknown column 'cost_centre'; known columns: " in problems[0]
+    assert "during_working_time" in problems[0]
+    assert len(decls) == 1  # the other columns are still read
+
+
+def test_negative_hours_is_an_input_problem():
+    _, decls, problems = read(EXPORTS / "negative-hours.csv")
+    assert decls == []
+    assert problems == [f"{EXPORTS / 'negative-hours.csv'}:2 field 'hours': "
+                        "hours '-4.00' is negative"]
+
+
+@pytest.mark.parametrize("name", ["bad-inss.csv", "bad-kbo.csv", "end-before-start.csv",
+                                  "duplicate-training.csv"])
+def test_business_errors_are_not_input_problems(name):
+    # check digits, date order and duplicates are business anomalies found by the checks
+    _, decls, problems = read(EXPORTS / name)
+    assert problems == []
+    assert decls and decls[0].workers
+
+
+def test_bad_inss_keeps_the_written_number_and_its_line():
+    _, decls, _ = read(EXPORTS / "bad-inss.csv")
+    worker = decls[0].workers[1]
+    assert (worker.inss, worker.line) == ("93051822362", 3)
+
+
+def test_non_consecutive_declarations_are_merged(tmp_path):
+    row = "{ref},NEW,,2025,0897223670,,93051822361,{tr},,T,FORMAL,2025-03-03,2025-03-03,1,0"
+    path = tmp_path / "x.csv"
+    path.write_text("\n".join([HEADER, row.format(ref="A", tr="1"), row.format(ref="B", tr="2"),
+                               row.format(ref="A", tr="3")]) + "\n")
+    _, decls, problems = read(path)
+    assert problems == []
+    assert [(d.declaration_ref, len(d.workers[0].trainings)) for d in decls] == [("A", 2),
+                                                                                 ("B", 1)]
+
+
+def test_csv_declarations_are_lazy_when_consecutive(tmp_path):
+    row = "{ref},NEW,,2025,0897223670,,93051822361,T1,,T,FORMAL,2025-03-03,2025-03-03,1,0"
+    path = tmp_path / "x.csv"
+    path.write_text("\n".join([HEADER, row.format(ref="A"), row.format(ref="B"), "garbage"])
+                    + "\n")
+    ctx = ReadContext(sender=SENDER, creation="2026-03-16T09:30:00")
+    it = iter(csv_format.fla_read_declarations(path, "csv", ctx))
+    assert next(it).declaration_ref == "A"
+    assert ctx.problems == []  # line 4 not read yet: streaming
+    assert next(it).declaration_ref == "B"
+    assert list(it) == []
+    assert [p.line for p in ctx.problems] == [4]
+
+
+def test_semicolon_delimiter_and_bom(tmp_path):
+    path = tmp_path / "excel.csv"
+    row = "D-1;NEW;;2025;0897223670;;93051822361;T1;;T;FORMAL;03/03/2025;03/03/2025;7,5;nee"
+    path.write_bytes(("\ufeff" + HEADER.replace(",", ";") + "\r\n" + row + "\r\n").encode())
+    _, decls, problems = read(path)
+    assert problems == []
+    t = decls[0].workers[0].trainings[0]
+    assert (t.start_date, t.hours, t.during_working_time) == ("2025-03-03", "7.50", False)
+
+
+def test_inconsistent_declaration_field_is_reported(tmp_path):
+    row = "D-1,NEW,,{year},0897223670,,93051822361,{tr},,T,FORMAL,2025-03-03,2025-03-03,1,0"
+    path = tmp_path / "x.csv"
+    path.write_text("\n".join([HEADER, row.format(year=2025, tr=1), row.format(year=2024, tr=2)]))
+    _, _, problems = read(path)
+    assert len(problems) == 1
+    assert ":3 field 'reporting_year': reporting_year '2024' differs from '2025' on line 2" \
+        in problems[0]
+
+
+def test_empty_required_field_and_missing_column(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("declaration_ref,inss\n,93051822361\n")
+    _, decls, problems = read(path)
+    assert decls == []
+    assert any("required column 'reporting_year' is missing" in p for p in problems)
+
+
+def test_unreadable_inputs_raise_input_error(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty file"):
+        read(empty)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("d\xe9claration\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        read(latin)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"declarations": [}')
+    with pytest.raises(InputError, match=r"broken.json:1: invalid JSON"):
+        read(broken)
+
+
+def test_json_identifier_as_number_and_unknown_key(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"declarations": [{
+        "declaration_ref": "D-1", "reporting_year": "2025", "colour": "red",
+        "workers": [{"inss": 93051822361, "trainings": [{"training_ref": "T"}]}]}]}, indent=1))
+    _, _, problems = read(path)
+    assert any("unknown key 'colour' in a declaration" in p for p in problems)
+    assert any("field 'inss': inss must be text, not a number" in p for p in problems)
+
+
+def test_other_formats_are_declined():
+    ctx = ReadContext(sender=SENDER)
+    assert csv_format.fla_read_declarations(EXPORTS / "valid.csv", "json", ctx) is None
+    assert json_format.fla_read_declarations(EXPORTS / "valid.json", "csv", ctx) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2025-03-03", "2025-03-03"), ("03/03/2025", "2025-03-03"), ("2025-3-3", None),
+    ("2025-02-29", None), ("29/02/2024", "2024-02-29"), ("tomorrow", None)])
+def test_parse_date(text, expected):
+    assert parse_date(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("21", "21.00"), ("3,5", "3.50"), ("0", "0.00"), ("9999.99", "9999.99"), ("1.234", None),
+    ("-1", None), ("1e3", None), ("10000", None)])
+def test_parse_hours(text, expected):
+    assert parse_hours(text)[0] == expected
+
+
+def test_parse_bool_languages():
+    assert [parse_bool(t) for t in ("JA", "oui", "1", "Nee", "non", "0", "perhaps")] == [
+        True, True, True, False, False, False, None]
+
+
+def test_locate_maps_spec_paths_to_lines_and_columns():
+    _, decls, _ = read(EXPORTS / "valid.csv")
+    path = "/FLAFile/Declaration[1]/Worker[1]/Training[2]/Hours"
+    assert locate(path, decls[0]) == (4, "hours")
+    assert locate("/FLAFile/Declaration[1]/Employer/CompanyID", decls[0]) == (
+        2, "employer_company_id")
