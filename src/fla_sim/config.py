@@ -1,0 +1,528 @@
+"""The simulator home: ``simulator.toml``, keys, PKI and channel trees (spec 2, 3, 5.8; design 5).
+
+Layout of a home::
+
+    simulator.toml          [server] (host, port, every key of spec 5.8), [[channel]],
+                            [[mandate]], [trust], [[fault]]
+    host_key, host_key.pub  the SSH host key (ed25519)
+    pki/                    the simulator test CA and the answer-signing certificate
+    keys/<user>-N.pub       registered SSH public keys
+    certs/<user>-N.pem      registered signing certificates (spec 6.6)
+    trust/                  trust anchors and CRLs added with ``add_trust``
+    channels/<user>/        IN, OUT, INTEST, OUTTEST, INTEST-S, OUTTEST-S
+    archive/                processed uploads (spec 5.3 clean-up)
+    journal.sqlite          the journal (fla_sim.store)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fla_core.applications import KNOWN_UPLOAD_CODES
+from fla_core.model import Quality
+from fla_core.settings import ChannelProfile, Settings
+
+if TYPE_CHECKING:
+    from fla_core.mandates import MandateRecord
+    from fla_core.signing import Signer, TrustStore
+
+CONFIG_NAME = "simulator.toml"
+CHANNEL_DIRS = ("IN", "OUT", "INTEST", "OUTTEST", "INTEST-S", "OUTTEST-S")
+RESERVED_SENDERS = frozenset({"000000", "999999"})
+USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+GiB = 1 << 30
+
+FAULT_WHEN = ("upload", "process", "answer")
+FAULT_ACTIONS = ("drop-connection", "delay", "disk-full", "corrupt", "force-anomaly")
+_SERVER_ONLY = ("host", "port", "legacy_ssh_rsa")
+
+
+class ConfigError(Exception):
+    """A simulator home or a configuration change that cannot be used; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One injected fault (design 5 ``[[fault]]``)."""
+
+    when: str  # upload | process | answer
+    action: str  # drop-connection | delay | disk-full | corrupt | force-anomaly
+    match: str = "*"  # glob on the file name the fault applies to
+    delay_ms: int = 0  # for "delay"
+    code: str | None = None  # for "force-anomaly": the code to force
+    times: int | None = None  # how many times it fires; None = always
+
+    def __post_init__(self) -> None:
+        if self.when not in FAULT_WHEN:
+            raise ValueError(f"fault 'when' must be one of {', '.join(FAULT_WHEN)}, "
+                             f"not {self.when!r}")
+        if self.action not in FAULT_ACTIONS:
+            raise ValueError(f"fault 'action' must be one of {', '.join(FAULT_ACTIONS)}, "
+                             f"not {self.action!r}")
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """One SFTP channel (spec 3.1)."""
+
+    user: str
+    quality: Quality
+    company: str
+    sender: str
+    ssh_keys: list[str]  # OpenSSH public key lines (files keys/<user>-N.pub in the home)
+    certificates: list[str] = field(default_factory=list)  # PEM paths relative to the home
+    applications: frozenset[str] = frozenset({"FLAC"})
+    quota_bytes: int = GiB
+
+    def profile(self, home: SimulatorHome | Path | str) -> ChannelProfile:
+        """The channel as the checks see it, registered certificates as DER."""
+        base = Path(getattr(home, "path", home))
+        ders = []
+        for rel in self.certificates:
+            for cert in _load_certs(base / rel):
+                ders.append(cert.public_bytes(serialization.Encoding.DER))
+        return ChannelProfile(user=self.user, sender=self.sender, quality=self.quality,
+                              company_id=self.company, applications=self.applications,
+                              certificates=tuple(ders))
+
+
+@dataclass
+class SimulatorConfig:
+    """Everything ``simulator.toml`` holds, keys and certificates still as paths/lines."""
+
+    host: str = "127.0.0.1"
+    port: int = 8022
+    settings: Settings = field(default_factory=Settings)
+    channels: list[ChannelConfig] = field(default_factory=list)
+    mandates: list[MandateRecord] = field(default_factory=list)
+    trust_anchors: list[str] = field(default_factory=list)  # PEM paths relative to the home
+    crls: list[str] = field(default_factory=list)
+    faults: list[FaultSpec] = field(default_factory=list)
+    legacy_ssh_rsa: bool = False  # spec 3.2 "ssh-rsa only" compatibility mode
+
+    def channel(self, user: str) -> ChannelConfig | None:
+        """The channel of a username, None when unknown."""
+        for channel in self.channels:
+            if channel.user == user:
+                return channel
+        return None
+
+
+class SimulatorHome:
+    """A simulator home directory (see the module docstring for its layout)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).absolute()
+
+    # -- paths --------------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.sqlite"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.path / "archive"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.path / "host_key"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.path / "pki" / "ca.pem"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.path / "pki" / "ca-key.pem"
+
+    @property
+    def answer_cert_path(self) -> Path:
+        return self.path / "pki" / "answer.pem"
+
+    @property
+    def answer_key_path(self) -> Path:
+        return self.path / "pki" / "answer-key.pem"
+
+    # -- creation, loading, saving -------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | Path, *, force: bool = False,
+             at: datetime | None = None) -> SimulatorHome:
+        """Create a home: host key, simulator PKI, default ``simulator.toml`` and directories."""
+        home = cls(path)
+        if home.config_path.exists() and not force:
+            raise ConfigError(f"{home.config_path}: already a simulator home; "
+                              "use --force to recreate its keys and configuration")
+        for sub in ("pki", "keys", "certs", "trust", "channels", "archive"):
+            (home.path / sub).mkdir(parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="fla-sim host key")
+        key.write_private_key(str(home.host_key_path))
+        key.write_public_key(str(home.host_key_path) + ".pub")
+        home._make_pki(at or datetime.now(UTC))
+        home.save(SimulatorConfig(trust_anchors=[_rel(home.ca_cert_path, home.path)]))
+        return home
+
+    def _make_pki(self, at: datetime) -> None:
+        from fla_core import pki
+
+        start = at - timedelta(days=1)  # a clock slightly behind must still find them valid
+        ca = pki.make_ca("fla-sim test CA", not_before=start, not_after=at + timedelta(days=3650))
+        answer = pki.issue_simulator_signer(ca, not_before=start,
+                                            not_after=at + timedelta(days=3650))
+        for ck, cert_path, key_path in ((ca, self.ca_cert_path, self.ca_key_path),
+                                        (answer, self.answer_cert_path, self.answer_key_path)):
+            pki.write_pem(cert_path, ck.cert)
+            pki.write_pem(key_path, ck.key)
+
+    def load(self) -> SimulatorConfig:
+        """Read ``simulator.toml``; a ConfigError names the file, the key and the fix."""
+        where = self.config_path
+        try:
+            raw = tomllib.loads(where.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: not found; create the home with "
+                              f"'fla-sim init {self.path}'") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML ({exc}); fix the file") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+        return _parse_config(raw, self.path, str(where))
+
+    def save(self, config: SimulatorConfig) -> None:
+        """Write ``simulator.toml`` (and the channels' key files) atomically."""
+        keys_dir = self.path / "keys"
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        lines = _render_config(config, self.path)
+        tmp = self.config_path.with_suffix(".toml.tmp")
+        tmp.write_text(lines, "utf-8")
+        os.replace(tmp, self.config_path)
+
+    # -- configuration changes ----------------------------------------------------------------
+
+    def add_channel(self, user: str, quality: Quality | str, company: str, sender: str,
+                    ssh_keys: Sequence[str], *, certificates: Sequence[str | Path] = (),
+                    applications: Sequence[str] = ("FLAC",),
+                    quota_bytes: int = GiB) -> ChannelConfig:
+        """Register a channel (spec 3.1); refused changes raise ConfigError, nothing stored."""
+        from fla_core.identifiers import kbo_problem
+
+        config = self.load()
+        if not USER_RE.fullmatch(user):
+            raise ConfigError(f"channel user {user!r}: use 1 to 64 characters of "
+                              "A-Z a-z 0-9 . _ - (spec 3.1)")
+        if config.channel(user) is not None:
+            raise ConfigError(f"channel user {user!r} already exists in {self.config_path}; "
+                              "choose another name")
+        if not re.fullmatch(r"\d{6}", sender):
+            raise ConfigError(f"sender {sender!r}: a sender number is 6 digits (spec 3.1)")
+        if sender in RESERVED_SENDERS:
+            raise ConfigError(f"sender {sender}: 000000 and 999999 are reserved (spec 3.1); "
+                              "choose another sender number")
+        try:
+            quality = Quality.parse(quality) if isinstance(quality, str) else quality
+        except ValueError as exc:
+            raise ConfigError(f"quality: {exc}") from None
+        problem = kbo_problem(company)
+        if problem is not None:
+            what = "bad check digits" if problem == "004" else "not 10 digits"
+            raise ConfigError(f"company {company!r}: not a valid enterprise number ({what}, "
+                              f"code {problem}); give the 10-digit KBO/BCE number")
+        apps = frozenset(a.upper() for a in applications) or frozenset({"FLAC"})
+        unknown = sorted(apps - KNOWN_UPLOAD_CODES)
+        if unknown:
+            raise ConfigError(f"application {', '.join(unknown)}: unknown application code; "
+                              f"known: {', '.join(sorted(KNOWN_UPLOAD_CODES))}")
+        if not ssh_keys:
+            raise ConfigError(f"channel {user!r}: at least one SSH public key is needed "
+                              "(spec 3.2: public-key login only)")
+        for n, line in enumerate(ssh_keys, 1):
+            try:
+                asyncssh.import_public_key(line)
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise ConfigError(f"SSH key {n} of {user!r}: not an OpenSSH public key "
+                                  f"({exc}); give the .pub file") from None
+        certs = [self._store_cert(Path(p), user, n) for n, p in enumerate(certificates, 1)]
+        channel = ChannelConfig(user=user, quality=quality, company=company, sender=sender,
+                                ssh_keys=[k.strip() for k in ssh_keys], certificates=certs,
+                                applications=apps, quota_bytes=quota_bytes)
+        config.channels.append(channel)
+        self.save(config)
+        self.channel_root(user)
+        return channel
+
+    def _store_cert(self, source: Path, user: str, n: int) -> str:
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the certificate ({exc.strerror})") from None
+        try:
+            x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise ConfigError(f"{source}: not a PEM certificate") from None
+        target = self.path / "certs" / f"{user}-{n}.pem"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return _rel(target, self.path)
+
+    def add_mandate(self, record: MandateRecord) -> None:
+        """Store a mandate; an overlapping level-1 mandate (spec 2.2 M4) is refused."""
+        from fla_core import mandates
+
+        config = self.load()
+        try:
+            config.mandates = list(mandates.add_mandate(config.mandates, record))
+        except Exception as exc:  # the mandates module reports M4 and bad fields its own way
+            raise ConfigError(f"mandate refused: {exc}") from None
+        self.save(config)
+
+    def add_trust(self, pem: str | Path) -> str:
+        """Add a trust anchor (or a CRL) PEM for senders' signatures; returns its home path."""
+        source = Path(pem)
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read ({exc.strerror})") from None
+        is_crl = b"-----BEGIN X509 CRL-----" in data
+        try:
+            if is_crl:
+                x509.load_pem_x509_crl(data)
+            else:
+                x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise ConfigError(f"{source}: not a PEM certificate or CRL") from None
+        config = self.load()
+        target = self.path / "trust" / source.name
+        n = 1
+        while target.exists() and target.read_bytes() != data:
+            n += 1
+            target = self.path / "trust" / f"{source.stem}-{n}{source.suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        rel = _rel(target, self.path)
+        bucket = config.crls if is_crl else config.trust_anchors
+        if rel not in bucket:
+            bucket.append(rel)
+        self.save(config)
+        return rel
+
+    # -- runtime helpers ----------------------------------------------------------------------
+
+    def channel_root(self, user: str) -> Path:
+        """The chroot of a channel, its six directories created; a symlink anywhere is refused."""
+        if not USER_RE.fullmatch(user):
+            raise ConfigError(f"channel user {user!r}: not a valid username")
+        base = self.path / "channels"
+        root = base / user
+        for d in (base, root):
+            if d.is_symlink():
+                raise ConfigError(f"{d}: is a symbolic link; a channel tree must hold none")
+        for name in CHANNEL_DIRS:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                if os.path.islink(os.path.join(dirpath, name)):
+                    raise ConfigError(f"{os.path.join(dirpath, name)}: is a symbolic link; "
+                                      "remove it (a link could lead a client out of its root)")
+        return root
+
+    def trust_store(self) -> TrustStore:
+        """Trust anchors and CRLs for senders' signatures."""
+        from fla_core.signing import TrustStore
+
+        config = self.load()
+        anchors = [c for rel in config.trust_anchors for c in _load_certs(self.path / rel)]
+        crls = []
+        for rel in config.crls:
+            try:
+                crls.append(x509.load_pem_x509_crl((self.path / rel).read_bytes()))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{self.path / rel}: unusable CRL ({exc}); "
+                                  "fix or remove it from [trust] crls") from None
+        return TrustStore(anchors=anchors, crls=crls)
+
+    def answer_signer(self) -> Signer:
+        """The key and certificate the simulator signs its answers with (spec 6.7)."""
+        from fla_core.signing import load_signer
+
+        return load_signer(self.answer_key_path, self.answer_cert_path)
+
+
+# -- simulator.toml reading -------------------------------------------------------------------
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _load_certs(path: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError:
+        raise ConfigError(f"{path}: not a PEM certificate") from None
+
+
+def _need(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing key {key!r}; add it")
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: key {key!r} must be a {kind.__name__}, "
+                          f"not {type(value).__name__}")
+    return value
+
+
+def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConfig:
+    known = {"server", "channel", "mandate", "trust", "fault"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown table [{key}]; known: "
+                              f"{', '.join(sorted(known))}")
+    server = dict(raw.get("server", {}))
+    host = server.pop("host", "127.0.0.1")
+    port = server.pop("port", 8022)
+    legacy = server.pop("legacy_ssh_rsa", False)
+    if not isinstance(host, str):
+        raise ConfigError(f"{source} [server]: key 'host' must be a string")
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{source} [server]: key 'port' must be a number 0-65535")
+    if not isinstance(legacy, bool):
+        raise ConfigError(f"{source} [server]: key 'legacy_ssh_rsa' must be true or false")
+    try:
+        settings = Settings.from_mapping(server, source=f"{source} [server]")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    channels: list[ChannelConfig] = []
+    for n, table in enumerate(raw.get("channel", []), 1):
+        channel = _parse_channel(table, base, f"{source} [[channel]] #{n}")
+        if any(c.user == channel.user for c in channels):
+            raise ConfigError(f"{source}: channel user {channel.user!r} is defined twice")
+        channels.append(channel)
+    mandates = [_parse_mandate(t, f"{source} [[mandate]] #{n}")
+                for n, t in enumerate(raw.get("mandate", []), 1)]
+    trust = raw.get("trust", {})
+    anchors = list(trust.get("anchors", []))
+    crls = list(trust.get("crls", []))
+    faults = []
+    for n, table in enumerate(raw.get("fault", []), 1):
+        try:
+            faults.append(FaultSpec(**table))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source} [[fault]] #{n}: {exc}") from None
+    return SimulatorConfig(host=host, port=port, settings=settings, channels=channels,
+                           mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
+                           legacy_ssh_rsa=legacy)
+
+
+def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConfig:
+    user = _need(table, "user", str, where)
+    where = f"{where} (user {user!r})"
+    try:
+        quality = Quality.parse(_need(table, "quality", str, where))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: key 'quality': {exc}") from None
+    keys = []
+    for rel in _need(table, "ssh_keys", list, where):
+        path = base / rel
+        try:
+            keys.extend(line.strip() for line in path.read_text("utf-8").splitlines()
+                        if line.strip() and not line.startswith("#"))
+        except OSError as exc:
+            raise ConfigError(f"{where}: key 'ssh_keys': cannot read {path} ({exc.strerror}); "
+                              "fix the path or add the key again") from None
+    return ChannelConfig(
+        user=user, quality=quality,
+        company=_need(table, "company", str, where),
+        sender=_need(table, "sender", str, where),
+        ssh_keys=keys,
+        certificates=list(table.get("certificates", [])),
+        applications=frozenset(table.get("applications", ["FLAC"])),
+        quota_bytes=int(table.get("quota_bytes", GiB)),
+    )
+
+
+def _parse_mandate(table: dict[str, Any], where: str) -> MandateRecord:
+    from fla_core.mandates import MandateRecord
+
+    names = {f.name for f in fields(MandateRecord)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(names))}")
+    try:
+        return MandateRecord(**table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+# -- simulator.toml writing -------------------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple | frozenset | set):
+        items = sorted(value) if isinstance(value, frozenset | set) else value
+        return "[" + ", ".join(_toml(v) for v in items) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return _toml(str(value))
+
+
+def _render_config(config: SimulatorConfig, base: Path) -> str:
+    out = ["# fla-sim simulator home (design 5); edit, then restart 'fla-sim serve'.", "",
+           "[server]", f"host = {_toml(config.host)}", f"port = {config.port}",
+           f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}"]
+    out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
+    for channel in config.channels:
+        key_paths = []
+        for n, line in enumerate(channel.ssh_keys, 1):
+            path = base / "keys" / f"{channel.user}-{n}.pub"
+            path.write_text(line + "\n", "utf-8")
+            key_paths.append(_rel(path, base))
+        out += ["", "[[channel]]", f"user = {_toml(channel.user)}",
+                f"quality = {_toml(channel.quality.alias)}",
+                f"company = {_toml(channel.company)}", f"sender = {_toml(channel.sender)}",
+                f"ssh_keys = {_toml(key_paths)}",
+                f"certificates = {_toml(channel.certificates)}",
+                f"applications = {_toml(channel.applications)}",
+                f"quota_bytes = {channel.quota_bytes}"]
+    for mandate in config.mandates:
+        out += ["", "[[mandate]]"]
+        for f in fields(mandate):
+            value = getattr(mandate, f.name)
+            if value is not None:
+                out.append(f"{f.name} = {_toml(value)}")
+    out += ["", "[trust]", f"anchors = {_toml(config.trust_anchors)}",
+            f"crls = {_toml(config.crls)}"]
+    for fault in config.faults:
+        out += ["", "[[fault]]"]
+        for f in fields(fault):
+            value = getattr(fault, f.name)
+            if value is not None and value != f.default:  # when/action have no default
+                out.append(f"{f.name} = {_toml(value)}")
+    return "\n".join(out) + "\n"

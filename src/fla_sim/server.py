@@ -1,0 +1,365 @@
+"""The simulator's SFTP listener (spec 3; design 6).
+
+One asyncssh server; each SFTP session is chrooted into its channel's root. The
+:class:`ChannelSFTPServer` subclass restricts the protocol with one short method per request,
+each raising :class:`asyncssh.SFTPError` with the status a client sees on the real channel.
+Uploads are written under a hidden temporary name and renamed to their real name when the
+client closes them; only then is ``on_file_closed`` awaited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from asyncssh.public_key import get_default_public_key_algs as _default_sig_algs
+
+if TYPE_CHECKING:
+    from fla_sim.config import SimulatorConfig, SimulatorHome
+
+UPLOAD_DIRS = frozenset({"IN", "INTEST", "INTEST-S"})
+ANSWER_DIRS = frozenset({"OUT", "OUTTEST", "OUTTEST-S"})
+CHANNEL_DIRS = UPLOAD_DIRS | ANSWER_DIRS
+TEMP_PREFIX = ".upload-"
+
+FileClosed = Callable[[str, str, str, int], Awaitable[None]]
+
+_WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
+
+
+@dataclass
+class _Context:
+    """What every connection of one listener shares."""
+
+    home: SimulatorHome
+    config: SimulatorConfig
+    on_file_closed: FileClosed
+    log: logging.Logger
+    _parsed: dict[str, bytes | None] = field(default_factory=dict)
+
+    def key_allowed(self, user: str, key: asyncssh.SSHKey) -> bool:
+        """True when ``key`` is registered for the channel ``user`` (looked up at each login)."""
+        channel = self.config.channel(user)
+        if channel is None:
+            return False
+        return any(self._public_data(line) == key.public_data for line in channel.ssh_keys)
+
+    def _public_data(self, line: str) -> bytes | None:
+        if line not in self._parsed:
+            try:
+                self._parsed[line] = asyncssh.import_public_key(line).public_data
+            except (asyncssh.KeyImportError, ValueError):
+                self.log.error("unreadable SSH public key in the configuration: %.40s...", line)
+                self._parsed[line] = None
+        return self._parsed[line]
+
+
+class _Upload:
+    """An upload in progress: a hidden temp file renamed to ``final`` on close."""
+
+    __slots__ = ("directory", "failed", "fd", "final", "limit", "name", "temp")
+
+    def __init__(self, fd: int, temp: str, final: str, directory: str, name: str, limit: int):
+        self.fd = fd
+        self.temp = temp
+        self.final = final
+        self.directory = directory
+        self.name = name
+        self.limit = limit  # highest end offset the channel quota allows for this file
+        self.failed = False  # a write was refused: the file is incomplete, never announce it
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def finish(self) -> int:
+        """Close the temp file and rename it over the real name; return the size."""
+        size = os.fstat(self.fd).st_size
+        os.close(self.fd)
+        os.replace(self.temp, self.final)  # last write wins: overwrite before GO
+        return size
+
+    def discard(self) -> None:
+        """Close and delete the temp file: the upload never completed."""
+        os.close(self.fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp)
+
+
+def _input_ended(chan: asyncssh.SSHServerChannel) -> bool:
+    """True once the client stopped sending (EOF or lost connection)."""
+    # asyncssh has no public flag for "EOF received"; its channel's _recv_state leaves "open"
+    # at the client's EOF, which tells a client CLOSE apart from the session clean-up
+    return chan.is_closing() or getattr(chan, "_recv_state", "open") != "open"
+
+
+def _denied(reason: str) -> asyncssh.SFTPError:
+    return asyncssh.SFTPPermissionDenied(reason)
+
+
+class ChannelSFTPServer(asyncssh.SFTPServer):
+    """SFTP requests of one channel session, restricted to what spec 3.3 allows."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, *, ctx: _Context):
+        self._ctx = ctx
+        self._user: str = chan.get_extra_info("username")
+        self._uploads: set[_Upload] = set()
+        channel = ctx.config.channel(self._user)
+        assert channel is not None  # authentication let only configured channels in
+        self._quota = channel.quota_bytes
+        root = os.path.realpath(ctx.home.channel_root(self._user))
+        super().__init__(chan, chroot=os.fsencode(root))
+        self._root = os.fsencode(root)
+
+    # -- path helpers -------------------------------------------------------------------------
+
+    def _parts(self, path: bytes) -> tuple[str, ...]:
+        """The client path as components below the channel root (``..`` cannot climb out)."""
+        rel = self.map_path(path)[len(self._root):].strip(b"/")
+        try:
+            parts = tuple(rel.decode("utf-8").split("/")) if rel else ()
+        except UnicodeDecodeError:
+            raise _denied("file names must be UTF-8") from None
+        local = self._root
+        for part in parts:  # a link planted in the tree could point outside: never follow it
+            local = local + b"/" + part.encode()
+            if os.path.islink(local):
+                raise _denied("symbolic links are not served")
+        if parts and parts[-1].startswith(TEMP_PREFIX):
+            raise asyncssh.SFTPNoSuchFile("no such file")
+        return parts
+
+    def _local(self, parts: tuple[str, ...]) -> str:
+        return os.path.join(os.fsdecode(self._root), *parts)
+
+    def _used_bytes(self) -> int:
+        """Bytes held by the channel's upload directories, temp files of uploads included."""
+        total = 0
+        for directory in UPLOAD_DIRS:
+            with os.scandir(self._local((directory,))) as entries:
+                total += sum(e.stat(follow_symlinks=False).st_size for e in entries
+                             if e.is_file(follow_symlinks=False))
+        return total
+
+    # -- open / read / write / close ----------------------------------------------------------
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        """OPEN: writes only directly in IN*, reads only in OUT*."""
+        parts = self._parts(path)
+        if pflags & _WRITE_FLAGS:
+            return self._open_upload(parts, pflags)
+        if len(parts) != 2 or parts[0] not in ANSWER_DIRS:
+            raise _denied("files can be read only in OUT, OUTTEST and OUTTEST-S")
+        return open(self._local(parts), "rb", buffering=0)  # closed in close()
+
+    def open56(self, path: bytes, desired_access: int, flags: int,
+               attrs: asyncssh.SFTPAttrs) -> object:
+        """OPEN (SFTPv5+): translated to v3 flags so the same rules apply."""
+        pflags = asyncssh.FXF_READ
+        if desired_access & (asyncssh.ACE4_WRITE_DATA | asyncssh.ACE4_APPEND_DATA):
+            pflags |= asyncssh.FXF_WRITE
+        disposition = flags & asyncssh.FXF_ACCESS_DISPOSITION
+        pflags |= {
+            asyncssh.FXF_CREATE_NEW: asyncssh.FXF_CREAT | asyncssh.FXF_EXCL,
+            asyncssh.FXF_CREATE_TRUNCATE: asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC,
+            asyncssh.FXF_OPEN_OR_CREATE: asyncssh.FXF_CREAT,
+            asyncssh.FXF_TRUNCATE_EXISTING: asyncssh.FXF_TRUNC,
+        }.get(disposition, 0)
+        return self.open(path, pflags, attrs)
+
+    def _open_upload(self, parts: tuple[str, ...], pflags: int) -> _Upload:
+        if len(parts) != 2 or parts[0] not in UPLOAD_DIRS:
+            raise _denied("uploads go directly into IN, INTEST or INTEST-S")
+        directory, name = parts
+        final = self._local(parts)
+        exists = os.path.exists(final)
+        if exists and pflags & asyncssh.FXF_EXCL:
+            raise asyncssh.SFTPFileAlreadyExists(f"{name} already exists")
+        if not exists and not pflags & asyncssh.FXF_CREAT:
+            raise asyncssh.SFTPNoSuchFile(f"{name} does not exist")
+        existing = os.path.getsize(final) if exists else 0
+        limit = self._quota - self._used_bytes() + existing
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._local((directory,)))
+        if exists and not pflags & asyncssh.FXF_TRUNC:
+            # a client continuing an existing file expects its bytes to be there
+            with open(final, "rb") as src, open(fd, "wb", closefd=False) as dst:
+                shutil.copyfileobj(src, dst)
+        upload = _Upload(fd, temp, final, directory, name, limit)
+        self._uploads.add(upload)
+        return upload
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        """WRITE: straight to the temp file; the quota check is one comparison."""
+        try:
+            limit = file_obj.limit  # type: ignore[attr-defined]
+        except AttributeError:
+            raise _denied("file is open for reading only") from None
+        if offset + len(data) > limit:
+            file_obj.failed = True  # type: ignore[attr-defined]
+            raise asyncssh.SFTPFailure("quota exceeded")
+        fd = file_obj.fd  # type: ignore[attr-defined]
+        written = os.pwrite(fd, data, offset)
+        while written < len(data):  # short writes are rare on regular files, but possible
+            written += os.pwrite(fd, memoryview(data)[written:], offset + written)
+        return written
+
+    async def close(self, file_obj: object) -> None:
+        """CLOSE: a completed upload gets its real name, then ``on_file_closed`` is awaited."""
+        if not isinstance(file_obj, _Upload):
+            file_obj.close()  # type: ignore[attr-defined]
+            return
+        self._uploads.discard(file_obj)
+        if file_obj.failed or _input_ended(self.channel):
+            # asyncssh closes leftover handles when the session ends: not a completed upload
+            self._ctx.log.info("%s: upload of %s/%s incomplete, discarded", self._user,
+                               file_obj.directory, file_obj.name)
+            file_obj.discard()
+            return
+        size = file_obj.finish()
+        self._ctx.log.info("%s: received %s/%s (%d bytes)", self._user, file_obj.directory,
+                           file_obj.name, size)
+        try:
+            await self._ctx.on_file_closed(self._user, file_obj.directory, file_obj.name, size)
+        except asyncssh.SFTPError:
+            raise  # a veto or injected fault chosen by the processor: the client sees it
+        except Exception:
+            self._ctx.log.exception("%s: processing hand-off failed for %s/%s", self._user,
+                                    file_obj.directory, file_obj.name)
+            raise asyncssh.SFTPFailure("internal simulator error") from None
+
+    def exit(self) -> None:
+        """End of session: any upload still open never completed."""
+        for upload in self._uploads:
+            upload.discard()
+        self._uploads.clear()
+
+    # -- directories --------------------------------------------------------------------------
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        """READDIR: the root and the channel directories; temp names are never listed."""
+        parts = self._parts(path)
+        if len(parts) > 1 or (parts and parts[0] not in CHANNEL_DIRS):
+            raise _denied("only the channel directories can be listed")
+        async for entry in super().scandir(path):
+            if not entry.filename.startswith(TEMP_PREFIX.encode()):
+                yield entry
+
+    def remove(self, path: bytes) -> None:
+        """REMOVE: answers only (OUT*)."""
+        parts = self._parts(path)
+        if len(parts) != 2 or parts[0] not in ANSWER_DIRS:
+            raise _denied("files can be removed only in OUT, OUTTEST and OUTTEST-S")
+        os.remove(self._local(parts))
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        """MKDIR: refused, the channel root is fixed."""
+        raise _denied("directories cannot be created")
+
+    def rmdir(self, path: bytes) -> None:
+        """RMDIR: refused."""
+        raise _denied("directories cannot be removed")
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        """RENAME: refused (a set is named by its uploads)."""
+        raise _denied("rename is not allowed")
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        """posix-rename@openssh.com: refused like RENAME."""
+        raise _denied("rename is not allowed")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        """SYMLINK: refused."""
+        raise _denied("symbolic links are not allowed")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        """hardlink@openssh.com: refused."""
+        raise _denied("links are not allowed")
+
+    def readlink(self, path: bytes) -> bytes:
+        """READLINK: there are no links to read."""
+        raise _denied("symbolic links are not served")
+
+    # -- attributes ---------------------------------------------------------------------------
+
+    def stat(self, path: bytes) -> Any:
+        """STAT: anything inside the root except temp files and links."""
+        return os.lstat(self._local(self._parts(path)))
+
+    def lstat(self, path: bytes) -> Any:
+        """LSTAT: as STAT (no links are served)."""
+        return self.stat(path)
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        """SETSTAT: ignored, so ``put -p`` keeps working (times and modes are not kept)."""
+        self._parts(path)
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        """LSETSTAT: ignored."""
+        self._parts(path)
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        """FSETSTAT: ignored."""
+
+
+class _ChannelSSHServer(asyncssh.SSHServer):
+    """Authentication: public key only, the key must be registered for that channel."""
+
+    def __init__(self, ctx: _Context):
+        self._ctx = ctx
+        self._peer = "?"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername")
+        self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def begin_auth(self, username: str) -> bool:
+        if self._ctx.config.channel(username) is None:
+            self._ctx.log.warning("login refused: unknown channel user %r from %s",
+                                  username, self._peer)
+        return True  # always require auth; unknown users simply never succeed
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self._ctx.key_allowed(username, key):
+            return True
+        self._ctx.log.warning("login refused: key %s is not registered for user %r (from %s)",
+                              key.get_fingerprint(), username, self._peer)
+        return False
+
+
+async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_closed: FileClosed,
+                       *, host: str | None = None, port: int | None = None,
+                       log: logging.Logger | None = None,
+                       legacy_ssh_rsa: bool | None = None) -> asyncssh.SSHAcceptor:
+    """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port."""
+    ctx = _Context(home, config, on_file_closed, log or logging.getLogger("fla_sim.server"))
+    host_key = asyncssh.read_private_key(home.host_key_path)
+    legacy = config.legacy_ssh_rsa if legacy_ssh_rsa is None else legacy_ssh_rsa
+    options: dict[str, Any] = {}
+    if not legacy:
+        # RSA keys still work, with SHA-2 signatures (spec 3.2: SHA-1 "ssh-rsa" is opt-in)
+        options["signature_algs"] = [a.decode() for a in _default_sig_algs() if a != b"ssh-rsa"]
+    return await asyncssh.create_server(
+        partial(_ChannelSSHServer, ctx),
+        config.host if host is None else host,
+        config.port if port is None else port,
+        server_host_keys=[host_key],
+        sftp_factory=partial(ChannelSFTPServer, ctx=ctx),
+        allow_scp=False,
+        **options,
+    )
