@@ -66,7 +66,7 @@ class CertifiedKey:
 
 def generate_key(key_type: KeyType = "rsa2048") -> PrivateKey:
     """A fresh private key of the named type."""
-    if key_type.startswith("rsa"):
+    if key_type in ("rsa1024", "rsa2048", "rsa3072", "rsa4096"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
     if key_type in _CURVES:
         return ec.generate_private_key(_CURVES[key_type]())
