@@ -458,6 +458,26 @@ def test_unparsable_dates_and_hours_report_nothing(plugins):
     assert ids(plugins, decl) == ["00135-911"]
 
 
+@pytest.mark.parametrize("hours", ["NaN", "sNaN", "Infinity", ""])
+def test_non_numeric_hours_report_nothing(plugins, hours):
+    assert ids(plugins, with_training(hours=hours)) == []
+
+
+def test_quality_table_agrees_with_the_builtin_quality_plugin():
+    # The checks decide from the spec's table (they see no plugin manager); keep both in step.
+    from fla_core.checks import employer, trainings
+    from fla_core.qualities.builtin import QUALITIES
+
+    def having(flag: str) -> frozenset[Quality]:
+        return frozenset(q.quality for q in QUALITIES if getattr(q, flag))
+
+    assert having("own_company_only") == employer.OWN_COMPANY_ONLY
+    assert having("needs_mandate") == employer.NEEDS_MANDATE
+    assert having("employer_optional") == employer.EMPLOYER_OPTIONAL
+    assert having("own_trainings_only") == trainings.OWN_TRAININGS_ONLY
+    assert having("two_level") == Limits().two_level_qualities
+
+
 # --- ordering of spec 8.2 -----------------------------------------------------------------------
 
 def messy() -> Declaration:

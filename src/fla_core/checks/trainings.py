@@ -19,6 +19,8 @@ from fla_core.identifiers import kbo_problem
 from fla_core.model import Declaration, Quality, Training
 
 ZERO = Decimal("0")
+# M5 of spec 2.2 (mirrors QualityInfo.own_trainings_only of the built-in qualities).
+OWN_TRAININGS_ONLY = frozenset({Quality.TRAINING_PROVIDER})
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def _provider(training: Training, where: _Where) -> list[Anomaly]:
             found.append(where.anomaly(problem, "00132", "ProviderCompanyID", provider,
                                        20 if problem == "901" else 21))
     sender = where.context.sender
-    if sender.quality == Quality.TRAINING_PROVIDER and provider != sender.company_id:
+    if sender.quality in OWN_TRAININGS_ONLY and provider != sender.company_id:
         found.append(where.anomaly("951", "00132", "ProviderCompanyID", provider, 22))
     return found
 
