@@ -177,6 +177,14 @@ def test_sha1_signature_is_accepted_with_file_warning_609(tmp_path, pki, plugins
         ("00000-609", "W", "/", None)]
 
 
+def test_sha1_warning_is_reported_once_per_set(tmp_path, pki, plugins):
+    cut = len(VALID) // 3
+    for index, chunk in enumerate((VALID[:cut], VALID[cut:]), start=1):
+        write_fs(write_fi(tmp_path, chunk, total=2, index=index), pki.signer, digest="sha1")
+    verdict = judge(tmp_path, pki, plugins, go_name(total=2))
+    assert [a.error_id for a in verdict.file_warnings] == ["00000-609"]
+
+
 def test_application_without_plugin_is_accepted_without_noti(tmp_path, pki, plugins):
     stem = "DMFA.123456.20260316.00010.T"
     write_fi(tmp_path, b"not even XML: DmfA is routed, not read", stem=stem)
@@ -348,6 +356,8 @@ def test_p15_too_many_declarations(tmp_path, pki, plugins):
     verdict = judge(tmp_path, pki, plugins, settings=Settings(max_declarations=1))
     assert error_code(verdict) == "172"
     assert verdict.declarations == []
+    exactly = judge(tmp_path, pki, plugins, settings=Settings(max_declarations=2))
+    assert exactly.error is None and len(exactly.declarations) == 2
 
 
 def test_header_must_carry_the_channel_quality(tmp_path, pki, plugins):
