@@ -29,8 +29,8 @@ def read(path: Path, fmt: str | None = None, **kw):
 def test_valid_csv_is_grouped_and_normalised():
     content, decls, problems = read(EXPORTS / "valid.csv")
     assert problems == []
-    assert [d.declaration_ref for d in decls] == ["D-0897223670-2025-01", "D-0897223670-2025-02"]
-    first, cancel = decls
+    assert [d.declaration_ref for d in decls] == ["D-0897223670-2025-01"]
+    first = decls[0]
     assert first.employer.company_id == "0897223670"  # "BE 0897.223.670"
     assert first.line == 2
     # rows 2 and 4 share an INSS: one worker with two trainings, in row order
@@ -43,18 +43,24 @@ def test_valid_csv_is_grouped_and_normalised():
     assert (second.start_date, second.hours, second.during_working_time) == (
         "2025-06-10", "3.50", True)
     assert trainings[1].title == "First aid, level 1"  # quoted comma
-    assert cancel.action == "CANCEL" and cancel.workers == []
-    assert cancel.replaced_declaration_ref == "D-0897223670-2024-07"
     assert content.header.sender_nbr == "123456"
     assert content.header.quality == "SOCIAL_SECRETARIAT"
     assert content.header.file_reference == "FLA-123456-20260316093000"
+
+
+def test_cancel_row_has_no_worker():
+    _, decls, problems = read(EXPORTS / "cancel.csv")
+    assert problems == []
+    (cancel,) = decls
+    assert cancel.action == "CANCEL" and cancel.workers == []
+    assert cancel.replaced_declaration_ref == "D-0897223670-2024-07"
 
 
 def test_valid_json_nested_matches_csv():
     content, decls, problems = read(EXPORTS / "valid.json")
     assert problems == []
     assert content.header.file_reference == "ACME-2026-0001"
-    assert [d.action for d in decls] == ["NEW", "CANCEL"]
+    assert [d.action for d in decls] == ["NEW"]
     w1, w2 = decls[0].workers
     assert w2.trainings[0].hours == "3.50"  # JSON number 3.5
     assert w1.trainings[0].line == 14  # line of the training's opening brace

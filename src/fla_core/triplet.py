@@ -1,0 +1,181 @@
+"""Write a triplet (FI, FS, GO) or a TD to a folder, and read a folder back as sets (spec 4, 5).
+
+Files are written under a hidden temporary name and renamed when complete, in upload order
+(FI, FS, then GO), so that a folder watcher or ``fla send`` never sees a half-written FI or a GO
+before its parts. The FI is rendered as a stream: its size never sits in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date as Date
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from fla_core.anomalies import ChannelError
+from fla_core.model import FileContent
+from fla_core.settings import DEFAULT_FS_POLICY
+
+SEQUENCES_FILE = ".fla-sequences"
+Renderer = Callable[[FileContent, BinaryIO], None]
+_SET_NAME = re.compile(r"(FI|FS|GO|TD)\.([A-Z0-9]{4}\.[0-9]{6}\.[0-9]{8}\.[0-9A-Z]{5}\.[RTS])"
+                       r"(\..*)?")
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """The files of one written set; ``fs`` is None when the set was not signed."""
+
+    fi: Path
+    fs: Path | None
+    go: Path
+
+    @property
+    def stem(self) -> str:
+        """``APPL.SENDER.DATE.SEQ.ENV``."""
+        return ".".join(self.go.name.split(".")[1:6])
+
+
+@dataclass
+class FileSet:
+    """Files of one folder sharing a stem (spec 4.1), each list in ASCII order."""
+
+    stem: str
+    fi: list[Path] = field(default_factory=list)
+    fs: list[Path] = field(default_factory=list)
+    go: list[Path] = field(default_factory=list)
+    td: list[Path] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file of the set: FI, FS, GO, TD."""
+        return [*self.fi, *self.fs, *self.go, *self.td]
+
+
+@dataclass
+class Folder:
+    """A folder read as sets; ``unknown`` holds files whose name is not an upload name."""
+
+    sets: list[FileSet]
+    unknown: list[Path]
+
+
+def _date_text(value: str | Date) -> str:
+    return value.strftime("%Y%m%d") if isinstance(value, Date) else value
+
+
+def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write through a hidden temporary file, fsync, then rename into place."""
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        with open(tmp, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _default_renderer(appl: str) -> Renderer:
+    from fla_core.plugins import get_plugins  # the CLI's manager; tests pass render=
+
+    for app in get_plugins().applications():
+        if app.code == appl:
+            return app.render
+    raise ChannelError("154", f"no installed application plugin renders {appl} files")
+
+
+def allocate_seq(out_dir: Path, sender: str, date: str, env: str,
+                 state: Path | None = None) -> str:
+    """Next unused sequence for (sender, date, env), kept in ``out_dir/.fla-sequences``."""
+    from fla_core.names import SequenceAllocator
+
+    return SequenceAllocator(state or Path(out_dir) / SEQUENCES_FILE).allocate(sender, date, env)
+
+
+def write_triplet(out_dir: str | Path, content: FileContent, *, sender: str, date: str | Date,
+                  env: str, appl: str = "FLAC", seq: str | None = None,
+                  signer: object | None = None, signing_time: datetime | None = None,
+                  fs_policy: Mapping[str, str] = DEFAULT_FS_POLICY,
+                  render: Renderer | None = None, state: Path | None = None) -> Triplet:
+    """Render ``content`` as an FI, sign it when ``signer`` is given, then write the GO.
+
+    The environment's FS policy applies: ``required`` without signer raises ChannelError 122,
+    ``forbidden`` with a signer raises 121, before anything is written.
+    """
+    from fla_core.names import upload_name
+
+    out = Path(out_dir)
+    policy = fs_policy.get(env, "optional")
+    if policy == "required" and signer is None:
+        raise ChannelError("122", f"environment {env} requires a signature (FS): give a key and "
+                                  "certificate or a PKCS#12 file")
+    if policy == "forbidden" and signer is not None:
+        raise ChannelError("121", f"environment {env} forbids signatures (FS)")
+    out.mkdir(parents=True, exist_ok=True)
+    day = _date_text(date)
+    seq = seq or allocate_seq(out, sender, day, env, state)
+    fi = out / upload_name("FI", appl, sender, day, seq, env, 1, 1)
+    renderer = render or _default_renderer(appl)
+    _atomic_write(fi, lambda stream: renderer(content, stream))
+    fs = None
+    if signer is not None:
+        try:
+            fs = write_fs(fi, signer, signing_time=signing_time)
+        except BaseException:
+            fi.unlink(missing_ok=True)  # never leave an unsigned FI where a signed one is due
+            raise
+    go = _atomic_write(out / upload_name("GO", appl, sender, day, seq, env, 1),
+                       lambda stream: None)
+    return Triplet(fi=fi, fs=fs, go=go)
+
+
+def fs_name_for(fi: Path) -> Path:
+    """The FS path beside an FI: the same name with the ``FS`` prefix."""
+    if not fi.name.startswith("FI."):
+        raise ValueError(f"{fi.name}: not an FI name (it must start with 'FI.')")
+    return fi.with_name("FS." + fi.name[3:])
+
+
+def write_fs(fi: Path, signer: object, *, signing_time: datetime | None = None,
+             digest: str = "sha256") -> Path:
+    """Sign an FI part (streamed digest) and write its FS beside it."""
+    from fla_core.signing import encode_fs, sign_file
+
+    der = sign_file(fi, signer, digest=digest, signing_time=signing_time)  # type: ignore[arg-type]
+    return _atomic_write(fs_name_for(Path(fi)), lambda stream: stream.write(encode_fs(der)))
+
+
+def write_td(out_dir: str | Path, *, sender: str, date: str | Date, seq: str, env: str,
+             appl: str = "FLAC", total: int = 1) -> Path:
+    """Write an empty TD that cancels the set with this stem (spec 5.5)."""
+    from fla_core.names import upload_name
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = upload_name("TD", appl, sender, _date_text(date), seq, env, total)
+    return _atomic_write(out / name, lambda stream: None)
+
+
+def read_folder(directory: str | Path) -> Folder:
+    """Group the files of a folder by stem; hidden files (temporary, state) are ignored."""
+    sets: dict[str, FileSet] = {}
+    unknown: list[Path] = []
+    for path in sorted(Path(directory).iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        match = _SET_NAME.fullmatch(path.name)
+        if match is None:
+            unknown.append(path)
+            continue
+        prefix, stem = match.group(1), match.group(2)
+        group = sets.setdefault(stem, FileSet(stem))
+        getattr(group, prefix.lower()).append(path)
+    return Folder(sets=list(sets.values()), unknown=unknown)
