@@ -63,6 +63,30 @@ class TrustStore:
     intermediates: list[x509.Certificate] = field(default_factory=list)
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
 
+    @classmethod
+    def load(cls, anchors: Sequence[str | Path], intermediates: Sequence[str | Path] = (),
+             crls: Sequence[str | Path] = ()) -> TrustStore:
+        """A TrustStore from PEM/DER files (a PEM file may hold several certificates)."""
+        from fla_core import pki
+
+        def certs(paths: Sequence[str | Path]) -> list[x509.Certificate]:
+            out: list[x509.Certificate] = []
+            for p in paths:
+                try:
+                    out.extend(pki.load_certificates(p))
+                except (OSError, ValueError) as e:
+                    raise SigningError(f"{p}: not a readable certificate file ({e})") from None
+            return out
+
+        def load_crl(p: str | Path) -> x509.CertificateRevocationList:
+            try:
+                return pki.load_crl(p)
+            except (OSError, ValueError) as e:
+                raise SigningError(f"{p}: not a readable CRL file ({e})") from None
+
+        return cls(anchors=certs(anchors), intermediates=certs(intermediates),
+                   crls=[load_crl(p) for p in crls])
+
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -601,6 +625,8 @@ def verify_fs(fi: str | Path | BinaryIO, fs: bytes, *, trust: TrustStore, at: da
 
     ``sender_company`` None skips S10; ``registered`` are the channel's DER certificates (6.6).
     """
+    if at.tzinfo is None:
+        raise ValueError("verify_fs: 'at' must be a timezone-aware datetime")
     try:
         der = decode_fs(fs, layout)  # S1
         p = _parse(der)  # S2

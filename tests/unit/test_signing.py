@@ -296,8 +296,18 @@ def test_s2_econtent_type_not_data(signer, trust):
     assert code_of(der, trust) == "602"
 
 
-def test_s2_signer_certificate_missing(signer, trust):
-    assert code_of(rebuild(sign(signer), certificates=[]), trust) == "602"
+def test_s2_signer_certificate_missing(ca, signer, trust):
+    der = sign(signer)
+    assert code_of(rebuild(der, certificates=[]), trust) == "602"
+    sd = cms.ContentInfo.load(der)["content"]
+    fields = {k: sd[k] for k in ("version", "digest_algorithms", "encap_content_info",
+                                 "signer_infos")}  # no certificates field at all
+    no_field = cms.ContentInfo({"content_type": "signed_data",
+                                "content": cms.SignedData(fields)}).dump()
+    assert code_of(no_field, trust) == "602"
+    only_ca = [cms.CertificateChoices({"certificate": cms.Certificate.load(
+        ca.cert.public_bytes(pki.serialization.Encoding.DER))})]
+    assert code_of(rebuild(der, certificates=only_ca), trust) == "602"
 
 
 @pytest.mark.parametrize("dropped", ["content_type", "message_digest"])
@@ -425,6 +435,15 @@ def test_s8_revoked_by_crl(ca, signer, trust):
     assert verify(sign(signer), TrustStore(anchors=[ca.cert], crls=[other]))
 
 
+def test_s8_revoked_intermediate():
+    root = pki.make_ca(not_before=T0, key_type="ec-p256")
+    issuing = pki.issue_ca(root, "Issuing CA", not_before=T0, key_type="ec-p256")
+    ck = pki.issue_signer(issuing, company_id=COMPANY, not_before=T0, key_type="ec-p256")
+    crl = pki.make_crl(root, revoked=[issuing.cert], this_update=T0)
+    assert verify(sign(ck), TrustStore(anchors=[root.cert])).signer == ck.cert
+    assert code_of(sign(ck), TrustStore(anchors=[root.cert], crls=[crl])) == "607"
+
+
 def test_s8_crl_not_signed_by_the_issuer_is_ignored(ca, signer):
     impostor = pki.make_ca("FLA Test Root CA", not_before=T0, key_type="ec-p256")
     forged = pki.make_crl(impostor, revoked=[signer.cert], this_update=T0)
@@ -546,6 +565,22 @@ def test_load_pkcs12(tmp_path, signer, trust):
     (tmp_path / "junk.p12").write_bytes(b"junk")
     with pytest.raises(SigningError):
         load_pkcs12(tmp_path / "junk.p12", b"pw")
+
+
+def test_trust_store_from_files(tmp_path, ca, signer):
+    crl = pki.make_crl(ca, revoked=[signer.cert], this_update=T0)
+    store = TrustStore.load([pki.write_pem(tmp_path / "ca.pem", ca.cert)],
+                            crls=[pki.write_pem(tmp_path / "crl.pem", crl)])
+    assert store.anchors == [ca.cert] and store.crls == [crl]
+    assert code_of(sign(signer), store) == "607"
+    (tmp_path / "junk.pem").write_text("junk")
+    with pytest.raises(SigningError, match=r"junk\.pem"):
+        TrustStore.load([tmp_path / "junk.pem"])
+
+
+def test_naive_time_is_refused(signer, trust):
+    with pytest.raises(ValueError, match="timezone-aware"):
+        verify(sign(signer), trust, at=datetime(2026, 2, 1))
 
 
 def test_unknown_digest_is_a_clear_error(signer):
