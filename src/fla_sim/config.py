@@ -220,34 +220,19 @@ class SimulatorHome:
                     applications: Sequence[str] = ("FLAC",),
                     quota_bytes: int = GiB) -> ChannelConfig:
         """Register a channel (spec 3.1); refused changes raise ConfigError, nothing stored."""
-        from fla_core.identifiers import kbo_problem
 
         config = self.load()
-        if not USER_RE.fullmatch(user):
-            raise ConfigError(f"channel user {user!r}: use 1 to 64 characters of "
-                              "A-Z a-z 0-9 . _ - (spec 3.1)")
         if config.channel(user) is not None:
             raise ConfigError(f"channel user {user!r} already exists in {self.config_path}; "
                               "choose another name")
-        if not re.fullmatch(r"\d{6}", sender):
-            raise ConfigError(f"sender {sender!r}: a sender number is 6 digits (spec 3.1)")
-        if sender in RESERVED_SENDERS:
-            raise ConfigError(f"sender {sender}: 000000 and 999999 are reserved (spec 3.1); "
-                              "choose another sender number")
         try:
             quality = Quality.parse(quality) if isinstance(quality, str) else quality
         except ValueError as exc:
             raise ConfigError(f"quality: {exc}") from None
-        problem = kbo_problem(company)
-        if problem is not None:
-            what = "bad check digits" if problem == "004" else "not 10 digits"
-            raise ConfigError(f"company {company!r}: not a valid enterprise number ({what}, "
-                              f"code {problem}); give the 10-digit KBO/BCE number")
         apps = frozenset(a.upper() for a in applications) or frozenset({"FLAC"})
-        unknown = sorted(apps - KNOWN_UPLOAD_CODES)
-        if unknown:
-            raise ConfigError(f"application {', '.join(unknown)}: unknown application code; "
-                              f"known: {', '.join(sorted(KNOWN_UPLOAD_CODES))}")
+        problem = _channel_problem(user, company, sender, apps)
+        if problem:
+            raise ConfigError(problem)
         if not ssh_keys:
             raise ConfigError(f"channel {user!r}: at least one SSH public key is needed "
                               "(spec 3.2: public-key login only)")
@@ -286,8 +271,8 @@ class SimulatorHome:
 
         config = self.load()
         try:
-            config.mandates = list(mandates.add_mandate(config.mandates, record))
-        except Exception as exc:  # the mandates module reports M4 and bad fields its own way
+            config.mandates = mandates.add_mandate(config.mandates, record)
+        except mandates.MandateError as exc:  # M4 conflict or a malformed record
             raise ConfigError(f"mandate refused: {exc}") from None
         self.save(config)
 
@@ -307,6 +292,10 @@ class SimulatorHome:
         except ValueError:
             raise ConfigError(f"{source}: not a PEM certificate or CRL") from None
         config = self.load()
+        bucket = config.crls if is_crl else config.trust_anchors
+        for rel in bucket:  # the same file twice would only slow every verification down
+            if (self.path / rel).is_file() and (self.path / rel).read_bytes() == data:
+                return rel
         target = self.path / "trust" / source.name
         n = 1
         while target.exists() and target.read_bytes() != data:
@@ -315,7 +304,6 @@ class SimulatorHome:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         rel = _rel(target, self.path)
-        bucket = config.crls if is_crl else config.trust_anchors
         if rel not in bucket:
             bucket.append(rel)
         self.save(config)
@@ -361,6 +349,29 @@ class SimulatorHome:
         from fla_core.signing import load_signer
 
         return load_signer(self.answer_key_path, self.answer_cert_path)
+
+
+def _channel_problem(user: str, company: str, sender: str, apps: frozenset[str]) -> str | None:
+    """Why these channel fields cannot be used (spec 3.1), None when they can."""
+    from fla_core.identifiers import kbo_problem
+
+    if not USER_RE.fullmatch(user):
+        return f"channel user {user!r}: use 1 to 64 characters of A-Z a-z 0-9 . _ - (spec 3.1)"
+    if not re.fullmatch(r"\d{6}", sender):
+        return f"sender {sender!r}: a sender number is 6 digits (spec 3.1)"
+    if sender in RESERVED_SENDERS:
+        return (f"sender {sender}: 000000 and 999999 are reserved (spec 3.1); "
+                "choose another sender number")
+    problem = kbo_problem(company)
+    if problem is not None:
+        what = "bad check digits" if problem == "004" else "not 10 digits"
+        return (f"company {company!r}: not a valid enterprise number ({what}, code {problem}); "
+                "give the 10-digit KBO/BCE number")
+    unknown = sorted(apps - KNOWN_UPLOAD_CODES)
+    if unknown:
+        return (f"application {', '.join(unknown)}: unknown application code; "
+                f"known: {', '.join(sorted(KNOWN_UPLOAD_CODES))}")
+    return None
 
 
 # -- simulator.toml reading -------------------------------------------------------------------
@@ -450,28 +461,27 @@ def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConf
         except OSError as exc:
             raise ConfigError(f"{where}: key 'ssh_keys': cannot read {path} ({exc.strerror}); "
                               "fix the path or add the key again") from None
-    return ChannelConfig(
-        user=user, quality=quality,
-        company=_need(table, "company", str, where),
-        sender=_need(table, "sender", str, where),
-        ssh_keys=keys,
-        certificates=list(table.get("certificates", [])),
-        applications=frozenset(table.get("applications", ["FLAC"])),
-        quota_bytes=int(table.get("quota_bytes", GiB)),
-    )
+    company = _need(table, "company", str, where)
+    sender = _need(table, "sender", str, where)
+    apps = frozenset(str(a).upper() for a in table.get("applications", ["FLAC"]))
+    problem = _channel_problem(user, company, sender, apps)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    quota = table.get("quota_bytes", GiB)
+    if not isinstance(quota, int) or quota < 0:
+        raise ConfigError(f"{where}: key 'quota_bytes' must be a number of bytes")
+    return ChannelConfig(user=user, quality=quality, company=company, sender=sender,
+                         ssh_keys=keys, certificates=list(table.get("certificates", [])),
+                         applications=apps, quota_bytes=quota)
 
 
 def _parse_mandate(table: dict[str, Any], where: str) -> MandateRecord:
-    from fla_core.mandates import MandateRecord
+    from fla_core.mandates import MandateError, MandateRecord
 
-    names = {f.name for f in fields(MandateRecord)}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(names))}")
     try:
-        return MandateRecord(**table)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        return MandateRecord.from_mapping(table)
+    except MandateError as exc:
+        raise ConfigError(f"{where}: {exc}; fix the record") from None
 
 
 # -- simulator.toml writing -------------------------------------------------------------------
@@ -513,10 +523,7 @@ def _render_config(config: SimulatorConfig, base: Path) -> str:
                 f"quota_bytes = {channel.quota_bytes}"]
     for mandate in config.mandates:
         out += ["", "[[mandate]]"]
-        for f in fields(mandate):
-            value = getattr(mandate, f.name)
-            if value is not None:
-                out.append(f"{f.name} = {_toml(value)}")
+        out += [f"{k} = {_toml(v)}" for k, v in mandate.to_mapping().items()]
     out += ["", "[trust]", f"anchors = {_toml(config.trust_anchors)}",
             f"crls = {_toml(config.crls)}"]
     for fault in config.faults:

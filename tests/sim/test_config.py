@@ -1,0 +1,259 @@
+"""The simulator home: init, simulator.toml, configuration changes (spec 2.2, 3.1, 5.8)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import asyncssh
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from fla_core import pki
+from fla_core.mandates import MandateRecord
+from fla_core.model import Quality
+from fla_sim.config import CHANNEL_DIRS, ConfigError, FaultSpec, SimulatorHome
+
+NOW = datetime(2026, 3, 16, 9, 15, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "home"
+    SimulatorHome.init(path, at=NOW)
+    return path
+
+
+@pytest.fixture
+def home(template: Path, tmp_path: Path) -> SimulatorHome:
+    shutil.copytree(template, tmp_path / "home")
+    return SimulatorHome(tmp_path / "home")
+
+
+@pytest.fixture(scope="module")
+def ssh_pub() -> str:
+    return asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+
+
+def add_acme(home: SimulatorHome, ssh_pub: str, **kw: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = {"applications": ["FLAC", "DMFA", "DIMN"]} | kw
+    return home.add_channel("acme-payroll", "social-secretariat", "0123456749", "123456",
+                            [ssh_pub], **args)  # type: ignore[arg-type]
+
+
+# -- init -----------------------------------------------------------------------------------------
+
+
+def test_init_creates_host_key_pki_config_and_directories(home: SimulatorHome) -> None:
+    key = asyncssh.read_private_key(home.host_key_path)
+    assert key.algorithm == b"ssh-ed25519"
+    ca = x509.load_pem_x509_certificate(home.ca_cert_path.read_bytes())
+    answer = x509.load_pem_x509_certificate(home.answer_cert_path.read_bytes())
+    assert answer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == \
+        "BATCH simulator 999999"
+    answer.verify_directly_issued_by(ca)
+    config = home.load()
+    assert (config.host, config.port) == ("127.0.0.1", 8022)
+    assert config.channels == [] and config.mandates == [] and config.faults == []
+    assert config.settings.max_parts == 9 and config.settings.fs_policy["R"] == "required"
+    assert config.trust_anchors == ["pki/ca.pem"]
+    for sub in ("keys", "certs", "trust", "channels", "archive"):
+        assert (home.path / sub).is_dir()
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_openssl_accepts_the_answer_certificate_chain(home: SimulatorHome) -> None:
+    result = subprocess.run(["openssl", "verify", "-CAfile", str(home.ca_cert_path),
+                             str(home.answer_cert_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_answer_signer_pairs_the_answer_key_and_certificate(home: SimulatorHome) -> None:
+    signer = home.answer_signer()
+    assert signer.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == \
+        signer.key.public_key().public_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_init_refuses_an_existing_home_unless_forced(home: SimulatorHome) -> None:
+    before = home.host_key_path.read_bytes()
+    with pytest.raises(ConfigError, match="--force"):
+        SimulatorHome.init(home.path)
+    assert home.host_key_path.read_bytes() == before
+    SimulatorHome.init(home.path, force=True)
+    assert home.host_key_path.read_bytes() != before
+
+
+# -- load errors name the file, the key and the fix ------------------------------------------------
+
+
+def write_config(home: SimulatorHome, text: str) -> None:
+    home.config_path.write_text(text, "utf-8")
+
+
+def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"simulator\.toml: not found.*fla-sim init"):
+        SimulatorHome(tmp_path / "nowhere").load()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[server\n", "not valid TOML"),
+    ("[server]\nanswer_delay_msec = 5\n", "unknown setting 'answer_delay_msec'"),
+    ("[server]\nmax_parts = 12\n", "bad value for 'max_parts'"),
+    ("[server]\nport = 'x'\n", "'port' must be a number"),
+    ("[servers]\n", "unknown table [servers]"),
+    ("[[channel]]\nuser = 'a'\nquality = 'employer'\nssh_keys = []\n", "missing key 'company'"),
+    ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
+     "sender = '999999'\nssh_keys = []\n", "reserved"),
+    ("[[channel]]\nuser = 'a'\nquality = 'boss'\n", "unknown quality 'boss'"),
+    ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
+     "sender = '123456'\nssh_keys = ['keys/gone.pub']\n", "cannot read"),
+    ("[[mandate]]\nlevel = 1\nemployer = '0897223670'\nrepresentative = '0123456749'\n",
+     "start quarter"),
+    ("[[fault]]\nwhen = 'upload'\naction = 'explode'\n", "action"),
+])
+def test_bad_configuration_is_reported_with_file_and_key(home: SimulatorHome, text: str,
+                                                         expected: str) -> None:
+    write_config(home, text)
+    with pytest.raises(ConfigError) as err:
+        home.load()
+    assert str(home.config_path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_server_settings_round_trip(home: SimulatorHome) -> None:
+    write_config(home, "[server]\nport = 2222\nanswer_delay_ms = 250\nkeep_uploads = true\n"
+                       "fs_policy = { T = 'required' }\ndaily_max_hours = '9.50'\n"
+                       "legacy_ssh_rsa = true\n\n[[fault]]\nwhen = 'upload'\n"
+                       "action = 'drop-connection'\nmatch = 'FI.*'\ntimes = 1\n")
+    config = home.load()
+    assert config.port == 2222 and config.legacy_ssh_rsa
+    assert config.settings.answer_delay_ms == 250 and config.settings.keep_uploads
+    assert config.settings.fs_policy == {"R": "required", "T": "required", "S": "optional"}
+    assert config.settings.daily_max_hours == Decimal("9.50")
+    assert config.faults == [FaultSpec("upload", "drop-connection", match="FI.*", times=1)]
+    home.save(config)
+    assert home.load() == config
+
+
+# -- channels -------------------------------------------------------------------------------------
+
+
+def test_add_channel_stores_keys_in_the_home_and_builds_the_profile(home: SimulatorHome,
+                                                                     ssh_pub: str,
+                                                                     tmp_path: Path) -> None:
+    ca = pki.make_ca(not_before=NOW)
+    signer = pki.issue_signer(ca, company_id="0123456749", not_before=NOW)
+    cert_file = pki.write_pem(tmp_path / "signer.pem", signer.cert)
+    add_acme(home, ssh_pub, certificates=[cert_file])
+    assert (home.path / "keys" / "acme-payroll-1.pub").read_text().strip() == ssh_pub
+    channel = home.load().channel("acme-payroll")
+    assert channel is not None
+    assert channel.ssh_keys == [ssh_pub] and channel.certificates == ["certs/acme-payroll-1.pem"]
+    assert channel.applications == frozenset({"FLAC", "DMFA", "DIMN"})
+    profile = channel.profile(home)
+    assert profile.quality is Quality.SOCIAL_SECRETARIAT
+    assert (profile.user, profile.sender, profile.company_id) == \
+        ("acme-payroll", "123456", "0123456749")
+    assert profile.certificates == (signer.cert.public_bytes(serialization.Encoding.DER),)
+    assert sorted(os.listdir(home.path / "channels" / "acme-payroll")) == sorted(CHANNEL_DIRS)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"sender": "000000"}, "reserved"),
+    ({"sender": "999999"}, "reserved"),
+    ({"sender": "12345"}, "6 digits"),
+    ({"user": "acme payroll"}, "A-Z a-z 0-9"),
+    ({"user": "../etc"}, "A-Z a-z 0-9"),
+    ({"user": "x" * 65}, "A-Z a-z 0-9"),
+    ({"user": "acme-payroll"}, "already exists"),
+    ({"company": "0123456748"}, "enterprise number"),
+    ({"company": "123"}, "enterprise number"),
+    ({"applications": ["FLAC", "XXXX"]}, "unknown application code"),
+    ({"applications": ["ACRF"]}, "unknown application code"),
+    ({"quality": "boss"}, "unknown quality"),
+    ({"ssh_keys": ["not a key"]}, "not an OpenSSH public key"),
+    ({"ssh_keys": []}, "at least one SSH public key"),
+])
+def test_refused_channel_changes_store_nothing(home: SimulatorHome, ssh_pub: str,
+                                               change: dict[str, object], expected: str) -> None:
+    add_acme(home, ssh_pub)
+    before = home.config_path.read_bytes()
+    args: dict[str, object] = {"user": "second", "quality": "employer",
+                               "company": "0897223670", "sender": "654321",
+                               "ssh_keys": [ssh_pub]} | change
+    with pytest.raises(ConfigError, match=expected):
+        home.add_channel(**args)  # type: ignore[arg-type]
+    assert home.config_path.read_bytes() == before
+
+
+# -- mandates and trust ---------------------------------------------------------------------------
+
+
+def level1(representative: str, start: str, end: str | None = None) -> MandateRecord:
+    return MandateRecord(level=1, employer="0897223670", representative=representative,
+                         application="FLAC", start=start, end=end)
+
+
+def test_overlapping_level1_mandate_is_refused_and_nothing_stored(home: SimulatorHome) -> None:
+    home.add_mandate(level1("0123456749", "20241", "20244"))
+    home.add_mandate(MandateRecord(level=2, employer="0897223670",
+                                   representative="0123456749", sender="123456"))
+    before = home.config_path.read_bytes()
+    with pytest.raises(ConfigError, match="M4"):
+        home.add_mandate(level1("0477472701", "20243"))
+    assert home.config_path.read_bytes() == before
+    home.add_mandate(level1("0477472701", "20251"))  # after the first one ends: allowed
+    assert [m.representative for m in home.load().mandates] == \
+        ["0123456749", "0123456749", "0477472701"]
+
+
+def test_trust_anchors_and_crls_feed_the_trust_store(home: SimulatorHome, tmp_path: Path) -> None:
+    ca = pki.make_ca("Sender CA", not_before=NOW)
+    crl = pki.make_crl(ca, [12345], this_update=NOW)
+    assert home.add_trust(pki.write_pem(tmp_path / "sender-ca.pem", ca.cert)) == \
+        "trust/sender-ca.pem"
+    assert home.add_trust(pki.write_pem(tmp_path / "sender.crl", crl)) == "trust/sender.crl"
+    assert home.add_trust(home.ca_cert_path) == "pki/ca.pem"  # already trusted: no copy
+    store = home.trust_store()
+    assert {c.subject.rfc4514_string() for c in store.anchors} == {
+        ca.cert.subject.rfc4514_string(),
+        x509.load_pem_x509_certificate(home.ca_cert_path.read_bytes()).subject.rfc4514_string()}
+    assert [c.get_revoked_certificate_by_serial_number(12345) is not None
+            for c in store.crls] == [True]
+
+
+def test_add_trust_refuses_what_is_not_a_pem_certificate(home: SimulatorHome,
+                                                         tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("hello")
+    with pytest.raises(ConfigError, match="not a PEM certificate"):
+        home.add_trust(junk)
+    with pytest.raises(ConfigError, match="cannot read"):
+        home.add_trust(tmp_path / "missing.pem")
+
+
+# -- channel roots --------------------------------------------------------------------------------
+
+
+def test_channel_root_refuses_a_symlink_anywhere_in_the_tree(home: SimulatorHome) -> None:
+    root = home.channel_root("acme-payroll")
+    assert sorted(os.listdir(root)) == sorted(CHANNEL_DIRS)
+    os.symlink("/etc", root / "OUTTEST" / "escape")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        home.channel_root("acme-payroll")
+
+
+def test_channel_root_refuses_a_symlinked_root(home: SimulatorHome, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", home.path / "channels" / "linked")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        home.channel_root("linked")
