@@ -220,10 +220,14 @@ def render_noti_to(out: BinaryIO, *, application: str, file_name: str, file_refe
     out.write(b"\n")
 
 
-def render_noti(**kwargs: object) -> bytes:
-    """The FO bytes of a NOTI; same keywords as :func:`render_noti_to`."""
+def render_noti(*, application: str, file_name: str, file_reference: str, ticket: str,
+                result_code: int, declarations: Iterable[VerdictLike],
+                file_warnings: Iterable[Anomaly], at: datetime) -> bytes:
+    """The FO bytes of a NOTI (spec 9.3); see :func:`render_noti_to` to stream to a file."""
     buf = io.BytesIO()
-    render_noti_to(buf, **kwargs)  # type: ignore[arg-type]
+    render_noti_to(buf, application=application, file_name=file_name,
+                   file_reference=file_reference, ticket=ticket, result_code=result_code,
+                   declarations=declarations, file_warnings=file_warnings, at=at)
     return buf.getvalue()
 
 
@@ -232,7 +236,7 @@ def render_noti(**kwargs: object) -> bytes:
 def _parser() -> etree.XMLParser:
     # No entities, no DTD, no network: an answer comes over the wire and is untrusted input.
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           dtd_validation=False, huge_tree=False, remove_blank_text=True)
+                           dtd_validation=False, huge_tree=False)
 
 
 def _text(parent: etree._Element, path: str, *, required: bool = True) -> str | None:

@@ -9,6 +9,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fla_core.anomalies import Anomaly, rule_anomaly
 from fla_core.responses import (
@@ -227,3 +229,25 @@ def test_make_ticket(when, counter, ticket):
 def test_make_ticket_refuses_counter_out_of_range(counter):
     with pytest.raises(ValueError):
         make_ticket(date(2026, 3, 16), counter)
+
+
+XML_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00",
+                                 max_codepoint=0x10FFFF).filter(
+    lambda c: c in "\t\n\r" or (c >= " " and c not in "\ufffe\uffff")), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ref=XML_TEXT, company=st.none() | XML_TEXT, value=st.none() | XML_TEXT,
+       path=XML_TEXT, reference=XML_TEXT)
+def test_noti_round_trips_any_xml_text(ref, company, value, path, reference):
+    anomaly = Anomaly(code="931", severity="B", message="Declaration reference used twice "
+                      "in the file", zone="00101", path=path or "/", value=value)
+    data = render_noti(application="FLAC", file_name="GO.FLAC.123456.20260316.00001.T.1",
+                       file_reference=reference, ticket="26075A0000001", result_code=0,
+                       declarations=[Verdict(ref, company, "REJECTED", [anomaly])],
+                       file_warnings=[], at=datetime(2026, 3, 16, tzinfo=BRUSSELS))
+    noti = parse_answer(data)
+    assert isinstance(noti, Noti)
+    assert noti.file_reference == reference
+    assert noti.declarations == [NotiDeclaration(ref, company, "REJECTED", [NotiAnomaly(
+        "00101-931", "B", path or "/", value, anomaly.message)])]
