@@ -9,7 +9,7 @@ declaration object outlives its checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -71,7 +71,7 @@ class SetVerdict:
 
 # --- P4-P8: names, parts, policy, sizes ---------------------------------------------------------
 
-def _same_stem(files: Iterable[Path], go: FileName) -> tuple[list[Path], list[Path]]:
+def _same_stem(files: Sequence[Path], go: FileName) -> tuple[list[Path], list[Path]]:
     """FI and FS files of the GO's stem, each in ASCII order of their names."""
     fi_prefix, fs_prefix = f"FI.{go.stem}.", f"FS.{go.stem}."
     fis = sorted((p for p in files if p.name.startswith(fi_prefix)), key=lambda p: p.name)
@@ -193,7 +193,7 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
     """Run P4..P16 for a GO that passed P1-P3; ``files`` may hold other names (ignored)."""
     verdict = SetVerdict(application=go.appl, signatures_checked=trust is not None)
     try:
-        fi_paths, fs_paths = _same_stem(files, go)
+        fi_paths, fs_paths = _same_stem([p for p in files if p.is_file()], go)
         rules = NameRules(today=today, max_age_days=settings.max_age_days,
                           max_parts=settings.max_parts)
         # P4: FI names in ASCII order first, then FS names.
@@ -215,6 +215,12 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
             app, go, [p for _, p in fis], channel=channel, settings=settings, today=today,
             registry=registry, mandates=mandates, plugins=plugins,
             check_mandates=check_mandates)
+    except FileNotFoundError as exc:
+        # A part removed while the set is judged: the set no longer has its announced parts.
+        error = ChannelError("120", f"{Path(exc.filename or '?').name} disappeared during "
+                             "processing", subject=str(go))
+        return SetVerdict(error=error, application=go.appl,
+                          signatures_checked=trust is not None)
     except ChannelError as exc:
         return SetVerdict(error=exc, application=go.appl,
                           signatures_checked=trust is not None)

@@ -389,3 +389,12 @@ def test_judge_folder_judges_every_set(tmp_path, pki, plugins):
     by_label = {e.label: e for e in entries}
     assert by_label["FLAC.654321.20260316.00004.T"].verdict.error.subject == (
         "FI.FLAC.654321.20260316.00004.T.1.1")
+
+
+def test_part_removed_before_judging_counts_as_missing(tmp_path, pki, plugins):
+    write_fi(tmp_path, VALID, total=2, index=1)
+    listed = sorted(tmp_path.iterdir()) + [tmp_path / f"FI.{STEM}.2.2"]  # listed, then gone
+    verdict = judge_set(go_name(total=2), listed, channel=CHANNEL, settings=Settings(),
+                        trust=pki.trust, today=TODAY, at=AT, registry=MemoryRegistry(),
+                        mandates=MANDATES, plugins=plugins)
+    assert error_code(verdict) == "120"
