@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from asn1crypto import algos, cms
@@ -641,3 +643,28 @@ def test_sign_stream_accepts_objects_without_readinto(signer, trust):
 
     der = sign_stream(Chunks(FI), signer.signer())  # type: ignore[arg-type]
     assert verify(der, trust).signer == signer.cert
+
+
+# --------------------------------------------------------------------------- fixtures/fs samples
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "fs"
+CASES = tomllib.loads((FIXTURES / "manifest.toml").read_text("utf-8"))["case"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
+def test_fixture_samples_match_their_manifest(case):
+    trust = TrustStore.load([FIXTURES / "ca.pem"])
+    fs = (FIXTURES / case["file"]).read_bytes()
+    kw = {"trust": trust, "at": datetime(2026, 6, 1, tzinfo=UTC), "sender_company": COMPANY}
+    if case["expect"] == "accepted":
+        result = verify_fs(FIXTURES / "fi.xml", fs, **kw)
+        assert list(result.warnings) == case.get("warnings", [])
+    else:
+        with pytest.raises(ChannelError) as info:
+            verify_fs(FIXTURES / "fi.xml", fs, **kw)
+        assert info.value.code == case["expect"]
+
+
+def test_fixture_signer_files_load(trust):
+    s = load_signer(FIXTURES / "signer.key", FIXTURES / "signer.pem")
+    assert verify(sign(s), TrustStore.load([FIXTURES / "ca.pem"])).signer == s.cert
