@@ -192,6 +192,7 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
               check_mandates: bool = True) -> SetVerdict:
     """Run P4..P16 for a GO that passed P1-P3; ``files`` may hold other names (ignored)."""
     verdict = SetVerdict(application=go.appl, signatures_checked=trust is not None)
+    fi_paths: list[Path] = []
     try:
         fi_paths, fs_paths = _same_stem([p for p in files if p.is_file()], go)
         rules = NameRules(today=today, max_age_days=settings.max_age_days,
@@ -222,7 +223,11 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
         return SetVerdict(error=error, application=go.appl,
                           signatures_checked=trust is not None)
     except ChannelError as exc:
-        return SetVerdict(error=exc, application=go.appl,
+        error = exc
+        if exc.subject is None:  # document-level (P10-P15): the data file, or the set
+            only = fi_paths[0].name if len(fi_paths) == 1 else str(go)
+            error = ChannelError(exc.code, exc.detail, subject=only)
+        return SetVerdict(error=error, application=go.appl,
                           signatures_checked=trust is not None)
     # P16: verdicts only count once the whole file passed P10-P15.
     verdict.file_reference = reference

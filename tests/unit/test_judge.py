@@ -346,6 +346,7 @@ def test_p10_to_p14_file_level_failures(tmp_path, pki, plugins, data, code):
     write_fi(tmp_path, data)
     verdict = judge(tmp_path, pki, plugins)
     assert error_code(verdict) == code
+    assert verdict.error is not None and verdict.error.subject == f"FI.{STEM}.1.1"
     # P16: no verdict survives a file-level failure, even for declarations read before it.
     assert verdict.declarations == [] and not verdict.has_noti
     assert verdict.accepted_registry == {}
