@@ -1,0 +1,243 @@
+"""``fla send`` and ``fla poll``: talk to a channel (the simulator or a compatible server).
+
+Registered on :data:`fla_core.cli.app` at import. The work is done by
+:mod:`fla_core.transport` (upload, resume, fetch) and :func:`collect_results` (pairing answers
+with the files that triggered them), which tests call directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fla_core.cli import EXIT_INVALID, Failure, _emit, app, err, errors, out
+from fla_core.responses import Acrf, Noti, parse_answer
+from fla_core.transport import (
+    ANSWER_DIRS,
+    ChannelAddress,
+    FetchedAnswer,
+    fetch_answers,
+    plan_sets,
+    send_sets,
+)
+
+
+@dataclass
+class SetResult:
+    """What the channel said about one triggering file (GO or TD)."""
+
+    trigger: str
+    acrf: Acrf | None = None
+    noti: Noti | None = None
+    answers: list[str] = field(default_factory=list)
+    signature_problem: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        if self.acrf is not None and not self.acrf.accepted:
+            return True
+        return self.noti is not None and self.noti.result_code != 1
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"trigger": self.trigger, "answers": self.answers}
+        if self.acrf is not None:
+            d["acrf"] = {"result_code": self.acrf.result_code, "error_id": self.acrf.error_id,
+                         "description": self.acrf.description, "ticket": self.acrf.ticket}
+        if self.noti is not None:
+            d["noti"] = {
+                "result_code": self.noti.result_code,
+                "file_warnings": [a.error_id for a in self.noti.file_warnings],
+                "declarations": [
+                    {"declaration_ref": x.declaration_ref, "company_id": x.company_id,
+                     "status": x.status,
+                     "anomalies": [{"error_id": a.error_id, "class": a.anomaly_class,
+                                    "path": a.path, "value": a.value,
+                                    "diagnosis": a.diagnosis} for a in x.anomalies]}
+                    for x in self.noti.declarations],
+            }
+        if self.signature_problem:
+            d["signature_problem"] = self.signature_problem
+        return d
+
+
+def collect_results(answers: list[FetchedAnswer], results: dict[str, SetResult],
+                    trust: Path | None = None) -> None:
+    """Parse fetched answers and attach each to the result of the file it answers."""
+    from fla_core.anomalies import ChannelError
+
+    for answer in answers:
+        data = answer.path.read_bytes()
+        if answer.name.prefix == "CO":
+            import gzip
+
+            data = gzip.decompress(data)
+        parsed = parse_answer(data)
+        result = results.setdefault(parsed.file_name, SetResult(parsed.file_name))
+        result.answers.append(answer.path.name)
+        if isinstance(parsed, Acrf):
+            result.acrf = parsed
+        else:
+            result.noti = parsed
+        if trust is not None:
+            try:
+                _verify_answer(answer, trust)
+            except ChannelError as exc:
+                result.signature_problem = f"{answer.path.name}: {exc.describe()}"
+
+
+def _verify_answer(answer: FetchedAnswer, trust: Path) -> None:
+    from fla_core.anomalies import ChannelError
+    from fla_core.pki import load_certificates
+    from fla_core.signing import TrustStore, verify_fs
+
+    if answer.signature is None:
+        raise ChannelError("122", "the answer has no FS", subject=answer.path.name)
+    verify_fs(answer.path, answer.signature.read_bytes(),
+              trust=TrustStore(anchors=load_certificates(trust)), at=datetime.now(UTC),
+              sender_company=None, subject=answer.path.name)
+
+
+def _expects_noti(trigger: str) -> bool:
+    from fla_core.plugins import get_plugins
+
+    appl = trigger.split(".")[1] if trigger.count(".") >= 2 else ""
+    return any(a.code == appl for a in get_plugins().applications())
+
+
+def complete(results: dict[str, SetResult], triggers: list[str]) -> bool:
+    """Every GO has its ACRF, and its NOTI when the ACRF is positive and one is due."""
+    for trigger in triggers:
+        if trigger.startswith("TD."):
+            continue  # a valid TD is not answered (spec 5.5)
+        r = results.get(trigger)
+        if r is None or r.acrf is None:
+            return False
+        if r.acrf.accepted and r.noti is None and _expects_noti(trigger):
+            return False
+    return True
+
+
+def show_results(results: list[SetResult], as_json: bool) -> None:
+    """One verdict line per triggering file, then a table of its anomalies (or JSON)."""
+    if as_json:
+        _emit([r.to_dict() for r in results], True)
+        return
+    for r in results:
+        if r.acrf is None:
+            verdict = "[yellow]no ACRF yet[/]"
+        elif r.acrf.accepted:
+            verdict = f"ACRF [green]accepted[/] (ticket {r.acrf.ticket})"
+        else:
+            verdict = f"ACRF [red]{r.acrf.error_id}[/] {r.acrf.description or ''}"
+        if r.noti is not None:
+            ok = sum(1 for d in r.noti.declarations if d.status == "ACCEPTED")
+            bad = len(r.noti.declarations) - ok
+            colour = "green" if bad == 0 else "red"
+            verdict += (f"; NOTI: [{colour}]{ok} declaration(s) accepted, {bad} rejected[/]")
+        out.print(f"{r.trigger} -> {verdict}", highlight=False)
+        if r.signature_problem:
+            err.print(f"fla: warning: answer signature: {r.signature_problem}", markup=False)
+        if r.noti is None:
+            continue
+        # one line per anomaly rather than a table: paths are long and terminals narrow
+        for w in r.noti.file_warnings:
+            out.print(f"  (file) {w.error_id} {w.anomaly_class} {w.path}  {w.diagnosis}",
+                      markup=False, highlight=False)
+        for d in r.noti.declarations:
+            status = "[green]ACCEPTED[/]" if d.status == "ACCEPTED" else "[red]REJECTED[/]"
+            out.print(f"  {d.declaration_ref} ({d.company_id or '-'}) {status}",
+                      highlight=False)
+            for a in d.anomalies:
+                value = f" = {a.value}" if a.value is not None else ""
+                out.print(f"    {a.error_id} {a.anomaly_class} {a.path}{value}  {a.diagnosis}",
+                          markup=False, highlight=False)
+
+
+Host = Annotated[str, typer.Option("--host", help="Channel host.")]
+Port = Annotated[int, typer.Option("--port", help="Channel SFTP port.")]
+User = Annotated[str, typer.Option("--user", help="Technical user of the channel.")]
+Identity = Annotated[Path, typer.Option("--identity", "-i", help="SSH private key file.")]
+KnownHosts = Annotated[Path | None, typer.Option(
+    "--known-hosts", help="OpenSSH known_hosts file to check the server key (recommended "
+                          "for anything but a local simulator).")]
+Trust = Annotated[Path | None, typer.Option(
+    "--trust", help="CA certificate to verify the FS of each answer (simulator: "
+                    "HOME/pki/ca.pem).")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("send")
+def send_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of FI/FS/GO (or TD) files.")],
+    host: Host = "127.0.0.1", port: Port = 8022, user: User = "",
+    identity: Identity = Path("id_ed25519"), known_hosts: KnownHosts = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Poll until every set is answered.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for answers.")] = 60,
+    answers_dir: Annotated[Path | None, typer.Option(
+        "--answers", help="Where answers are saved (default FOLDER/answers).")] = None,
+    trust: Trust = None, as_json: Json = False,
+) -> None:
+    """Upload every set of FOLDER (FI, FS, then GO); resume after a dropped connection."""
+    with errors():
+        if not user:
+            raise Failure("--user is required: the technical user of the channel")
+        if not folder.is_dir():
+            raise Failure(f"{folder}: not a folder of triplets")
+        sets = plan_sets(folder)
+        if not sets:
+            raise Failure(f"{folder}: no FI/FS/GO/TD files to send")
+        address = ChannelAddress(host, port, user, identity, known_hosts)
+        report = asyncio.run(send_sets(address, folder, sets))
+        if not as_json:
+            out.print(f"uploaded {len(report.uploaded)} file(s)"
+                      + (f", {len(report.skipped)} already sent" if report.skipped else ""))
+        if not wait:
+            return
+        results: dict[str, SetResult] = {}
+        target = answers_dir or folder / "answers"
+
+        def done(fetched: list[FetchedAnswer]) -> bool:
+            collect_results(fetched[len(seen):], results, trust)
+            seen.extend(fetched[len(seen):])
+            return complete(results, report.triggers)
+
+        seen: list[FetchedAnswer] = []
+        asyncio.run(fetch_answers(address, target, want=done, timeout=timeout))
+        if not complete(results, report.triggers):
+            missing = [t for t in report.triggers if t not in results and not t.startswith("TD.")]
+            raise Failure(f"no complete answer after {timeout:g} s for: {', '.join(missing)}")
+        ordered = [results[t] for t in report.triggers if t in results]
+        ordered += [r for k, r in results.items() if k not in report.triggers]
+        show_results(ordered, as_json)
+        if any(r.rejected or r.signature_problem for r in ordered):
+            raise typer.Exit(EXIT_INVALID)
+
+
+@app.command("poll")
+def poll_command(
+    host: Host = "127.0.0.1", port: Port = 8022, user: User = "",
+    identity: Identity = Path("id_ed25519"), known_hosts: KnownHosts = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where answers are saved.")] = Path("."),
+    trust: Trust = None, as_json: Json = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave answers on the server.")] = False,
+) -> None:
+    """Fetch the answers waiting in OUT, OUTTEST and OUTTEST-S, once."""
+    with errors():
+        if not user:
+            raise Failure("--user is required: the technical user of the channel")
+        address = ChannelAddress(host, port, user, identity, known_hosts)
+        fetched = asyncio.run(fetch_answers(address, out_dir, directories=ANSWER_DIRS,
+                                            remove=not keep))
+        results: dict[str, SetResult] = {}
+        collect_results(fetched, results, trust)
+        if not fetched and not as_json:
+            out.print("no answers waiting")
+            return
+        show_results(list(results.values()), as_json)
+        if any(r.rejected or r.signature_problem for r in results.values()):
+            raise typer.Exit(EXIT_INVALID)
