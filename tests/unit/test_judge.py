@@ -394,7 +394,7 @@ def test_judge_folder_judges_every_set(tmp_path, pki, plugins):
 
 def test_part_removed_before_judging_counts_as_missing(tmp_path, pki, plugins):
     write_fi(tmp_path, VALID, total=2, index=1)
-    listed = sorted(tmp_path.iterdir()) + [tmp_path / f"FI.{STEM}.2.2"]  # listed, then gone
+    listed = [*sorted(tmp_path.iterdir()), tmp_path / f"FI.{STEM}.2.2"]  # listed, then gone
     verdict = judge_set(go_name(total=2), listed, channel=CHANNEL, settings=Settings(),
                         trust=pki.trust, today=TODAY, at=AT, registry=MemoryRegistry(),
                         mandates=MANDATES, plugins=plugins)
