@@ -1,0 +1,610 @@
+"""The ``fla`` command line (typer + rich): build, sign, verify, check, plugins.
+
+Thin on purpose: each command parses its options and calls functions that tests call directly
+(``triplet``, ``signing``, ``judge``, ``checks.engine``). Exit codes: 0 success, 1 the checked
+thing is invalid or rejected, 2 usage or environment error; one line on stderr per error, the
+traceback only with ``-v``.
+
+Other modules add subcommands to :data:`app` (``@app.command()``); :func:`main` imports the
+modules named in :data:`COMMAND_MODULES` when they exist, so ``demo``/``send``/``poll``/
+``certify`` live in their own files and ``cli.py`` never needs editing for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography import x509
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fla_core.anomalies import Anomaly, ChannelError
+from fla_core.formats import InputError, InputProblem, ReadContext
+from fla_core.model import Declaration, FileContent, Quality, Sender
+from fla_core.plugins import FlaPlugins, PluginError, get_plugins
+
+# Modules that register more subcommands on `app` when imported (written by other teams).
+COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel", "fla_core.cli_certify",
+                                    "fla_core.cli_demo")
+PASSWORD_ENV = "FLA_KEY_PASSWORD"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(name="fla", no_args_is_help=True, add_completion=False,
+                  help="Build, sign, verify and check files of the BATCH channel (FLA).")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class _State:
+    verbose: bool = False
+
+
+STATE = _State()
+
+
+class Failure(Exception):
+    """A usage or environment error: one line on stderr and exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+class InputProblems(Exception):
+    """The input export has problems; raised at the end of reading to stop a build."""
+
+    def __init__(self, problems: list[InputProblem]):
+        super().__init__(f"{len(problems)} problem(s) in the input")
+        self.problems = problems
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                                help="Show tracebacks on errors.")] = False
+          ) -> None:
+    """Build, sign, verify and check files of the BATCH channel (FLA)."""
+    STATE.verbose = verbose
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn known failures into one stderr line and an exit code (traceback only with -v)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        code, message = _classify(exc)
+        if STATE.verbose:
+            err.print(traceback.format_exc(), markup=False, highlight=False)
+        err.print(f"fla: error: {message}", markup=False, highlight=False)
+        raise typer.Exit(code) from None
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    from fla_core.signing import SigningError
+
+    if isinstance(exc, Failure):
+        return exc.code, str(exc)
+    if isinstance(exc, ChannelError):
+        return EXIT_INVALID, exc.describe()
+    if isinstance(exc, InputProblems):
+        for problem in exc.problems:
+            err.print(f"{problem}", markup=False, highlight=False)
+        return EXIT_INVALID, f"{len(exc.problems)} problem(s) in the input; nothing written"
+    if isinstance(exc, InputError | PluginError | SigningError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return EXIT_USAGE, f"{where}{exc.strerror or exc}"
+    if isinstance(exc, ValueError):
+        return EXIT_USAGE, str(exc)
+    return EXIT_USAGE, f"unexpected {type(exc).__name__}: {exc} (run with -v for details)"
+
+
+# --- shared helpers (tested directly) ---------------------------------------------------------
+
+def parse_day(text: str | None, *, default: date) -> date:
+    """``YYYY-MM-DD`` or ``YYYYMMDD``; ``default`` when None."""
+    if not text:
+        return default
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            pass
+    raise Failure(f"--date/--today {text!r} is not a date (YYYY-MM-DD)")
+
+
+def make_sender(sender: str, quality: str, company: str) -> Sender:
+    """A Sender from command-line text; bad values are usage errors naming the option."""
+    from fla_core.formats.layout import normalize_kbo
+
+    if not (len(sender) == 6 and sender.isdigit()):
+        raise Failure(f"--sender {sender!r} must be the 6-digit sender number of the channel")
+    try:
+        q = Quality.parse(quality)
+    except ValueError as exc:
+        raise Failure(f"--quality: {exc}") from None
+    kbo = normalize_kbo(company)
+    if not (len(kbo) == 10 and kbo.isdigit()):
+        raise Failure(f"--company {company!r} is not an enterprise number (10 digits)")
+    return Sender(sender, q, kbo)
+
+
+def guess_format(path: Path, plugins: FlaPlugins, given: str | None) -> str:
+    """The ``--format`` given, or the format whose suffix matches the input file."""
+    formats = plugins.input_formats()
+    if given:
+        return given.lower()
+    suffix = path.suffix.lower()
+    for fmt in formats:
+        if suffix in fmt.suffixes:
+            return fmt.name
+    names = ", ".join(f"{f.name} ({' '.join(f.suffixes)})"
+                      for f in sorted(formats, key=lambda f: f.name))
+    raise Failure(f"{path}: cannot guess the format from {suffix or 'no suffix'!r}; give "
+                  f"--format, one of: {names}")
+
+
+def read_password(what: str) -> bytes | None:
+    """The key password from $FLA_KEY_PASSWORD, else an interactive prompt (never argv)."""
+    value = os.environ.get(PASSWORD_ENV)
+    if value is not None:
+        return value.encode()
+    if not sys.stdin.isatty():
+        return None
+    return typer.prompt(f"Password for {what}", hide_input=True, default="",
+                        show_default=False).encode() or None
+
+
+def load_signer_from(key: Path | None, cert: Path | None, p12: Path | None) -> Any:
+    """A Signer from --key/--cert or --p12, asking for a password only when one is needed."""
+    from fla_core.signing import SigningError, load_pkcs12, load_signer
+
+    if p12 is not None and (key is not None or cert is not None):
+        raise Failure("give either --key and --cert, or --p12, not both")
+    if p12 is None and (key is None or cert is None):
+        raise Failure("signing needs --key KEY.pem and --cert CERT.pem, or --p12 FILE")
+
+    def attempt(password: bytes | None) -> Any:
+        if p12 is not None:
+            return load_pkcs12(p12, password)
+        return load_signer(key, cert, password)  # type: ignore[arg-type]
+
+    env_password = os.environ.get(PASSWORD_ENV)
+    if env_password is not None:
+        return attempt(env_password.encode())
+    try:
+        return attempt(None)
+    except SigningError:
+        if not sys.stdin.isatty():
+            raise SigningError(f"{p12 or key}: needs a password; set {PASSWORD_ENV}") from None
+    return attempt(read_password(str(p12 or key)))
+
+
+def load_trust(paths: Iterable[Path]) -> Any:
+    """A TrustStore from PEM/DER files (every certificate in them is an anchor)."""
+    from fla_core.signing import TrustStore
+
+    anchors: list[x509.Certificate] = []
+    for path in paths:
+        data = Path(path).read_bytes()
+        try:
+            anchors += (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
+                        else [x509.load_der_x509_certificate(data)])
+        except ValueError:
+            raise Failure(f"{path}: not a readable certificate (PEM or DER)") from None
+    return TrustStore(anchors=anchors)
+
+
+def _progress(label: str, total: int | None = None) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _guarded(declarations: Iterable[Declaration], context: ReadContext,
+             progress: Progress) -> Iterator[Declaration]:
+    """Pass declarations through; at the end raise InputProblems so nothing half-good is kept."""
+    task = progress.add_task("declarations", total=None)
+    for declaration in declarations:
+        progress.advance(task)
+        yield declaration
+    if context.problems:
+        raise InputProblems(list(context.problems))
+
+
+def _emit(data: Any, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(data, default=str))
+
+
+# --- build ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildResult:
+    fi: Path
+    fs: Path | None
+    go: Path
+    declarations: int
+
+
+def build(input_path: Path, *, fmt: str | None, sender: Sender, env: str, out_dir: Path,
+          day: date, signer: Any = None, file_reference: str | None = None,
+          creation: str | None = None, plugins: FlaPlugins | None = None,
+          progress: Progress | None = None) -> BuildResult:
+    """Read an export, render the FI, sign it, write the triplet (the body of ``fla build``)."""
+    from fla_core.triplet import write_triplet
+
+    plugins = plugins or get_plugins()
+    fmt = guess_format(input_path, plugins, fmt)
+    context = ReadContext(sender=sender, environment=env, file_reference=file_reference,
+                          creation=creation)
+    content = plugins.read_declarations(input_path, fmt, context)
+    progress = progress or _progress("building")
+    count = 0
+
+    def counted() -> Iterator[Declaration]:
+        nonlocal count
+        for declaration in _guarded(content, context, progress):
+            count += 1
+            yield declaration
+
+    streamed = FileContent(content.header, counted())
+    with progress:
+        triplet = write_triplet(out_dir, streamed, sender=sender.sender_nbr, date=day, env=env,
+                                signer=signer, signing_time=datetime.now(UTC))
+    return BuildResult(triplet.fi, triplet.fs, triplet.go, count)
+
+
+@app.command("build")
+def build_command(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Export to convert.")],
+    sender: Annotated[str, typer.Option(help="6-digit sender number of the channel.")],
+    company: Annotated[str, typer.Option(help="Enterprise number (KBO/BCE) of the channel.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the triplet.")],
+    quality: Annotated[str, typer.Option(help="employer, service-provider, "
+                                         "social-secretariat or training-provider.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="Input format (default: from "
+                                            "the suffix).")] = None,
+    env: Annotated[str, typer.Option(help="Environment letter R, T or S.")] = "T",
+    sign: Annotated[bool, typer.Option("--sign", help="Sign the FI (FS).")] = False,
+    key: Annotated[Path | None, typer.Option(help="Private key (PEM/DER).")] = None,
+    cert: Annotated[Path | None, typer.Option(help="Signer certificate (+ chain).")] = None,
+    p12: Annotated[Path | None, typer.Option(help="PKCS#12 file instead of key+cert.")] = None,
+    file_reference: Annotated[str | None, typer.Option(help="FileReference of the header.")]
+    = None,
+    day: Annotated[str | None, typer.Option("--date", help="Date of the name (YYYY-MM-DD, "
+                                            "default today).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Convert an export into a triplet FI [+ FS] + GO in --out."""
+    with errors():
+        env = env.upper()
+        if env not in ("R", "T", "S"):
+            raise Failure(f"--env {env!r} must be R, T or S")
+        who = make_sender(sender, quality, company)
+        now = datetime.now()
+        when = parse_day(day, default=now.date())
+        signer = (load_signer_from(key, cert, p12)
+                  if sign or key is not None or p12 is not None else None)
+        creation = f"{when.isoformat()}T{now.strftime('%H:%M:%S')}"
+        result = build(input_path, fmt=fmt, sender=who, env=env, out_dir=out_dir, day=when,
+                       signer=signer, file_reference=file_reference, creation=creation)
+        files = [p for p in (result.fi, result.fs, result.go) if p is not None]
+        if as_json:
+            _emit({"files": [str(p) for p in files], "declarations": result.declarations},
+                  True)
+        else:
+            for path in files:
+                out.print(str(path), markup=False, highlight=False)
+            err.print(f"{result.declarations} declaration(s) written", highlight=False)
+
+
+# --- sign / verify ----------------------------------------------------------------------------
+
+@app.command("sign")
+def sign_command(
+    fi: Annotated[Path, typer.Argument(metavar="FI", help="FI file to sign.")],
+    key: Annotated[Path | None, typer.Option(help="Private key (PEM/DER).")] = None,
+    cert: Annotated[Path | None, typer.Option(help="Signer certificate (+ chain).")] = None,
+    p12: Annotated[Path | None, typer.Option(help="PKCS#12 file instead of key+cert.")] = None,
+    digest: Annotated[str, typer.Option(help="sha256, sha384 or sha512.")] = "sha256",
+) -> None:
+    """Write the FS (detached CMS signature) beside an FI."""
+    from fla_core.triplet import fs_name_for, write_fs
+
+    with errors():
+        try:
+            fs_name_for(fi)
+        except ValueError as exc:
+            raise Failure(str(exc)) from None
+        if not fi.is_file():
+            raise Failure(f"{fi}: no such file")
+        signer = load_signer_from(key, cert, p12)
+        with _progress("signing") as progress:
+            progress.add_task("sign", total=None)
+            fs = write_fs(fi, signer, signing_time=datetime.now(UTC), digest=digest)
+        out.print(str(fs), markup=False, highlight=False)
+
+
+@app.command("verify")
+def verify_command(
+    fi: Annotated[Path, typer.Argument(metavar="FI", help="Signed FI part.")],
+    fs: Annotated[Path | None, typer.Argument(metavar="[FS]", help="Its FS (default: the FS "
+                                              "name beside the FI).")] = None,
+    trust: Annotated[list[Path] | None, typer.Option(help="Trust anchor(s), PEM/DER.")] = None,
+    company: Annotated[str | None, typer.Option(help="Check the certificate names this "
+                                                "enterprise number (S10).")] = None,
+    at: Annotated[str | None, typer.Option(help="Validation time, ISO 8601 (default now).")]
+    = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Strict FS layout (spec 6.1).")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Verify an FS against its FI: exit 0 valid, 1 invalid (the spec code says why)."""
+    from fla_core.formats.layout import normalize_kbo
+    from fla_core.signing import verify_fs
+    from fla_core.triplet import fs_name_for
+
+    with errors():
+        if not trust:
+            raise Failure("give at least one --trust CA.pem")
+        fs_path = fs or fs_name_for(fi)
+        store = load_trust(trust)
+        when = _parse_at(at)
+        try:
+            result = verify_fs(fi, fs_path.read_bytes(), trust=store, at=when,
+                               sender_company=normalize_kbo(company) if company else None,
+                               layout="strict" if strict else "lenient", subject=fs_path.name)
+        except ChannelError as exc:
+            if as_json:
+                _emit({"valid": False, "code": exc.code, "error_id": exc.error_id,
+                       "message": exc.describe()}, True)
+            else:
+                err.print(f"invalid: {exc.describe()}", markup=False, highlight=False)
+            raise typer.Exit(EXIT_INVALID) from None
+        subject = result.signer.subject.rfc4514_string()
+        if as_json:
+            _emit({"valid": True, "signer": subject, "digest": result.digest_algorithm,
+                   "warnings": list(result.warnings)}, True)
+        else:
+            extra = "".join(f"; warning {w}" for w in result.warnings)
+            out.print(f"valid: {fs_path.name} signed by {subject} ({result.digest_algorithm})"
+                      f"{extra}", markup=False, highlight=False)
+
+
+def _parse_at(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise Failure(f"--at {text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- check ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of ``fla check``: where, which code, how bad, what."""
+
+    file: str
+    where: str
+    code: str
+    severity: str  # "error" (input / file level), "B", "W", "ok"
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "where": self.where, "code": self.code,
+                "severity": self.severity, "message": self.message}
+
+    @property
+    def failing(self) -> bool:
+        return self.severity in ("error", "B")
+
+
+def check_export(path: Path, *, fmt: str | None, sender: Sender, env: str, today: date,
+                 plugins: FlaPlugins) -> list[Finding]:
+    """Input problems and business anomalies of an export, each located by file:line."""
+    from fla_core.checks.context import CheckContext
+    from fla_core.checks.engine import evaluate
+    from fla_core.formats.layout import locate
+
+    fmt = guess_format(path, plugins, fmt)
+    context = ReadContext(sender=sender, environment=env,
+                          creation=f"{today.isoformat()}T00:00:00")
+    content = plugins.read_declarations(path, fmt, context)
+    # Offline: mandates are unknown, so rules 155/101 (level 2) are skipped, not raised.
+    checks = CheckContext(sender=sender, environment=env, processing_date=today,
+                          check_mandates=False)
+    findings: list[Finding] = []
+    for position, declaration in enumerate(content, start=1):
+        verdict = evaluate(declaration, position, checks, plugins)
+        for anomaly in verdict.anomalies:
+            line, column = locate(anomaly.path, declaration)
+            located = replace(anomaly, source=_source(path, line, column))
+            findings.append(_anomaly_finding(str(path), located, declaration))
+    problems = [Finding(str(path), _source(path, p.line, p.field), "input", "error", p.message)
+                for p in context.problems]
+    return problems + findings
+
+
+def _source(path: Path, line: int | None, column: str | None) -> str:
+    where = f"{path}:{line}" if line is not None else str(path)
+    return f"{where} field {column}" if column else where
+
+
+def _anomaly_finding(file: str, anomaly: Anomaly, declaration: Declaration) -> Finding:
+    value = f" (value {anomaly.value!r})" if anomaly.value is not None else ""
+    return Finding(file, anomaly.source or anomaly.path or "", anomaly.error_id,
+                   anomaly.severity, f"{anomaly.message}{value} "
+                   f"[declaration {declaration.declaration_ref}]")
+
+
+def check_folder(directory: Path, *, profile: Any, today: date, at: datetime, trust: Any,
+                 plugins: FlaPlugins) -> list[Finding]:
+    """Judge every set of a triplet folder as the channel would (``fla_core.judge``)."""
+    from fla_core.checks.context import MemoryRegistry
+    from fla_core.judge import judge_folder
+    from fla_core.settings import Settings
+    from fla_core.triplet import read_folder
+
+    findings: list[Finding] = []
+    for path in read_folder(directory).unknown:
+        findings.append(Finding(str(path), path.name, "name", "W",
+                                "not an upload name (FI/FS/GO/TD); ignored"))
+    entries = judge_folder(directory, profile, Settings(), trust=trust, today=today, at=at,
+                           registry=MemoryRegistry(), plugins=plugins, check_mandates=False)
+    for entry in entries:
+        verdict = entry.verdict
+        label = str(directory / entry.label)
+        if verdict.error is not None:
+            findings.append(Finding(label, verdict.error.subject or entry.label,
+                                    verdict.error.error_id, "error", verdict.error.describe()))
+            continue
+        note = "" if verdict.signatures_checked else " (signatures not checked: no --trust)"
+        findings.append(Finding(label, entry.label, "ACRF", "ok",
+                                f"positive ACRF{note}; {len(verdict.declarations)} "
+                                "declaration(s)"))
+        for warning in verdict.file_warnings:
+            findings.append(Finding(label, "/", warning.error_id, warning.severity,
+                                    warning.message))
+        for decl in verdict.declarations:
+            for anomaly in decl.anomalies:
+                value = f" (value {anomaly.value!r})" if anomaly.value is not None else ""
+                findings.append(Finding(label, anomaly.path or "", anomaly.error_id,
+                                        anomaly.severity, f"{anomaly.message}{value} "
+                                        f"[declaration {decl.declaration_ref}]"))
+    return findings
+
+
+def _is_channel_file(path: Path) -> bool:
+    return path.name[:3] in ("FI.", "FS.", "GO.", "TD.")
+
+
+@app.command("check")
+def check_command(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Exports (CSV, JSON, "
+                                                "...) or triplet folders.")],
+    quality: Annotated[str | None, typer.Option(help="Channel quality.")] = None,
+    company: Annotated[str | None, typer.Option(help="Channel enterprise number.")] = None,
+    sender: Annotated[str | None, typer.Option(help="Channel sender number.")] = None,
+    env: Annotated[str, typer.Option(help="Environment letter for exports.")] = "T",
+    fmt: Annotated[str | None, typer.Option("--format", help="Format of the exports.")] = None,
+    trust: Annotated[list[Path] | None, typer.Option(help="Trust anchor(s) to check FS "
+                                                     "signatures.")] = None,
+    today: Annotated[str | None, typer.Option(help="Processing date (default today).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check exports or triplet folders: names, schema, rules, signatures; exit 1 if any fail."""
+    from fla_core.settings import ChannelProfile
+
+    with errors():
+        day = parse_day(today, default=date.today())
+        plugins = get_plugins()
+        if quality is None or company is None:
+            raise Failure("give the channel profile: --quality and --company (and --sender "
+                          "for triplets)")
+        who = make_sender(sender or "000001", quality, company)
+        findings: list[Finding] = []
+        for path in paths:
+            if path.is_dir():
+                if sender is None:
+                    raise Failure(f"{path}: checking a triplet folder needs --sender")
+                profile = ChannelProfile(user="fla-check", sender=who.sender_nbr,
+                                         quality=who.quality, company_id=who.company_id)
+                findings += check_folder(path, profile=profile, today=day,
+                                         at=datetime.now(UTC),
+                                         trust=load_trust(trust) if trust else None,
+                                         plugins=plugins)
+            elif not path.exists():
+                raise Failure(f"{path}: no such file or folder")
+            elif _is_channel_file(path):
+                raise Failure(f"{path}: give the folder holding the triplet, not one file")
+            else:
+                findings += check_export(path, fmt=fmt, sender=who, env=env.upper(), today=day,
+                                         plugins=plugins)
+        _report(findings, as_json)
+        if any(f.failing for f in findings):
+            raise typer.Exit(EXIT_INVALID)
+
+
+def _report(findings: list[Finding], as_json: bool) -> None:
+    if as_json:
+        _emit([f.as_dict() for f in findings], True)
+        return
+    if not findings:
+        out.print("no problems found")
+        return
+    table = Table(show_lines=False)
+    table.add_column("where", overflow="fold")
+    table.add_column("code", no_wrap=True)
+    table.add_column("level", no_wrap=True)
+    table.add_column("message", overflow="fold")
+    for f in findings:
+        table.add_row(f.where, f.code, f.severity, f.message)
+    out.print(table)
+    failing = sum(1 for f in findings if f.failing)
+    out.print(f"{failing} blocking finding(s), {len(findings) - failing} other")
+
+
+# --- plugins ----------------------------------------------------------------------------------
+
+@app.command("plugins")
+def plugins_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the installed plugins, their versions and the hooks they implement."""
+    with errors():
+        infos = get_plugins().plugins()
+        if as_json:
+            _emit([{"name": p.name, "version": p.version, "builtin": p.builtin,
+                    "hooks": list(p.hooks)} for p in infos], True)
+            return
+        table = Table()
+        table.add_column("plugin", overflow="fold")
+        table.add_column("version", no_wrap=True)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("hooks", overflow="fold")
+        for p in infos:
+            table.add_row(p.name, p.version or "-", "built-in" if p.builtin else "external",
+                          ", ".join(p.hooks))
+        out.print(table)
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+def load_command_modules(names: Iterable[str] = COMMAND_MODULES) -> None:
+    """Import the modules that add subcommands; a module that does not exist is skipped."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency inside the module: say so
+                raise
+
+
+def main() -> None:
+    """Console script ``fla``."""
+    load_command_modules()
+    app()
+
+
+if __name__ == "__main__":
+    main()
