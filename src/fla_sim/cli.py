@@ -7,8 +7,11 @@ Errors are one line on stderr; ``-v`` shows the traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
 import traceback
 from datetime import datetime
@@ -36,6 +39,7 @@ class _Out:
     def print(self, *objects: Any) -> None:
         width = None if sys.stdout.isatty() else 200  # scripts and logs: never crop columns
         Console(file=sys.stdout, highlight=False, width=width, soft_wrap=True).print(*objects)
+        sys.stdout.flush()  # a supervising script reads the "serving ... on host:port" line
 
 
 out = _Out()
@@ -185,13 +189,28 @@ def serve(home: Home,
     from fla_sim.api import Simulator
 
     target = _home(home)
-    with Simulator(target.path, host=host, port=port) as sim:
-        out.print(f"fla-sim serving {target.path} on "
-                  f"{getattr(sim, 'host', host)}:{getattr(sim, 'port', port)}; Ctrl-C stops")
-        try:
-            sim.serve_forever()
-        except KeyboardInterrupt:
-            out.print("stopped")
+    config = target.load()
+    listen_host = config.host if host is None else host
+    listen_port = config.port if port is None else port
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way out
+        asyncio.run(_serve(Simulator(target.path, host=listen_host, port=listen_port)))
+    out.print("fla-sim stopped")
+
+
+async def _serve(sim: Any) -> None:
+    """Run ``sim`` on this loop until Ctrl-C or SIGTERM, then stop it on the same loop."""
+    # Simulator's sync facade runs its own loop in a thread; serving from the CLI stays on one
+    # loop so that stopping (astop) happens where the server was started.
+    await sim.start()
+    out.print(f"fla-sim serving {sim.home.path} on {sim.host}:{sim.port}; Ctrl-C stops")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a service manager stops us with SIGTERM
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await sim.astop()
 
 
 @app.command()
