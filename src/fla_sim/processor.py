@@ -1,0 +1,630 @@
+"""The simulator's state machine (spec 4.6, 4.8, 5, 9; design 6).
+
+Life of an event:
+
+1. ``on_file_closed`` journals the file; a GO becomes an event queued on its channel (sets of a
+   channel are processed one at a time, in arrival order, after ``answer_delay_ms``); a TD is
+   handled at once (spec 5.5).
+2. A GO is judged (P1-P3 here, P4-P16 by ``fla_core.judge.judge_set`` in a thread). The outcome
+   -- consumed set key, answer names and bytes, tickets, registry updates -- is committed in ONE
+   journal transaction ("planned"). Nothing is on disk yet.
+3. The planned answers are written (FO, FS, GO; ACRF before NOTI), each marked written in the
+   journal, then the set's files are archived and the event is done.
+
+After a crash, ``start()`` re-runs events not done: a pending one is judged again (nothing of it
+was committed), a planned one only writes what is not marked written; ``write_answer`` keeps any
+file already complete. So every GO is answered exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fla_core.anomalies import ChannelError
+from fla_core.model import Environment
+from fla_core.plugins import FlaPlugins, get_plugins
+from fla_core.responses import render_acrf, render_noti
+from fla_sim.answers import write_answer
+from fla_sim.config import SimulatorConfig, SimulatorHome
+from fla_sim.events import AnswerWritten, FileReceived
+from fla_sim.faults import FaultInjector
+from fla_sim.store import AnswerRow, EventRow, Journal
+
+log = logging.getLogger("fla_sim.processor")
+
+Clock = Callable[[], datetime]
+# Test hook: called at named points of processing (crash tests kill the process there).
+Checkpoint = Callable[[str], None]
+
+POSITIVE = "ACRF-000"
+_N1_N4_CODES = frozenset({"129", "107", "131", "132"})
+
+
+@dataclass(frozen=True)
+class PlannedAnswer:
+    """One answer decided by the state machine, before it gets its number and bytes."""
+
+    kind: str  # ACRF or NOTI
+    trigger: str  # the file name the answer ties back to (spec 4.8)
+    error: str | None = None  # 3-digit code of a negative ACRF
+    detail: str | None = None
+    next_state: str | None = None  # set state once this answer is written
+
+
+class Processor:
+    """Turns closed uploads into answers, exactly once, following spec section 5."""
+
+    def __init__(self, home: SimulatorHome, config: SimulatorConfig, journal: Journal, *,
+                 clock: Clock | None = None, plugins: FlaPlugins | None = None,
+                 faults: FaultInjector | None = None, checkpoint: Checkpoint | None = None):
+        self.home = home
+        self.config = config
+        self.settings = config.settings
+        self.journal = journal
+        self.tz = ZoneInfo(self.settings.timezone)
+        self.clock: Clock = clock or (lambda: datetime.now(self.tz))
+        self.plugins = plugins if plugins is not None else get_plugins()
+        self.faults = faults if faults is not None else FaultInjector.of(config.faults)
+        self.checkpoint = checkpoint or (lambda point: None)
+        self._roots: dict[str, Path] = {}
+        self._queues: dict[str, asyncio.Queue[tuple[int, float]]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._busy = 0
+        self._idle: asyncio.Condition | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = False
+        self._signer: Any = None
+        self._trust: Any = None
+        self._mandates: Any = None
+
+    # --- clock and paths ------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The simulator clock in the simulator time zone (spec: every date is its local date)."""
+        at = self.clock()
+        if at.tzinfo is None:
+            raise ValueError("the simulator clock must return an aware datetime")
+        return at.astimezone(self.tz)
+
+    def root(self, user: str) -> Path:
+        if user not in self._roots:
+            self._roots[user] = self.home.channel_root(user)
+        return self._roots[user]
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover (spec 5.9: re-process what a crash interrupted), then start the sweeper."""
+        if self._started:
+            return
+        self._started = True
+        self._idle = asyncio.Condition()
+        # answers planned by a sweep (no event) that a crash left unwritten
+        orphans = [a for a in self.journal.answers(written=False) if a.event_id is None]
+        if orphans:
+            await self._track(self._write_answers(orphans))
+        await asyncio.to_thread(self._archive_swept)
+        for event in self.journal.events(("pending", "planned")):
+            if event.kind == "TD" and event.state == "pending":
+                await self._track(asyncio.to_thread(self._handle_td, event))
+            else:
+                self._enqueue(event, delay=0.0)
+        interval = max(0.2, min(30.0, self.settings.orphan_timeout_s / 10))
+        self._sweeper = asyncio.create_task(self._sweep_loop(interval))
+
+    async def stop(self) -> None:
+        """Stop the workers; work already under way finishes (never half an answer)."""
+        tasks = [*self._workers.values()]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        self._workers.clear()
+        self._queues.clear()
+        self._sweeper = None
+        self._started = False
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until every queued event is processed and its answers written."""
+        assert self._idle is not None, "Processor.start() was not awaited"
+        idle = self._idle
+
+        async def wait() -> None:
+            async with idle:
+                await idle.wait_for(lambda: self._busy == 0)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def _track(self, awaitable: Any) -> Any:
+        await self._begin()
+        try:
+            return await awaitable
+        finally:
+            await self._end()
+
+    async def _begin(self) -> None:
+        self._busy += 1
+
+    async def _end(self) -> None:
+        self._busy -= 1
+        if self._idle is not None:
+            async with self._idle:
+                self._idle.notify_all()
+
+    # --- the hand-off from the server ------------------------------------------------------------
+
+    async def on_file_closed(self, user: str, directory: str, name: str, size: int) -> None:
+        """A complete upload is visible under its real name (called by fla_sim.server)."""
+        channel = self.config.channel(user)
+        if channel is None:
+            log.error("file %s/%s closed by unknown channel %r: ignored", directory, name, user)
+            return
+        path = self.root(user) / directory / name
+        fault = self.faults.take("upload", name)
+        if fault is not None and fault.action == "delay":
+            await asyncio.sleep(fault.delay_ms / 1000)
+        elif fault is not None and fault.action == "drop-connection":
+            import asyncssh
+
+            path.unlink(missing_ok=True)
+            raise asyncssh.SFTPConnectionLost("connection dropped (injected fault)")
+        now = self.now()
+        event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
+        veto = await asyncio.to_thread(self.plugins.sim_file_received, event)
+        await asyncio.to_thread(self.journal.record_file, user, directory, name, size, now,
+                                veto=veto)
+        prefix = name.split(".", 1)[0]
+        if prefix in ("FI", "FS"):
+            parts = name.split(".")
+            if len(parts) >= 6:
+                stem = ".".join(parts[1:6])
+                await asyncio.to_thread(self.journal.touch_set, user, directory, stem,
+                                        ".".join(parts[2:6]), now)
+            return
+        if prefix not in ("GO", "TD"):
+            return
+        eid = await asyncio.to_thread(self._journal_trigger, user, directory, name, prefix, now)
+        self.checkpoint("event-journaled")
+        ev = self.journal.event(eid)
+        if prefix == "TD":
+            await self._track(asyncio.to_thread(self._handle_td, ev))
+        else:
+            self._enqueue(ev, delay=self.settings.answer_delay_ms / 1000)
+
+    def _journal_trigger(self, user: str, directory: str, name: str, kind: str,
+                         now: datetime) -> int:
+        """Journal a GO/TD and, when its name passes P1, claim its set's files (spec 5.6)."""
+        with self.journal.transaction():
+            eid = self.journal.add_event(user, directory, name, kind, now)
+            self.journal.claim_files(user, directory, [name])  # answered via its event
+            try:
+                fn = self._parse(user, directory, name, now)
+            except ChannelError:
+                return eid
+            prefixes = (f"FI.{fn.stem}.", f"FS.{fn.stem}.", f"GO.{fn.stem}.")
+            names = [f.name for f in self.journal.files(user, directory)
+                     if f.name.startswith(prefixes)]
+            self.journal.claim_files(user, directory, names)
+            if kind == "GO":
+                self.journal.update_set(user, directory, fn.stem, fn.set_key, "QUEUED", now,
+                                        go_name=name, only_from=("RECEIVING",))
+            return eid
+
+    def _parse(self, user: str, directory: str, name: str, now: datetime) -> Any:
+        """Name checks N1-N9 (spec 4.5) in the channel's context."""
+        from fla_core.names import ChannelNameContext, NameRules, parse_upload
+
+        channel = self.config.channel(user)
+        assert channel is not None
+        rules = NameRules(today=now.date(), max_age_days=self.settings.max_age_days,
+                          max_parts=self.settings.max_parts)
+        ctx = ChannelNameContext(sender=channel.sender, directory=directory,
+                                 enabled=frozenset(channel.applications))
+        return parse_upload(name, rules, ctx)
+
+    # --- the per-channel queue -------------------------------------------------------------
+
+    def _enqueue(self, event: EventRow, *, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(event.channel)
+        if queue is None:
+            queue = self._queues[event.channel] = asyncio.Queue()
+            self._workers[event.channel] = asyncio.create_task(self._worker(queue))
+        self._busy += 1  # released by the worker once the event is done
+        queue.put_nowait((event.id, loop.time() + delay))
+
+    async def _worker(self, queue: asyncio.Queue[tuple[int, float]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            eid, due = await queue.get()
+            try:
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                task = asyncio.create_task(self._run_event(eid))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                # shielded: stopping the worker never cuts an event in half
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event %d failed", eid)
+            finally:
+                await self._end()
+
+    async def _run_event(self, eid: int) -> None:
+        event = self.journal.event(eid)
+        if event.state == "done":  # cancelled by a TD while queued (P3)
+            return
+        if event.state == "pending":
+            await asyncio.to_thread(self._plan_go, event)
+            self.checkpoint("answers-planned")
+        await self._write_answers(self.journal.answers(written=False, event_id=eid))
+        await asyncio.to_thread(self._finish_event, eid)
+
+    # --- GO pipeline ---------------------------------------------------------------------------
+
+    def _plan_go(self, event: EventRow) -> None:
+        """Judge a GO and commit its outcome in one transaction (spec 5.3, 5.9)."""
+        user, directory, name = event.channel, event.directory, event.name
+        now = self.now()
+        try:
+            go = self._parse(user, directory, name, now)
+        except ChannelError as exc:  # P1: no set; the GO alone is archived
+            self._commit(event, None, [PlannedAnswer("ACRF", name, exc.code, exc.detail)], now)
+            return
+        with self.journal.transaction():
+            if self.journal.event(event.id).state != "pending":
+                return  # P3: a TD cancelled the queued set (and closed this event) meanwhile
+            row = self.journal.get_set(user, directory, go.stem)
+            resumed = row is not None and row.state == "PROCESSING" and row.go_name == name
+            if not resumed and self.journal.is_consumed(user, go.set_key):  # P2
+                state = "REJECTED" if row is None or row.state in ("RECEIVING", "QUEUED") \
+                    else None
+                if row is None:
+                    self.journal.update_set(user, directory, go.stem, go.set_key, "QUEUED", now,
+                                            go_name=name)
+                self._commit(event, go, [PlannedAnswer("ACRF", name, "133", None, state)], now)
+                return
+            self.journal.consume(user, go.set_key, now)
+            self.journal.update_set(user, directory, go.stem, go.set_key, "PROCESSING", now,
+                                    go_name=name)
+        files = self._set_files(user, directory, go.stem)
+        code = self._veto(user, directory, [name, *(p.name for p in files)])
+        if code is not None:
+            self._commit(event, go, [PlannedAnswer("ACRF", name, code, None, "REJECTED")], now)
+            return
+        verdict = self._judge(user, directory, go, files, now)
+        if verdict.error is not None:
+            err = verdict.error
+            self._commit(event, go, [PlannedAnswer("ACRF", name, err.code, err.detail,
+                                                   "REJECTED")], now)
+            return
+        has_noti = bool(getattr(verdict, "has_noti", bool(verdict.declarations)))
+        answers = [PlannedAnswer("ACRF", name, None, None, "ACCEPTED")]
+        if has_noti:
+            answers.append(PlannedAnswer("NOTI", name, None, None, "NOTIFIED"))
+        self._commit(event, go, answers, now, verdict=verdict if has_noti else None)
+
+    def _set_files(self, user: str, directory: str, stem: str) -> list[Path]:
+        """FI/FS files of the stem present in the directory (P4), in ASCII order."""
+        folder = self.root(user) / directory
+        prefixes = (f"FI.{stem}.", f"FS.{stem}.")
+        return sorted((p for p in folder.iterdir() if p.name.startswith(prefixes)
+                       and p.is_file()), key=lambda p: p.name)
+
+    def _veto(self, user: str, directory: str, names: Sequence[str]) -> str | None:
+        """A code forced by a plugin veto or an injected ``force-anomaly`` fault."""
+        for n in names:
+            row = self.journal.file(user, directory, n)
+            if row is not None and row.veto:
+                return row.veto
+        fault = self.faults.take("process", names[0], ("force-anomaly", "delay"))
+        if fault is not None and fault.action == "delay":
+            time.sleep(fault.delay_ms / 1000)  # a worker thread: only this channel waits
+        elif fault is not None:
+            return fault.code or "312"
+        return None
+
+    def _judge(self, user: str, directory: str, go: Any, files: list[Path],
+               now: datetime) -> Any:
+        from fla_core.judge import judge_set
+
+        channel = self.config.channel(user)
+        assert channel is not None
+        env = _env_of(directory)
+        return judge_set(go, files, channel=channel.profile(self.home), settings=self.settings,
+                         trust=self._trust_store(), today=now.date(), at=now,
+                         registry=self.journal.registry(channel.sender, env),
+                         mandates=self._mandate_book(), plugins=self.plugins)
+
+    def _commit(self, event: EventRow | None, go: Any, planned: list[PlannedAnswer],
+                now: datetime, *, verdict: Any = None, user: str | None = None,
+                directory: str | None = None, stem: str | None = None) -> list[int]:
+        """Number, render and journal the answers, registry updates included: one transaction."""
+        user = event.channel if event is not None else user
+        directory = event.directory if event is not None else directory
+        assert user is not None and directory is not None
+        channel = self.config.channel(user)
+        assert channel is not None
+        env = _env_of(directory)
+        out_dir = Environment(env).answer_dir
+        stem = go.stem if go is not None else stem
+        ids = []
+        with self.journal.transaction():
+            ticket = self.journal.next_ticket(now)
+            for p in planned:
+                seq = self.journal.next_answer_seq(user, f"{now:%Y%m%d}", env)
+                if p.kind == "ACRF":
+                    content = render_acrf(file_name=p.trigger, ticket=ticket,
+                                          accepted=p.error is None, error_code=p.error,
+                                          description=None, at=now)
+                    result = POSITIVE if p.error is None else f"ACRF-{p.error}"
+                    prefix = "FO"
+                else:
+                    content, result = self._render_noti(p.trigger, ticket, verdict, now)
+                    prefix = "FO"
+                    if self.settings.compress_answers:
+                        content, prefix = gzip.compress(content, mtime=0), "CO"
+                name = _answer_name(prefix, p.kind, f"{now:%Y%m%d}", seq, env)
+                ids.append(self.journal.add_answer(
+                    user, out_dir, name, p.kind, p.trigger, ticket, result, content, now,
+                    event_id=event.id if event is not None else None, stem=stem,
+                    next_state=p.next_state, set_directory=directory))
+            if verdict is not None:  # registry effects travel with the NOTI (spec 8.4)
+                updates = getattr(verdict, "accepted_registry", None)
+                if updates is None:
+                    updates = getattr(verdict, "registry_updates", {})
+                self.journal.apply_registry(channel.sender, env, dict(updates))
+            if event is not None:
+                self.journal.set_event_state(event.id, "planned")
+        return ids
+
+    def _render_noti(self, trigger: str, ticket: str, verdict: Any,
+                     now: datetime) -> tuple[bytes, str]:
+        decls = list(verdict.declarations)
+        accepted = sum(1 for d in decls if d.status == "ACCEPTED")
+        code = 1 if accepted == len(decls) else (0 if accepted == 0 else 2)
+        content = render_noti(application=verdict.application, file_name=trigger,
+                              file_reference=verdict.file_reference or "", ticket=ticket,
+                              result_code=code, declarations=decls,
+                              file_warnings=list(verdict.file_warnings), at=now)
+        return content, str(code)
+
+    # --- writing answers -----------------------------------------------------------------------
+
+    async def _write_answers(self, answers: list[AnswerRow]) -> None:
+        """Write planned answers in order; a failed write (disk full) is retried, never lost."""
+        for n, answer in enumerate(answers):
+            if answer.kind == "NOTI" and n > 0 and self.settings.noti_delay_ms > 0:
+                await asyncio.sleep(self.settings.noti_delay_ms / 1000)
+            fault = self.faults.take("answer", answer.name, ("delay",))
+            if fault is not None:
+                await asyncio.sleep(fault.delay_ms / 1000)
+            attempt = 0
+            while True:
+                try:
+                    await asyncio.to_thread(self._write_one, answer)
+                    break
+                except OSError as exc:
+                    attempt += 1
+                    log.error("writing answer %s failed (%s); retry %d", answer.name, exc,
+                              attempt)
+                    await asyncio.sleep(min(2.0, 0.02 * 2 ** attempt))
+
+    def _write_one(self, answer: AnswerRow) -> None:
+        folder = self.root(answer.channel) / answer.directory
+        now = self.now()
+
+        def before(path: Path) -> None:
+            self.checkpoint(f"before-write:{path.name}")
+            self.faults.before_answer_write(path.name)
+
+        data = answer.content
+        if self.faults.take("answer", answer.name, ("corrupt",)) is not None:
+            data = data + b"<!-- corrupted -->"
+        write_answer(folder, answer.name, data, self._answer_signer(), signing_time=now,
+                     before_write=before)
+        self.journal.answer_written(answer.id, now)
+        self.checkpoint(f"written:{answer.name}")
+        self.plugins.sim_answer(AnswerWritten(
+            user=answer.channel, directory=answer.directory, name=answer.name, kind=answer.kind,
+            trigger=answer.trigger, result_code=answer.result_code))
+
+    def _finish_event(self, eid: int) -> None:
+        """Clean-up of spec 5.3 (archive the set's files), then the event is done."""
+        event = self.journal.event(eid)
+        user, directory = event.channel, event.directory
+        names = [event.name]
+        answers = self.journal.answers(event_id=eid)
+        stem = answers[0].stem if answers else None
+        if stem is not None:  # passed P1: every file of the stem present now (spec 5.3)
+            prefixes = (f"FI.{stem}.", f"FS.{stem}.", f"GO.{stem}.")
+            names = sorted({f.name for f in self.journal.files(user, directory)
+                            if f.name.startswith(prefixes)} | {event.name})
+        if not self.settings.keep_uploads:
+            self._archive(user, directory, names, "archived")
+        self.journal.set_event_state(eid, "done")
+
+    def _archive(self, user: str, directory: str, names: Sequence[str], state: str) -> None:
+        """Move uploads out of the sender's view into the home's archive."""
+        folder = self.root(user) / directory
+        target = self.home.archive_dir / user / directory
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            src = folder / name
+            if not src.exists():
+                continue
+            dest, n = target / name, 1
+            while dest.exists():
+                n += 1
+                dest = target / f"{name}~{n}"
+            os.replace(src, dest)
+        self.journal.set_file_state(user, directory, names, state)
+
+    # --- TD (spec 5.5) ---------------------------------------------------------------------------
+
+    def _handle_td(self, event: EventRow) -> None:
+        user, directory, name = event.channel, event.directory, event.name
+        now = self.now()
+        try:
+            td = self._parse(user, directory, name, now)
+        except ChannelError as exc:
+            self._commit(event, None, [PlannedAnswer("ACRF", name, exc.code, exc.detail)], now)
+            self._write_sync(self.journal.answers(written=False, event_id=event.id))
+            self._archive(user, directory, [name], "archived")
+            self.journal.set_event_state(event.id, "done")
+            return
+        cancelled: list[str] = []
+        with self.journal.transaction():
+            row = self.journal.get_set(user, directory, td.stem)
+            open_set = row is None or row.state in ("RECEIVING", "QUEUED")
+            if open_set and not self.journal.is_consumed(user, td.set_key):
+                self.journal.consume(user, td.set_key, now)
+                self.journal.update_set(user, directory, td.stem, td.set_key, "CANCELLED", now)
+                prefixes = (f"FI.{td.stem}.", f"FS.{td.stem}.", f"GO.{td.stem}.")
+                cancelled = [f.name for f in self.journal.files(user, directory)
+                             if f.name.startswith(prefixes)]
+                # the queued GO never reaches the pipeline (P3): its event is closed here
+                for queued in self.journal.events(("pending",)):
+                    if (queued.kind == "GO" and queued.channel == user
+                            and queued.directory == directory and queued.name in cancelled):
+                        self.journal.set_event_state(queued.id, "done")
+            self.journal.set_event_state(event.id, "done")
+        # files go to the archive (never deleted: the archive is the simulator's evidence)
+        self._archive(user, directory, cancelled, "cancelled")
+        self._archive(user, directory, [name], "archived")
+
+    def _write_sync(self, answers: list[AnswerRow]) -> None:
+        for answer in answers:
+            for attempt in range(50):
+                try:
+                    self._write_one(answer)
+                    break
+                except OSError as exc:
+                    log.error("writing answer %s failed (%s); retry %d", answer.name, exc,
+                              attempt + 1)
+
+    # --- orphan sweep (spec 5.6) -----------------------------------------------------------------
+
+    async def _sweep_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_orphans()
+            except Exception:
+                log.exception("orphan sweep failed")
+
+    async def sweep_orphans(self) -> int:
+        """Sweep files older than ``orphan_timeout_s`` by the clock; returns answers written."""
+        await self._begin()
+        try:
+            ids = set(await asyncio.to_thread(self._plan_sweep, self.now()))
+            answers = [a for a in self.journal.answers(written=False) if a.id in ids]
+            await self._write_answers(answers)
+            await asyncio.to_thread(self._archive_swept)
+            return len(answers)
+        finally:
+            await self._end()
+
+    def _plan_sweep(self, now: datetime) -> list[int]:
+        from fla_core.names import NameRules, parse_upload
+
+        limit = now - timedelta(seconds=self.settings.orphan_timeout_s)
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        singles: list[tuple[str, str, str, str]] = []
+        rules = NameRules(today=now.date(), max_age_days=self.settings.max_age_days,
+                          max_parts=self.settings.max_parts)
+        for f in self.journal.files(state="present"):
+            if f.claimed or f.closed_at > limit:
+                continue
+            try:
+                parse_upload(f.name, rules)
+                code = None
+            except ChannelError as exc:
+                code = exc.code
+            if code in _N1_N4_CODES:
+                singles.append((f.channel, f.directory, f.name, code))
+            else:
+                stem = ".".join(f.name.split(".")[1:6])
+                groups.setdefault((f.channel, f.directory, stem), []).append(f.name)
+        ids: list[int] = []
+        for (user, directory, stem), names in sorted(groups.items()):
+            if self.config.channel(user) is None:
+                continue
+            with self.journal.transaction():
+                ids += self._commit(None, None, [PlannedAnswer(
+                    "ACRF", min(names), "130", None, "ORPHANED")], now, user=user,
+                    directory=directory, stem=stem)
+                self.journal.set_file_state(user, directory, names, "swept")
+        for user, directory, name, code in singles:
+            if self.config.channel(user) is None:
+                continue
+            with self.journal.transaction():
+                ids += self._commit(None, None, [PlannedAnswer("ACRF", name, code)], now,
+                                    user=user, directory=directory, stem=None)
+                self.journal.set_file_state(user, directory, [name], "swept")
+        return ids
+
+    def _archive_swept(self) -> None:
+        """Move swept files still on disk to the archive (also finishes a sweep a crash cut)."""
+        by_dir: dict[tuple[str, str], list[str]] = {}
+        for f in self.journal.files(state="swept"):
+            if self.config.channel(f.channel) and (self.root(f.channel) / f.directory
+                                                   / f.name).exists():
+                by_dir.setdefault((f.channel, f.directory), []).append(f.name)
+        for (user, directory), names in by_dir.items():
+            self._archive(user, directory, names, "swept")
+
+    # --- lazily loaded material ----------------------------------------------------------------
+
+    def reset_material(self) -> None:
+        """Forget cached trust, mandates and signer (the configuration changed)."""
+        self._signer = self._trust = self._mandates = None
+
+    def _answer_signer(self) -> Any:
+        if self._signer is None:
+            self._signer = self.home.answer_signer()
+        return self._signer
+
+    def _trust_store(self) -> Any:
+        if self._trust is None:
+            self._trust = self.home.trust_store()
+        return self._trust
+
+    def _mandate_book(self) -> Any:
+        if self._mandates is None:
+            from fla_core.mandates import MandateBook
+
+            self._mandates = MandateBook(self.config.mandates)
+        return self._mandates
+
+
+def _env_of(directory: str) -> str:
+    env = Environment.of_dir(directory)
+    if env is None:
+        raise ValueError(f"{directory!r} is not a channel directory")
+    return env.value
+
+
+def _answer_name(prefix: str, appl: str, day: str, seq: str, env: str) -> str:
+    try:
+        from fla_core.names import answer_name
+    except ImportError:  # names.py not installed: same format (spec 4.2 ANSWER)
+        return f"{prefix}.{appl}.999999.{day}.{seq}.{env}"
+    return answer_name(prefix, appl, day, seq, env)
+
