@@ -423,9 +423,12 @@ def _parse(der: bytes) -> _Parsed:
             md = mdv[0].native
             st = _attr_values(attrs, "signing_time")
             signing_time = st[0].native if st else None
-        # touch the remaining fields now so a malformed encoding is a 602, not a later crash
+        # parse the remaining fields and every included certificate now, so that a malformed
+        # encoding is a 602 here rather than a crash in a later step
         si["signature"].native  # noqa: B018
         si["signature_algorithm"]["algorithm"].native  # noqa: B018
+        for c in certs:
+            c.native  # noqa: B018
     except ChannelError:
         raise
     except Exception as e:  # asn1crypto parses lazily; any decoding error is a bad structure
@@ -450,7 +453,11 @@ def _find_signer_cert(sid: cms.SignerIdentifier,
 
 def _check_key(cert: x509.Certificate) -> object:
     """S4: the signer key is RSA >= 2048 or ECDSA on P-256/P-384."""
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        oid = cert.public_key_algorithm_oid.dotted_string
+        raise ChannelError("604", f"unsupported public key algorithm {oid}") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
             raise ChannelError("604", f"RSA key of {key.key_size} bits; at least 2048 required")
@@ -537,6 +544,8 @@ def _validate_path(p: _Parsed, trust: TrustStore, at: datetime) -> list[x509.Cer
     except (PathBuildingError, PathValidationError) as e:
         raise ChannelError("605", f"signer certificate does not chain to a trust anchor ({e})"
                            ) from None
+    except (ValueError, TypeError, KeyError) as e:  # a certificate pyhanko cannot process
+        raise ChannelError("605", f"certification path cannot be validated ({e})") from None
     # leaf first, root last: S8 pairs each certificate with its issuer
     certs = list(path.iter_certs(include_root=True))[::-1]
     return [x509.load_der_x509_certificate(c.dump()) for c in certs]

@@ -17,7 +17,7 @@ import pytest
 from asn1crypto import algos, cms
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fla_core import pki
@@ -668,3 +668,36 @@ def test_fixture_samples_match_their_manifest(case):
 def test_fixture_signer_files_load(trust):
     s = load_signer(FIXTURES / "signer.key", FIXTURES / "signer.pem")
     assert verify(sign(s), TrustStore.load([FIXTURES / "ca.pem"])).signer == s.cert
+
+
+# --------------------------------------------------------------------------- never a traceback
+
+@pytest.fixture(scope="module")
+def valid_der(signer) -> bytes:
+    return sign(signer)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_arbitrary_fs_bytes_give_a_spec_code(trust, data):
+    with pytest.raises(ChannelError) as info:
+        verify(data, trust, encode=False)
+    assert info.value.code in ("601", "602")
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_corrupted_der_gives_a_spec_code_or_a_valid_result(valid_der, signer, trust, data):
+    pos = data.draw(st.integers(0, len(valid_der) - 1))
+    value = data.draw(st.integers(0, 255))
+    der = valid_der[:pos] + bytes([value]) + valid_der[pos + 1:]
+    try:
+        result = verify(der, trust)
+    except ChannelError as e:
+        assert e.code in ("602", "603", "604", "125", "605", "606", "607", "608", "153")
+    else:
+        # only unauthenticated bookkeeping (version numbers, the SignedData digestAlgorithms
+        # set, NULL parameters) may change without effect: the signer is still the genuine one
+        assert result.signer == signer.cert
