@@ -1,0 +1,145 @@
+"""The ``xlsx`` input format: the layout of ``fla_core.formats.layout`` on the first sheet.
+
+Rows are streamed with openpyxl's read-only mode. As in the CSV reader, declarations are
+yielded one at a time when the rows of each declaration are adjacent; otherwise the sheet is
+grouped in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zipfile import BadZipFile
+
+from fla_core.formats import InputError, InputFormat, ReadContext
+from fla_core.formats.layout import (
+    Row,
+    check_columns,
+    group_all,
+    group_consecutive,
+    make_header,
+    parsed_rows,
+)
+from fla_core.hookspecs import hookimpl
+from fla_core.model import Declaration, FileContent
+
+NAME = "xlsx"
+
+
+@hookimpl
+def fla_input_formats() -> list[InputFormat]:
+    """The Excel format."""
+    return [InputFormat(NAME, (".xlsx",), "Excel workbook, first sheet, one row per training")]
+
+
+@hookimpl
+def fla_read_declarations(path: Path, format: str, context: ReadContext) -> FileContent | None:
+    """Read the first sheet of a workbook; None for other formats."""
+    if format != NAME:
+        return None
+    path = Path(path)
+    with _SheetRows(path) as rows:
+        first = next(rows, None)
+    if first is None or not any(cell is not None for cell in first):
+        raise InputError(f"{path}: the first sheet is empty; its first row must name the "
+                         "columns")
+    header = [str(c).strip().lower() if c is not None else "" for c in first]
+    while header and header[-1] == "":
+        header.pop()  # trailing empty header cells are formatting, not columns
+    ok = check_columns(header, path, context)
+    declarations = _declarations(path, header, context) if ok else iter(())
+    return FileContent(make_header(context), declarations)
+
+
+class _SheetRows:
+    """Value tuples of the first sheet's rows; closes the workbook on exit."""
+
+    def __init__(self, path: Path):
+        from openpyxl import load_workbook
+        from openpyxl.utils.exceptions import InvalidFileException
+
+        try:
+            self.book = load_workbook(path, read_only=True, data_only=True)
+        except (OSError, InvalidFileException, KeyError, ValueError, BadZipFile) as exc:
+            raise InputError(f"{path}: not a readable .xlsx workbook ({exc})") from exc
+        self.rows = self.book.worksheets[0].iter_rows(values_only=True)
+
+    def __enter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def __exit__(self, *exc: object) -> None:
+        self.book.close()
+
+
+def _text(column: str, value: Any) -> tuple[str, str | None]:
+    """Cell value -> layout text, or a problem message."""
+    if value is None:
+        return "", None
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None
+    if isinstance(value, datetime):
+        return value.date().isoformat(), None
+    if isinstance(value, date):
+        return value.isoformat(), None
+    if isinstance(value, int | float | Decimal):
+        if column == "inss":
+            return "", ("the INSZ is stored as a number (leading zeros are lost); format the "
+                        "inss column as text")
+        number = Decimal(str(value))
+        if number == number.to_integral_value():
+            return str(int(number)), None
+        return format(number.normalize(), "f"), None
+    return str(value), None
+
+
+def _rows(path: Path, header: list[str], context: ReadContext) -> Iterator[Row]:
+    with _SheetRows(path) as rows:
+        next(rows, None)
+        for line, cells in enumerate(rows, start=2):
+            if not any(c is not None and str(c).strip() for c in cells):
+                continue
+            extra = [c for c in cells[len(header):] if c is not None and str(c).strip()]
+            if extra:
+                context.problem(path, line, None, f"{len(header) + len(extra)} or more "
+                                f"cells, the header has {len(header)}")
+                continue
+            values: dict[str, str] = {}
+            bad = False
+            for column, cell in zip(header, cells, strict=False):
+                text, why = _text(column, cell)
+                if why:
+                    context.problem(path, line, column, why)
+                    bad = True
+                values[column] = text
+            if not bad:
+                yield Row(line, values)
+
+
+def _adjacent(path: Path, header: list[str]) -> bool:
+    if "declaration_ref" not in header:
+        return True
+    index = header.index("declaration_ref")
+    done: set[str] = set()
+    current = None
+    with _SheetRows(path) as rows:
+        next(rows, None)
+        for cells in rows:
+            value = cells[index] if len(cells) > index else None
+            ref = str(value).strip() if value is not None else ""
+            if not ref or ref == current:
+                continue
+            if ref in done:
+                return False
+            if current is not None:
+                done.add(current)
+            current = ref
+    return True
+
+
+def _declarations(path: Path, header: list[str], context: ReadContext
+                  ) -> Iterator[Declaration]:
+    group = group_consecutive if _adjacent(path, header) else group_all
+    yield from group(parsed_rows(_rows(path, header, context), path, context), path, context)
