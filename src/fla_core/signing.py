@@ -228,6 +228,8 @@ def build_signed_data(message_digest: bytes, signer: Signer, *, digest: str = "s
     """The detached SignedData ContentInfo for an already computed FI digest."""
     if digest not in _HASHES:
         raise SigningError(f"unknown digest algorithm {digest!r}")
+    if signing_time is not None and signing_time.tzinfo is None:
+        raise SigningError("signing_time must be timezone-aware (UTC)")
     sig_name, sign = _signature_algorithm(signer.key, digest)
     if signed_attributes:
         attrs = [

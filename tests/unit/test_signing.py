@@ -585,9 +585,11 @@ def test_naive_time_is_refused(signer, trust):
         verify(sign(signer), trust, at=datetime(2026, 2, 1))
 
 
-def test_unknown_digest_is_a_clear_error(signer):
+def test_unknown_digest_and_naive_time_are_clear_errors(signer):
     with pytest.raises(SigningError, match="unknown digest"):
         sign(signer, digest="whirlpool")
+    with pytest.raises(SigningError, match="timezone-aware"):
+        sign(signer, signing_time=datetime(2026, 2, 1))
 
 
 def test_build_signed_data_matches_streamed_signing(signer, trust):
