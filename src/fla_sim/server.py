@@ -227,6 +227,9 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
                            file_obj.name, size)
         try:
             await self._ctx.on_file_closed(self._user, file_obj.directory, file_obj.name, size)
+        except asyncssh.SFTPConnectionLost:
+            self.connection.abort()  # an injected "drop-connection": really break the link
+            raise
         except asyncssh.SFTPError:
             raise  # a veto or injected fault chosen by the processor: the client sees it
         except Exception:

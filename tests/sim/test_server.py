@@ -389,6 +389,19 @@ def test_an_sftp_error_from_on_file_closed_reaches_the_client(env: Env) -> None:
     run(scenario())
 
 
+def test_connection_lost_from_on_file_closed_drops_the_connection(env: Env) -> None:
+    async def drop(user: str, directory: str, name: str, size: int) -> None:
+        raise asyncssh.SFTPConnectionLost("connection dropped (injected fault)")
+
+    async def scenario() -> None:
+        async with serving(env, drop) as port, connect(port, OWNER, env.keys[OWNER]) as conn:
+            sftp = await conn.start_sftp_client()
+            with pytest.raises((asyncssh.SFTPError, asyncssh.DisconnectError)):
+                await upload(sftp, "INTEST/" + FI, b"x")
+            await asyncio.wait_for(conn.wait_closed(), 5)
+    run(scenario())
+
+
 def test_setstat_is_accepted_and_ignored(env: Env, tmp_path: Path) -> None:
     local = tmp_path / FI
     local.write_bytes(b"<x/>")
