@@ -1,0 +1,239 @@
+"""Every hook of ``fla_core.hookspecs`` has a test here (asserted at the end, as datasette does),
+plus the plugin manager's bootstrap: tracing, ``check_pending`` and ``FLA_PLUGINS``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from fla_core import hookimpl, hookspecs
+from fla_core.anomalies import Anomaly
+from fla_core.applications import Application
+from fla_core.checks.context import CheckContext
+from fla_core.checks.engine import evaluate
+from fla_core.formats import InputFormat, ReadContext
+from fla_core.model import (
+    Declaration,
+    Employer,
+    FileContent,
+    FileHeader,
+    Quality,
+    Sender,
+    Training,
+    Worker,
+)
+from fla_core.plugins import FlaPlugins, PluginError
+from fla_core.qualities import QualityInfo
+
+SENDER = Sender("123456", Quality.EMPLOYER, "0897223670")
+TESTED: set[str] = set()
+
+
+def covers_hook(name: str):
+    """Mark a test as covering hook ``name`` (collected when the module is imported)."""
+    TESTED.add(name)
+    return lambda fn: fn
+
+
+@pytest.fixture
+def bare(monkeypatch):
+    """A manager without entry points or FLA_PLUGINS, so tests never depend on the machine."""
+    monkeypatch.delenv("FLA_PLUGINS", raising=False)
+    monkeypatch.delenv("FLA_TRACE_HOOKS", raising=False)
+    return lambda *extra: FlaPlugins(entry_points=False, extra=extra)
+
+
+def declaration() -> Declaration:
+    training = Training("TR-1", "Forklift", "FORMAL", "2025-03-03", "2025-03-03", "7.00", True)
+    return Declaration("D-1", "NEW", "2025", Employer("0897223670"),
+                       workers=[Worker("93051822361", [training])])
+
+
+@covers_hook("fla_input_formats")
+@covers_hook("fla_read_declarations")
+def test_input_format_plugin_reads_its_format_only(bare, tmp_path):
+    header = FileHeader("123456", "EMPLOYER", "0897223670", "T", "2026-03-16T09:30:00", "R-1")
+
+    class Yaml:
+        @hookimpl
+        def fla_input_formats(self):
+            return [InputFormat("yaml", (".yml", ".yaml"), "YAML rows")]
+
+        @hookimpl
+        def fla_read_declarations(self, path, format, context):
+            if format != "yaml":
+                return None
+            return FileContent(header, [declaration()])
+
+    plugins = bare(Yaml())
+    assert sorted(f.name for f in plugins.input_formats()) == ["csv", "json", "yaml"]
+    ctx = ReadContext(sender=SENDER)
+    content = plugins.read_declarations(tmp_path / "x.yml", "yaml", ctx)
+    assert [d.declaration_ref for d in content] == ["D-1"]
+    # the built-in CSV reader still wins for csv: first non-None result
+    csv = tmp_path / "x.csv"
+    csv.write_text("declaration_ref,reporting_year\nD-9,2025\n")
+    assert [d.declaration_ref for d in plugins.read_declarations(csv, "csv", ctx)] == ["D-9"]
+    with pytest.raises(PluginError, match="installed formats: csv, json, yaml"):
+        plugins.read_declarations(csv, "toml", ctx)
+
+
+@covers_hook("fla_qualities")
+def test_qualities_builtin_and_duplicates(bare):
+    infos = {i.quality: i for i in bare().qualities()}
+    assert set(infos) == set(Quality)
+    assert infos[Quality.EMPLOYER].own_company_only
+    assert infos[Quality.SOCIAL_SECRETARIAT].two_level
+    assert infos[Quality.SERVICE_PROVIDER].needs_mandate
+    assert not infos[Quality.SERVICE_PROVIDER].two_level
+    assert infos[Quality.TRAINING_PROVIDER].employer_optional
+
+    class Again:
+        @hookimpl
+        def fla_qualities(self):
+            return [QualityInfo(Quality.EMPLOYER, "twice")]
+
+    with pytest.raises(PluginError, match="quality EMPLOYER is declared by two plugins"):
+        bare(Again()).qualities()
+
+
+@covers_hook("fla_applications")
+def test_applications_builtin_and_a_plugin_application(bare):
+    codes = {a.code: a for a in bare().applications()}
+    assert codes["FLAC"].namespace == "urn:be:fgov:socialsecurity:fla:v1"
+    dmfa = Application("DMFA", "DmfA", "urn:x", "DmfA", Path("dmfa.xsd"),
+                       render=lambda c, o: None, scan=lambda *a, **k: None)
+
+    class Dmfa:
+        @hookimpl
+        def fla_applications(self):
+            return [dmfa]
+
+    assert {a.code for a in bare(Dmfa()).applications()} == {"FLAC", "DMFA"}
+
+    class Clash:
+        @hookimpl
+        def fla_applications(self):
+            return [dataclasses.replace(dmfa, code="FLAC")]
+
+    with pytest.raises(PluginError, match="application FLAC is declared by two plugins"):
+        bare(Clash()).applications()
+
+
+@covers_hook("fla_check_declaration")
+def test_check_plugin_adds_anomalies_to_the_verdict(bare):
+    class NoForklifts:
+        @hookimpl
+        def fla_check_declaration(self, declaration, position, context):
+            return [Anomaly("999", "B", "No forklifts", zone="00133", row=99,
+                            path=f"/FLAFile/Declaration[{position}]/Worker[1]/Training[1]/Title",
+                            declaration=position, worker=1, training=1)
+                    for w in declaration.workers for t in w.trainings if "Forklift" in t.title]
+
+    context = CheckContext(sender=SENDER, environment="T", processing_date=date(2026, 3, 16),
+                           check_mandates=False)
+    plain = evaluate(declaration(), 1, context, bare())
+    assert plain.status == "ACCEPTED"
+    assert [a.error_id for a in plain.anomalies if a.blocking] == []
+    context = CheckContext(sender=SENDER, environment="T", processing_date=date(2026, 3, 16),
+                           check_mandates=False)
+    verdict = evaluate(declaration(), 1, context, bare(NoForklifts()))
+    assert verdict.status == "REJECTED"
+    assert "00133-999" in [a.error_id for a in verdict.anomalies]
+
+
+@covers_hook("fla_sim_file_received")
+def test_sim_file_received_first_veto_wins(bare):
+    from fla_sim.events import FileReceived
+
+    seen = []
+
+    class Watcher:
+        @hookimpl
+        def fla_sim_file_received(self, event):
+            seen.append(event.name)
+
+    class Veto:
+        @hookimpl
+        def fla_sim_file_received(self, event):
+            return "184" if event.size > 10 else None
+
+    plugins = bare(Watcher(), Veto())
+    small = FileReceived("acme", "INTEST", "FI.FLAC.123456.20260316.00001.T.1.1", 5, Path("x"))
+    big = dataclasses.replace(small, size=11)
+    assert plugins.sim_file_received(small) is None
+    assert plugins.sim_file_received(big) == "184"
+    assert seen == [small.name, big.name]
+
+
+@covers_hook("fla_sim_answer")
+def test_sim_answer_is_observed(bare):
+    from fla_sim.events import AnswerWritten
+
+    seen = []
+
+    class Log:
+        @hookimpl
+        def fla_sim_answer(self, event):
+            seen.append((event.kind, event.result_code))
+
+    event = AnswerWritten("acme", "OUTTEST", "FO.ACRF.999999.20260316.00001.T", "ACRF",
+                          "GO.FLAC.123456.20260316.00001.T.1", "ACRF-000")
+    assert bare(Log()).sim_answer(event) is None
+    assert seen == [("ACRF", "ACRF-000")]
+
+
+# --- bootstrap ----------------------------------------------------------------------------------
+
+def test_trace_prints_every_hook_call(bare, monkeypatch, capsys):
+    monkeypatch.setenv("FLA_TRACE_HOOKS", "1")
+    FlaPlugins(entry_points=False).input_formats()
+    stderr = capsys.readouterr().err
+    assert "fla-hook> fla_input_formats({}) -> [" in stderr
+    assert "fla_core.formats.csv_format" in stderr
+    assert "fla-hook< fla_input_formats = [" in stderr
+    monkeypatch.setenv("FLA_TRACE_HOOKS", "0")
+    FlaPlugins(entry_points=False).input_formats()
+    assert capsys.readouterr().err == ""
+
+
+def test_misspelt_hook_fails_at_start_up(bare):
+    class Typo:
+        @hookimpl
+        def fla_input_format(self):  # missing "s"
+            return []
+
+    with pytest.raises(PluginError, match=r"unknown hook.*fla_input_format"):
+        bare(Typo())
+
+
+def test_fla_plugins_env_registers_a_module(bare, tmp_path, monkeypatch):
+    (tmp_path / "fla_env_plugin.py").write_text(
+        "from fla_core import hookimpl\n"
+        "from fla_core.formats import InputFormat\n\n"
+        "@hookimpl\n"
+        "def fla_input_formats():\n"
+        "    return [InputFormat('env', ('.env',), 'from FLA_PLUGINS')]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FLA_PLUGINS", "fla_env_plugin")
+    plugins = FlaPlugins(entry_points=False)
+    assert "env" in [f.name for f in plugins.input_formats()]
+    info = {p.name: p for p in plugins.plugins()}["fla_env_plugin"]
+    assert info.hooks == ("fla_input_formats",) and not info.builtin
+    monkeypatch.setenv("FLA_PLUGINS", "fla_no_such_plugin_module")
+    with pytest.raises(PluginError, match="FLA_PLUGINS names 'fla_no_such_plugin_module'"):
+        FlaPlugins(entry_points=False)
+
+
+def test_every_hookspec_has_a_test():
+    specs = {name for name in dir(hookspecs)
+             if name.startswith("fla_") and hasattr(getattr(hookspecs, name), "fla_spec")}
+    assert specs, "no hookspecs found: the marker attribute changed?"
+    assert specs == TESTED
+
+
+def test_hookimpl_is_the_project_marker():
+    assert hookimpl is hookspecs.hookimpl
