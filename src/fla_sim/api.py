@@ -69,8 +69,8 @@ class Simulator:
                 raise SimulatorError(str(exc)) from None
         return config
 
-    def _reload(self) -> None:
-        """Refresh the running configuration in place (the server reads it at each login)."""
+    def reload(self) -> None:
+        """Re-read channels and mandates of the home into the running simulator."""
         if self.config is None:
             return
         fresh = self._load()
@@ -83,7 +83,7 @@ class Simulator:
                     ssh_keys: Sequence[str], **kw: Any) -> Any:
         """Register a channel (``SimulatorHome.add_channel``); a running simulator sees it."""
         channel = self.home.add_channel(user, quality, company, sender, ssh_keys, **kw)
-        self._reload()
+        self.reload()
         return channel
 
     def add_mandate(self, record: Any = None, **fields: Any) -> None:
@@ -93,7 +93,7 @@ class Simulator:
         if record is None:
             record = MandateRecord.from_mapping(fields)
         self.home.add_mandate(record)
-        self._reload()
+        self.reload()
 
     def add_fault(self, fault: FaultSpec | None = None, **fields: Any) -> None:
         """Inject a fault (design 5) into the running simulator."""
