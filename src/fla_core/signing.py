@@ -291,10 +291,12 @@ def sign_stream(stream: BinaryIO, signer: Signer, *, digest: str = "sha256",
                              signed_attributes=signed_attributes).dump()
 
 
-def sign_file(path: str | Path, signer: Signer, **kw: object) -> bytes:
+def sign_file(path: str | Path, signer: Signer, *, digest: str = "sha256",
+              signing_time: datetime | None = None, signed_attributes: bool = True) -> bytes:
     """DER of a detached CMS SignedData over the file's bytes."""
     with open(path, "rb", buffering=0) as f:
-        return sign_stream(f, signer, **kw)  # type: ignore[arg-type]
+        return sign_stream(f, signer, digest=digest, signing_time=signing_time,
+                           signed_attributes=signed_attributes)
 
 
 # --------------------------------------------------------------------------- FS codec
