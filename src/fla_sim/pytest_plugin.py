@@ -40,6 +40,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("fla_clock", "default for --fla-clock", default="")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # a bad clock is a usage error of the whole run, reported once, not an error per test
+    text = _clock_text(config)
+    if text:
+        parse_clock(text)
+
+
+def _clock_text(config: pytest.Config) -> str:
+    return str(config.getoption("fla_clock", None) or config.getini("fla_clock") or "")
+
+
 class FixedClock:
     """A clock that only moves when told to; call it to read the time (aware datetime)."""
 
@@ -80,9 +91,9 @@ def parse_clock(text: str, tz: str = DEFAULT_TZ) -> datetime:
 @pytest.fixture
 def fla_clock(request: pytest.FixtureRequest) -> FixedClock:
     """The simulator clock: fixed by --fla-clock / ini fla_clock, else the current time."""
-    text = request.config.getoption("fla_clock") or request.config.getini("fla_clock")
+    text = _clock_text(request.config)
     if text:
-        return FixedClock(parse_clock(str(text)))
+        return FixedClock(parse_clock(text))
     return FixedClock(datetime.now(ZoneInfo(DEFAULT_TZ)).replace(microsecond=0))
 
 
