@@ -457,20 +457,26 @@ def _anomaly_finding(file: str, anomaly: Anomaly, declaration: Declaration) -> F
 
 
 def check_folder(directory: Path, *, profile: Any, today: date, at: datetime, trust: Any,
-                 plugins: FlaPlugins) -> list[Finding]:
-    """Judge every set of a triplet folder as the channel would (``fla_core.judge``)."""
+                 plugins: FlaPlugins, only_stem: str | None = None) -> list[Finding]:
+    """Judge every set of a triplet folder as the channel would (``fla_core.judge``).
+
+    ``only_stem`` keeps the set of one stem (``fla check FI.…`` names a file of the set).
+    """
     from fla_core.checks.context import MemoryRegistry
     from fla_core.judge import judge_folder
     from fla_core.settings import Settings
     from fla_core.triplet import read_folder
 
     findings: list[Finding] = []
-    for path in read_folder(directory).unknown:
-        findings.append(Finding(str(path), path.name, "name", "W",
-                                "not an upload name (FI/FS/GO/TD); ignored"))
+    if only_stem is None:
+        for path in read_folder(directory).unknown:
+            findings.append(Finding(str(path), path.name, "name", "W",
+                                    "not an upload name (FI/FS/GO/TD); ignored"))
     entries = judge_folder(directory, profile, Settings(), trust=trust, today=today, at=at,
                            registry=MemoryRegistry(), plugins=plugins, check_mandates=False)
     for entry in entries:
+        if only_stem is not None and only_stem not in entry.label:
+            continue
         verdict = entry.verdict
         label = str(directory / entry.label)
         if verdict.error is not None:
@@ -495,6 +501,13 @@ def check_folder(directory: Path, *, profile: Any, today: date, at: datetime, tr
 
 def _is_channel_file(path: Path) -> bool:
     return path.name[:3] in ("FI.", "FS.", "GO.", "TD.")
+
+
+def _stem(path: Path) -> str:
+    parts = path.name.split(".")
+    if len(parts) < 6:
+        raise Failure(f"{path.name}: not an upload name (PREFIX.APPL.SENDER.DATE.SEQ.ENV...)")
+    return ".".join(parts[1:6])
 
 
 @app.command("check")
@@ -523,20 +536,19 @@ def check_command(
                           "for triplets)")
         who = make_sender(sender or "000001", quality, company)
         findings: list[Finding] = []
+        profile = ChannelProfile(user="fla-check", sender=who.sender_nbr, quality=who.quality,
+                                 company_id=who.company_id)
+        store = load_trust(trust) if trust else None
         for path in paths:
-            if path.is_dir():
-                if sender is None:
-                    raise Failure(f"{path}: checking a triplet folder needs --sender")
-                profile = ChannelProfile(user="fla-check", sender=who.sender_nbr,
-                                         quality=who.quality, company_id=who.company_id)
-                findings += check_folder(path, profile=profile, today=day,
-                                         at=datetime.now(UTC),
-                                         trust=load_trust(trust) if trust else None,
-                                         plugins=plugins)
-            elif not path.exists():
+            if not path.exists():
                 raise Failure(f"{path}: no such file or folder")
-            elif _is_channel_file(path):
-                raise Failure(f"{path}: give the folder holding the triplet, not one file")
+            if path.is_dir() or _is_channel_file(path):
+                if sender is None:
+                    raise Failure(f"{path}: checking triplets needs --sender")
+                folder, stem = (path, None) if path.is_dir() else (path.parent, _stem(path))
+                findings += check_folder(folder, profile=profile, today=day,
+                                         at=datetime.now(UTC), trust=store, plugins=plugins,
+                                         only_stem=stem)
             else:
                 findings += check_export(path, fmt=fmt, sender=who, env=env.upper(), today=day,
                                          plugins=plugins)

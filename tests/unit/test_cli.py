@@ -248,3 +248,18 @@ def test_console_script_traceback_only_with_verbose(tmp_path):
         f"fla: error: {missing}: cannot read: No such file or directory"]
     loud = subprocess.run([*cmd, "-v", *args], capture_output=True, text=True)
     assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_check_one_file_judges_only_its_set(runner, tmp_path):
+    for _ in range(2):
+        res = run(runner, "build", EXPORTS / "valid.csv", *BUILD, "--out", tmp_path)
+        assert res.exit_code == 0, res.output
+    good, bad = sorted(tmp_path.glob("FI.*"))
+    bad.write_bytes(b"<not-xml")
+    res = run(runner, "check", good, *BUILD, "--json")
+    assert res.exit_code == 0, res.output
+    assert [f["code"] for f in json.loads(res.stdout) if f["severity"] != "W"] == ["ACRF"]
+    res = run(runner, "check", tmp_path / bad.name.replace("FI.", "GO.", 1)[:-2], *BUILD,
+              "--json")
+    assert res.exit_code == 1
+    assert [f["code"] for f in json.loads(res.stdout)] == ["ACRF-102"]

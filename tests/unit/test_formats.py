@@ -64,6 +64,7 @@ def test_valid_json_nested_matches_csv():
     w1, w2 = decls[0].workers
     assert w2.trainings[0].hours == "3.50"  # JSON number 3.5
     assert w1.trainings[0].line == 14  # line of the training's opening brace
+    assert decls[0].line == 4  # the declaration's own brace
     assert w1.trainings[0].during_working_time is True
 
 

@@ -167,7 +167,7 @@ def _nested_rows(decls: list, path: Path, context: ReadContext) -> Iterator[Row]
         head = _text(decl, DECLARATION_FIELDS, path, context)
         workers = decl.get("workers") or []
         if not workers:
-            yield Row(_line(decl), head)
+            yield Row(_line(decl), head, _line(decl))
         for worker in workers:
             if not isinstance(worker, dict):
                 context.problem(path, _line(decl), "workers", "a worker is not an object")
@@ -187,4 +187,4 @@ def _nested_rows(decls: list, path: Path, context: ReadContext) -> Iterator[Row]
                 before = len(context.problems)
                 values = {**head, **inss, **_text(training, TRAINING_KEYS, path, context)}
                 if len(context.problems) == before:
-                    yield Row(_line(training), values)
+                    yield Row(_line(training), values, _line(decl))

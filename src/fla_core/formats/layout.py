@@ -66,6 +66,7 @@ class Row:
 
     line: int | None
     values: Mapping[str, str]
+    declaration_line: int | None = None  # nested inputs: where the declaration itself starts
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ParsedRow:
     employer_company_id: str | None
     employer_noss_nbr: str | None
     worker: tuple[str, Training] | None  # (inss, training)
+    declaration_line: int | None = None
 
 
 def unknown_columns(columns: Iterable[str]) -> list[str]:
@@ -193,7 +195,8 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
     if bad:
         return None
     return ParsedRow(row.line, v["declaration_ref"], action,
-                     v["replaced_declaration_ref"] or None, year, employer, noss, worker)
+                     v["replaced_declaration_ref"] or None, year, employer, noss, worker,
+                     row.declaration_line)
 
 
 def _parse_worker(v: dict[str, str], problem: Callable[[str, str], None]
@@ -250,7 +253,8 @@ class DeclarationBuilder:
         self.declaration = Declaration(
             declaration_ref=first.declaration_ref, action=first.action,
             reporting_year=first.reporting_year, employer=employer,
-            replaced_declaration_ref=first.replaced_declaration_ref, line=first.line)
+            replaced_declaration_ref=first.replaced_declaration_ref,
+            line=first.declaration_line or first.line)
         self._workers: dict[str, Worker] = {}
         self._add_worker(first)
 
