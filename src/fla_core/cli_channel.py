@@ -8,10 +8,11 @@ with the files that triggered them), which tests call directly.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -21,10 +22,13 @@ from fla_core.transport import (
     ANSWER_DIRS,
     ChannelAddress,
     FetchedAnswer,
+    TransportError,
     fetch_answers,
     plan_sets,
     send_sets,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,31 +70,41 @@ class SetResult:
 
 
 def collect_results(answers: list[FetchedAnswer], results: dict[str, SetResult],
-                    trust: Path | None = None) -> None:
-    """Parse fetched answers and attach each to the result of the file it answers."""
+                    trust: Path | None = None, *, at: datetime | None = None) -> None:
+    """Parse fetched answers and attach each to the result of the file it answers.
+
+    With ``trust`` (a CA PEM file) each answer's FS is verified at ``at`` (default now); a
+    failure is kept in ``signature_problem``. An answer that cannot be read is kept under its
+    own name with the reason, never raised: the other answers still count.
+    """
     from fla_core.anomalies import ChannelError
+    from fla_core.responses import AnswerError
 
     for answer in answers:
-        data = answer.path.read_bytes()
-        if answer.name.prefix == "CO":
-            import gzip
-
-            data = gzip.decompress(data)
-        parsed = parse_answer(data)
+        problem = None
+        if trust is not None:
+            try:
+                _verify_answer(answer, trust, at or datetime.now(UTC))
+            except ChannelError as exc:
+                problem = f"{answer.path.name}: {exc.describe()}"
+        try:
+            parsed = parse_answer(answer.path.read_bytes())
+        except AnswerError as exc:
+            result = results.setdefault(answer.path.name, SetResult(answer.path.name))
+            result.answers.append(answer.path.name)
+            result.signature_problem = problem or f"{answer.path.name}: unreadable answer: {exc}"
+            continue
         result = results.setdefault(parsed.file_name, SetResult(parsed.file_name))
         result.answers.append(answer.path.name)
         if isinstance(parsed, Acrf):
             result.acrf = parsed
         else:
             result.noti = parsed
-        if trust is not None:
-            try:
-                _verify_answer(answer, trust)
-            except ChannelError as exc:
-                result.signature_problem = f"{answer.path.name}: {exc.describe()}"
+        if problem is not None:
+            result.signature_problem = problem
 
 
-def _verify_answer(answer: FetchedAnswer, trust: Path) -> None:
+def _verify_answer(answer: FetchedAnswer, trust: Path, at: datetime) -> None:
     from fla_core.anomalies import ChannelError
     from fla_core.pki import load_certificates
     from fla_core.signing import TrustStore, verify_fs
@@ -98,7 +112,7 @@ def _verify_answer(answer: FetchedAnswer, trust: Path) -> None:
     if answer.signature is None:
         raise ChannelError("122", "the answer has no FS", subject=answer.path.name)
     verify_fs(answer.path, answer.signature.read_bytes(),
-              trust=TrustStore(anchors=load_certificates(trust)), at=datetime.now(UTC),
+              trust=TrustStore(anchors=load_certificates(trust)), at=at,
               sender_company=None, subject=answer.path.name)
 
 
@@ -158,6 +172,14 @@ def show_results(results: list[SetResult], as_json: bool) -> None:
                           markup=False, highlight=False)
 
 
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a transport coroutine; a channel that cannot be reached is a one-line failure."""
+    try:
+        return asyncio.run(coro)
+    except TransportError as exc:
+        raise Failure(str(exc)) from None
+
+
 Host = Annotated[str, typer.Option("--host", help="Channel host.")]
 Port = Annotated[int, typer.Option("--port", help="Channel SFTP port.")]
 User = Annotated[str, typer.Option("--user", help="Technical user of the channel.")]
@@ -192,7 +214,7 @@ def send_command(
         if not sets:
             raise Failure(f"{folder}: no FI/FS/GO/TD files to send")
         address = ChannelAddress(host, port, user, identity, known_hosts)
-        report = asyncio.run(send_sets(address, folder, sets))
+        report = _run(send_sets(address, folder, sets))
         if not as_json:
             out.print(f"uploaded {len(report.uploaded)} file(s)"
                       + (f", {len(report.skipped)} already sent" if report.skipped else ""))
@@ -207,7 +229,7 @@ def send_command(
             return complete(results, report.triggers)
 
         seen: list[FetchedAnswer] = []
-        asyncio.run(fetch_answers(address, target, want=done, timeout=timeout))
+        _run(fetch_answers(address, target, want=done, timeout=timeout))
         if not complete(results, report.triggers):
             missing = [t for t in report.triggers if t not in results and not t.startswith("TD.")]
             raise Failure(f"no complete answer after {timeout:g} s for: {', '.join(missing)}")
@@ -231,7 +253,7 @@ def poll_command(
         if not user:
             raise Failure("--user is required: the technical user of the channel")
         address = ChannelAddress(host, port, user, identity, known_hosts)
-        fetched = asyncio.run(fetch_answers(address, out_dir, directories=ANSWER_DIRS,
+        fetched = _run(fetch_answers(address, out_dir, directories=ANSWER_DIRS,
                                             remove=not keep))
         results: dict[str, SetResult] = {}
         collect_results(fetched, results, trust)

@@ -9,6 +9,7 @@ answer only once its GO is present (spec 5.8).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -139,29 +140,51 @@ async def send_sets(address: ChannelAddress, folder: Path, sets: Sequence[Upload
     """Upload the sets; files recorded as sent by an earlier run are skipped (resume)."""
     state = _SentState(folder)
     report = SendReport()
-    async with await _connect(address) as conn, conn.start_sftp_client() as sftp:
+    async with await _connect(address) as conn:
+        try:
+            sftp = await conn.start_sftp_client()
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(f"{address.host}:{address.port}: no SFTP session: {exc}") from exc
         for upload in sets:
             for local in upload.files:
                 if state.done(local):
                     report.skipped.append(local.name)
                     continue
-                remote = f"{upload.directory}/{local.name}"
-
-                def handler(_src: bytes, _dst: bytes, done: int, total: int,
-                            name: str = local.name) -> None:
-                    if progress:
-                        progress(name, done, total)
-
-                try:
-                    await sftp.put(str(local), remote, sparse=False, block_size=BLOCK_SIZE,
-                                   progress_handler=handler)
-                except asyncssh.SFTPError as exc:
-                    raise TransportError(f"upload of {local.name} to {remote} refused: "
-                                         f"{exc.reason}") from exc
+                await _upload(conn, sftp, local, f"{upload.directory}/{local.name}", progress)
                 state.mark(local)
                 report.uploaded.append(local.name)
-            report.triggers.append(upload.trigger)
+            report.triggers.extend(p.name for p in upload.files if p.name[:3] in ("GO.", "TD."))
     return report
+
+
+async def _upload(conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient, local: Path,
+                  remote: str, progress: Callable[[str, int, int], None] | None) -> None:
+    """Write one file; an upload that does not finish is never closed, only abandoned.
+
+    The server takes a CLOSE as "upload complete" (spec 5.2), so a half-written file must not
+    be closed: on any failure the connection is aborted and the server discards it (spec 5.7).
+    """
+    total = local.stat().st_size
+    try:
+        remote_file = await sftp.open(remote, "wb")
+        with open(local, "rb") as src:
+            done = 0
+            while chunk := src.read(BLOCK_SIZE):
+                await remote_file.write(chunk, done)
+                done += len(chunk)
+                if progress:
+                    progress(local.name, done, total)
+            if progress and total == 0:
+                progress(local.name, 0, 0)
+        await remote_file.close()
+    except BaseException as exc:
+        conn.abort()
+        if isinstance(exc, asyncssh.SFTPError):
+            raise TransportError(f"upload of {local.name} to {remote} refused: "
+                                 f"{exc.reason}") from exc
+        if isinstance(exc, asyncssh.Error | OSError) and not isinstance(exc, FileNotFoundError):
+            raise TransportError(f"upload of {local.name} to {remote} failed: {exc}") from exc
+        raise
 
 
 async def fetch_answers(address: ChannelAddress, out: Path, *,
@@ -176,13 +199,18 @@ async def fetch_answers(address: ChannelAddress, out: Path, *,
     out.mkdir(parents=True, exist_ok=True)
     fetched: list[FetchedAnswer] = []
     deadline = time.monotonic() + timeout
-    async with await _connect(address) as conn, conn.start_sftp_client() as sftp:
-        while True:
-            for directory in directories:
-                fetched.extend(await _fetch_dir(sftp, directory, out, remove))
-            if want is None or want(fetched) or time.monotonic() >= deadline:
-                return fetched
-            await asyncio.sleep(interval)
+    async with await _connect(address) as conn:
+        try:
+            sftp = await conn.start_sftp_client()
+            while True:
+                for directory in directories:
+                    fetched.extend(await _fetch_dir(sftp, directory, out, remove))
+                if want is None or want(fetched) or time.monotonic() >= deadline:
+                    return fetched
+                await asyncio.sleep(interval)
+        except asyncssh.Error as exc:
+            raise TransportError(f"{address.host}:{address.port}: fetching answers failed: "
+                                 f"{exc}") from exc
 
 
 async def _fetch_dir(sftp: asyncssh.SFTPClient, directory: str, out: Path,
@@ -190,24 +218,30 @@ async def _fetch_dir(sftp: asyncssh.SFTPClient, directory: str, out: Path,
     try:
         names = set(await sftp.listdir(directory))
     except asyncssh.SFTPError:
-        return []
+        return []  # a channel without this answer directory (not enabled)
     got = []
     for go in sorted(n for n in names if n.startswith("GO.")):
         tail = go[3:]
         body = next((f"{p}.{tail}" for p in ("FO", "CO") if f"{p}.{tail}" in names), None)
         if body is None:
             continue
-        parsed = parse_answer(body)
+        try:
+            parsed = parse_answer(body)
+        except ValueError:
+            continue  # not an answer of this channel's grammar: leave it alone
         local = out / body
-        await sftp.get(f"{directory}/{body}", str(local))
-        signature = None
-        if f"FS.{tail}" in names:
-            signature = out / f"FS.{tail}"
-            await sftp.get(f"{directory}/FS.{tail}", str(signature))
+        signature = out / f"FS.{tail}" if f"FS.{tail}" in names else None
+        try:
+            await sftp.get(f"{directory}/{body}", str(local))
+            if signature is not None:
+                await sftp.get(f"{directory}/{signature.name}", str(signature))
+        except asyncssh.SFTPNoSuchFile:
+            continue  # another poller took it between the listing and the download
         if remove:
             # the GO goes first so that a concurrent poller never reads a half-removed answer
             for name in (go, f"FS.{tail}", body):
                 if name in names:
-                    await sftp.remove(f"{directory}/{name}")
+                    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                        await sftp.remove(f"{directory}/{name}")
         got.append(FetchedAnswer(parsed, directory, local, signature))
     return got
