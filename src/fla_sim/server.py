@@ -29,6 +29,7 @@ UPLOAD_DIRS = frozenset({"IN", "INTEST", "INTEST-S"})
 ANSWER_DIRS = frozenset({"OUT", "OUTTEST", "OUTTEST-S"})
 CHANNEL_DIRS = UPLOAD_DIRS | ANSWER_DIRS
 TEMP_PREFIX = ".upload-"
+HIDDEN = "."  # simulator temp files (.upload-*, .answer-*): never listed, served or writable
 
 FileClosed = Callable[[str, str, str, int], Awaitable[None]]
 
@@ -132,7 +133,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             local = local + b"/" + part.encode()
             if os.path.islink(local):
                 raise _denied("symbolic links are not served")
-        if parts and parts[-1].startswith(TEMP_PREFIX):
+        if parts and parts[-1].startswith(HIDDEN) and parts[-1] not in (".", ".."):
             raise asyncssh.SFTPNoSuchFile("no such file")
         return parts
 
@@ -152,9 +153,11 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         """OPEN: writes only directly in IN*, reads only in OUT*."""
-        parts = self._parts(path)
         if pflags & _WRITE_FLAGS:
-            return self._open_upload(parts, pflags)
+            if path.rstrip(b"/").rsplit(b"/", 1)[-1].startswith(HIDDEN.encode()):
+                raise _denied("names starting with '.' are reserved by the simulator")
+            return self._open_upload(self._parts(path), pflags)
+        parts = self._parts(path)
         if len(parts) != 2 or parts[0] not in ANSWER_DIRS:
             raise _denied("files can be read only in OUT, OUTTEST and OUTTEST-S")
         return open(self._local(parts), "rb", buffering=0)  # closed in close()
@@ -251,7 +254,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         if len(parts) > 1 or (parts and parts[0] not in CHANNEL_DIRS):
             raise _denied("only the channel directories can be listed")
         async for entry in super().scandir(path):
-            if not entry.filename.startswith(TEMP_PREFIX.encode()):
+            if not entry.filename.startswith(HIDDEN.encode()) or entry.filename in (b".", b".."):
                 yield entry
 
     def remove(self, path: bytes) -> None:
@@ -317,12 +320,25 @@ class _ChannelSSHServer(asyncssh.SSHServer):
     def __init__(self, ctx: _Context):
         self._ctx = ctx
         self._peer = "?"
+        self._user: str | None = None
+        self._authenticated = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._user is not None and not self._authenticated:
+            # covers clients that only tried password or keyboard-interactive (never offered)
+            self._ctx.log.warning("login failed: user %r from %s never authenticated",
+                                  self._user, self._peer)
+
+    def auth_completed(self) -> None:
+        self._authenticated = True
+        self._ctx.log.info("login: user %r from %s", self._user, self._peer)
+
     def begin_auth(self, username: str) -> bool:
+        self._user = username
         if self._ctx.config.channel(username) is None:
             self._ctx.log.warning("login refused: unknown channel user %r from %s",
                                   username, self._peer)

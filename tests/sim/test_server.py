@@ -123,13 +123,20 @@ def test_registered_key_logs_in_and_sees_the_six_channel_directories(env: Env) -
     run(scenario())
 
 
-def test_password_and_keyboard_interactive_are_refused(env: Env) -> None:
+def test_password_and_keyboard_interactive_are_refused(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    def logged() -> bool:
+        return any("login failed" in r.getMessage() and OWNER in r.getMessage()
+                   for r in caplog.records)
+
     async def scenario() -> None:
         async with serving(env) as port:
             with pytest.raises(asyncssh.PermissionDenied):
                 await connect(port, OWNER, None, password="secret",
                               preferred_auth="password,keyboard-interactive")
-    run(scenario())
+            await wait_until(logged, "the failed login to be logged")
+    with caplog.at_level(logging.WARNING, logger="fla_sim.server"):
+        run(scenario())
 
 
 def test_unknown_key_is_refused_and_logged_with_its_fingerprint(
@@ -247,18 +254,29 @@ def test_mkdir_rmdir_rename_are_refused(env: Env) -> None:
 
 
 @pytest.mark.parametrize("path", ["OUT/" + FI, "OUTTEST/" + FI, FI, "INTEST/sub/" + FI,
-                                  "NEW/" + FI, "INTEST/" + TEMP_PREFIX + "x"])
+                                  "NEW/" + FI, "INTEST/" + TEMP_PREFIX + "x", "INTEST/.x"])
 def test_writes_outside_the_upload_directories_are_permission_denied(env: Env, path: str) -> None:
     async def scenario() -> None:
         async with serving(env) as port, session(env, port) as sftp:
             with pytest.raises(asyncssh.SFTPError) as err:
                 await upload(sftp, path, b"data")
-            assert status_of(err) in (asyncssh.FX_PERMISSION_DENIED, asyncssh.FX_NO_SUCH_FILE)
-            if not path.startswith("INTEST/"):
-                assert status_of(err) == asyncssh.FX_PERMISSION_DENIED
+            assert status_of(err) == asyncssh.FX_PERMISSION_DENIED
     run(scenario())
     assert env.calls == []
     assert all(not files for _, _, files in os.walk(env.root()))
+
+
+def test_answers_being_written_are_invisible(env: Env) -> None:
+    outtest = env.home.channel_root(OWNER) / "OUTTEST"
+    (outtest / ".answer-ACRF.FLAC.20260316.00001.T").write_bytes(b"<half")
+
+    async def scenario() -> None:
+        async with serving(env) as port, session(env, port) as sftp:
+            assert await sftp.listdir("OUTTEST") == [".", ".."]
+            with pytest.raises(asyncssh.SFTPError) as err:
+                await sftp.get("OUTTEST/.answer-ACRF.FLAC.20260316.00001.T", os.devnull)
+            assert status_of(err) == asyncssh.FX_NO_SUCH_FILE
+    run(scenario())
 
 
 def test_uploads_are_not_readable_or_removable_but_answers_are(env: Env) -> None:
