@@ -1,0 +1,285 @@
+"""The FLA application: FI layout of spec section 7, streaming renderer and reader/validator.
+
+``scan`` is the one streaming pass that ``fla check`` and the simulator run on an FI set
+(spec 5.3 P10-P15); ``render`` writes an FI with constant memory; ``read`` turns an FI back into
+model objects lazily, for tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+from lxml import etree
+
+from fla_core import fi
+from fla_core.anomalies import ChannelError
+from fla_core.model import Declaration, Employer, FileContent, FileHeader, Training, Worker
+
+NAMESPACE = "urn:be:fgov:socialsecurity:fla:v1"
+ROOT = "FLAFile"
+SCHEMA: Path = Path(str(resources.files("fla_core").joinpath("schemas/fla_v1.xsd")))
+
+_Q = f"{{{NAMESPACE}}}"
+HEADER_TAG = _Q + "FileHeader"
+DECLARATION_TAG = _Q + "Declaration"
+_WORKER = _Q + "Worker"
+_TRAINING = _Q + "Training"
+_EMPLOYER = _Q + "Employer"
+
+
+@dataclass(frozen=True)
+class HeaderExpectation:
+    """What P14 compares the FI header with: the name (sender, env) and the channel."""
+
+    sender: str
+    environment: str
+    quality: str
+    company_id: str
+
+
+@dataclass
+class ScanResult:
+    """Outcome of a scan that raised nothing: the header and the number of declarations."""
+
+    header: FileHeader
+    declarations: int
+
+
+@cache
+def schema() -> etree.XMLSchema:
+    """The compiled FLA XSD (loaded once per process, with the safe parser options)."""
+    parser = etree.XMLParser(**fi.SAFE_OPTIONS)
+    return etree.XMLSchema(etree.parse(str(SCHEMA), parser))
+
+
+# --- elements -> model ------------------------------------------------------------------------
+
+def _texts(el: Any) -> dict[str, str]:
+    # Comments and PIs have a non-string tag; they are not data.
+    return {c.tag: c.text or "" for c in el if isinstance(c.tag, str)}
+
+
+def header_of(el: Any) -> FileHeader:
+    """``FileHeader`` element -> model (missing elements become empty text)."""
+    v = _texts(el)
+    return FileHeader(
+        sender_nbr=v.get(_Q + "SenderNbr", ""), quality=v.get(_Q + "SenderQuality", ""),
+        company_id=v.get(_Q + "SenderCompanyID", ""), environment=v.get(_Q + "Environment", ""),
+        creation=v.get(_Q + "CreationDateTime", ""),
+        file_reference=v.get(_Q + "FileReference", ""))
+
+
+_TRAINING_FIELDS = {_Q + name: attr for name, attr in (
+    ("TrainingRef", "training_ref"), ("ProviderCompanyID", "provider_company_id"),
+    ("Title", "title"), ("TrainingType", "training_type"), ("StartDate", "start_date"),
+    ("EndDate", "end_date"), ("Hours", "hours"))}
+_DECLARATION_FIELDS = {_Q + name: attr for name, attr in (
+    ("DeclarationRef", "declaration_ref"), ("Action", "action"),
+    ("ReplacedDeclarationRef", "replaced_declaration_ref"),
+    ("ReportingYear", "reporting_year"))}
+_INSS = _Q + "INSS"
+_DURING = _Q + "DuringWorkingTime"
+_COMPANY = _Q + "CompanyID"
+_NOSS = _Q + "NOSSRegistrationNbr"
+
+
+def declaration_of(el: Any) -> Declaration:
+    """``Declaration`` element -> model (missing elements become empty text or None)."""
+    # One flat walk over the descendants in document order with table look-ups: this runs for
+    # every declaration of a file, so it avoids per-level helper calls and dict building.
+    d = Declaration(declaration_ref="", action="", reporting_year="", line=el.sourceline)
+    workers = d.workers
+    worker: Worker | None = None
+    training: Training | None = None
+    for c in el.iterdescendants():
+        tag = c.tag
+        attr = _TRAINING_FIELDS.get(tag)
+        if attr is not None:
+            if training is not None:
+                setattr(training, attr, c.text or "")
+        elif tag == _TRAINING:
+            training = Training("", "", "", "", "", "", False, line=c.sourceline)
+            if worker is not None:
+                worker.trainings.append(training)
+        elif tag == _DURING:
+            if training is not None:
+                training.during_working_time = c.text == "true"
+        elif tag == _WORKER:
+            worker = Worker("", line=c.sourceline)
+            training = None
+            workers.append(worker)
+        elif tag == _INSS:
+            if worker is not None:
+                worker.inss = c.text or ""
+        elif tag in _DECLARATION_FIELDS:
+            setattr(d, _DECLARATION_FIELDS[tag], c.text or "")
+        elif tag == _EMPLOYER:
+            d.employer = Employer(company_id="")
+        elif tag == _COMPANY:
+            if d.employer is not None:
+                d.employer.company_id = c.text or ""
+        elif tag == _NOSS and d.employer is not None:
+            d.employer.noss_registration_nbr = c.text or ""
+    return d
+
+
+# --- scan (P10-P15) ---------------------------------------------------------------------------
+
+def header_mismatch(header: FileHeader, expect: HeaderExpectation) -> ChannelError | None:
+    """P14: 158 naming every header value that differs from the name or the channel."""
+    pairs = (("SenderNbr", header.sender_nbr, expect.sender, "the file name"),
+             ("Environment", header.environment, expect.environment, "the file name"),
+             ("SenderQuality", header.quality, expect.quality, "the channel"),
+             ("SenderCompanyID", header.company_id, expect.company_id, "the channel"))
+    wrong = [f"{name} is {got!r}, {origin} says {want!r}"
+             for name, got, want, origin in pairs if got != want]
+    return ChannelError("158", "; ".join(wrong)) if wrong else None
+
+
+def scan(parts: Sequence[Path] | IO[bytes], *, expect: HeaderExpectation | None,
+         max_declarations: int,
+         on_declaration: Callable[[Declaration, int], None] | None = None) -> ScanResult:
+    """One streaming pass over the FI parts: P10 138, P11 102, P12 139, P13 312, P14 158, P15 172.
+
+    ``on_declaration(declaration, position)`` is called for each declaration as soon as it is
+    complete, while the file is still clean; a ChannelError raised afterwards means the caller
+    must discard what it computed.
+    """
+    header: FileHeader | None = None
+    mismatch: ChannelError | None = None
+    count = 0
+    batches = fi.stream_elements(parts, namespace=NAMESPACE, root=ROOT, schema=schema(),
+                                 tags=(HEADER_TAG, DECLARATION_TAG))
+    with closing(batches):
+        for batch in batches:
+            for el in batch.elements:
+                if el.tag == DECLARATION_TAG:
+                    count += 1
+                    if (on_declaration is not None and batch.clean and mismatch is None
+                            and count <= max_declarations):
+                        on_declaration(declaration_of(el), count)
+                elif header is None:
+                    header = header_of(el)
+                    if expect is not None:
+                        mismatch = header_mismatch(header, expect)
+    if header is None:  # unreachable for a schema-valid document; kept for a clear error
+        raise ChannelError("312", "the document has no FileHeader")
+    if mismatch is not None:
+        raise mismatch
+    if count > max_declarations:
+        raise ChannelError("172", f"{count} declarations; at most {max_declarations} allowed")
+    return ScanResult(header=header, declarations=count)
+
+
+# --- read (tools) -----------------------------------------------------------------------------
+
+def read(parts: Sequence[Path] | Path | IO[bytes]) -> FileContent:
+    """Parse an FI back to the model; declarations come lazily, as the document is read.
+
+    The same safety applies as in ``scan`` (138, 102, 139), but no schema validation: use
+    ``scan`` to judge a file. Raises ChannelError on the header; later while iterating.
+    """
+    batches = fi.stream_elements(parts, namespace=NAMESPACE, root=ROOT, schema=None,
+                                 tags=(HEADER_TAG, DECLARATION_TAG))
+    held: list[Declaration] = []
+    header: FileHeader | None = None
+    for batch in batches:
+        for el in batch.elements:
+            if el.tag == DECLARATION_TAG:
+                held.append(declaration_of(el))
+            elif header is None:
+                header = header_of(el)
+        if header is not None:
+            break
+    if header is None:
+        batches.close()
+        raise ChannelError("312", "the document has no FileHeader")
+    return FileContent(header=header, declarations=_rest(held, batches))
+
+
+def _rest(held: list[Declaration], batches: Iterator[fi.Batch]) -> Iterator[Declaration]:
+    yield from held
+    held.clear()
+    with closing(batches):  # type: ignore[type-var]
+        for batch in batches:
+            for el in batch.elements:
+                if el.tag == DECLARATION_TAG:
+                    yield declaration_of(el)
+
+
+# --- render -----------------------------------------------------------------------------------
+
+def _sub(parent: Any, tag: str, text: str | None) -> None:
+    if text is not None:
+        etree.SubElement(parent, tag).text = text
+
+
+# Elements are built without namespace and written inside the root that declares the default
+# namespace, so they belong to it without lxml repeating xmlns="..." on every declaration.
+
+def _header_element(h: FileHeader) -> Any:
+    el = etree.Element("FileHeader")
+    _sub(el, "SenderNbr", h.sender_nbr)
+    _sub(el, "SenderQuality", str(h.quality))
+    _sub(el, "SenderCompanyID", h.company_id)
+    _sub(el, "Environment", str(h.environment))
+    _sub(el, "CreationDateTime", h.creation)
+    _sub(el, "FileReference", h.file_reference)
+    return el
+
+
+def _declaration_element(d: Declaration) -> Any:
+    el = etree.Element("Declaration")
+    _sub(el, "DeclarationRef", d.declaration_ref)
+    _sub(el, "Action", str(d.action))
+    _sub(el, "ReplacedDeclarationRef", d.replaced_declaration_ref)
+    _sub(el, "ReportingYear", str(d.reporting_year))
+    if d.employer is not None:
+        emp = etree.SubElement(el, "Employer")
+        _sub(emp, "CompanyID", d.employer.company_id)
+        _sub(emp, "NOSSRegistrationNbr", d.employer.noss_registration_nbr)
+    for w in d.workers:
+        wel = etree.SubElement(el, "Worker")
+        _sub(wel, "INSS", w.inss)
+        for t in w.trainings:
+            tel = etree.SubElement(wel, "Training")
+            _sub(tel, "TrainingRef", t.training_ref)
+            _sub(tel, "ProviderCompanyID", t.provider_company_id)
+            _sub(tel, "Title", t.title)
+            _sub(tel, "TrainingType", str(t.training_type))
+            _sub(tel, "StartDate", t.start_date)
+            _sub(tel, "EndDate", t.end_date)
+            _sub(tel, "Hours", str(t.hours))
+            _sub(tel, "DuringWorkingTime", "true" if t.during_working_time else "false")
+    return el
+
+
+def render(content: FileContent, out: IO[bytes]) -> None:
+    """Write ``content`` as an FLA FI (UTF-8), one declaration at a time (constant memory)."""
+    out.write(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+    with etree.xmlfile(out, encoding="utf-8") as xf, \
+            xf.element(_Q + ROOT, nsmap={None: NAMESPACE}):
+        xf.write("\n  ")
+        xf.write(_indented(_header_element(content.header)))
+        for position, declaration in enumerate(content.declarations, start=1):
+            try:
+                el = _declaration_element(declaration)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"declaration {position} "
+                                 f"({declaration.declaration_ref!r}) cannot be written: "
+                                 f"{exc}") from None
+            xf.write("\n  ")
+            xf.write(_indented(el))
+        xf.write("\n")
+    out.write(b"\n")
+
+
+def _indented(el: Any) -> Any:
+    etree.indent(el, space="  ", level=1)
+    return el

@@ -1,0 +1,525 @@
+"""Safe streaming reading of an FI document, independent of the application (spec 5.3 P10-P13).
+
+The document is the byte-concatenation of the FI parts (:class:`ConcatStream`). It is read once,
+in big chunks, and each chunk goes through three cheap layers before lxml sees it:
+
+* P10 (``138``): a byte-order mark other than UTF-8's, a UTF-16/32 byte pattern or an XML
+  declaration naming another encoding is refused from the first bytes; every chunk is checked by
+  an incremental strict UTF-8 decoder (skipped for pure-ASCII chunks, which are valid anyway).
+* P11 (``102``): a first, tree-less parser looks at the prolog and the root start tag; a DOCTYPE
+  stops it at once, so entity bombs and external entities are never parsed. No DTD is loaded, no
+  entity is resolved, no network is used, no huge-tree mode.
+* P12/P13 (``139``/``312``): when the root is right, a validating pull parser
+  (``XMLPullParser`` with the XSD) builds only the elements of interest; the caller clears them.
+
+Precedence (spec 5.3: first failing step wins) is kept although the checks run in one pass: a
+later step's failure is remembered and the rest of the document is still read, so that an
+invalid byte (138) or a well-formedness error (102) further on outranks it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from lxml import etree
+
+from fla_core.anomalies import ChannelError
+
+CHUNK = 1 << 20  # 1 MiB: few Python calls per document, small memory
+
+Source = Sequence[Path | str] | Path | str | IO[bytes]
+
+# Parser options used everywhere an FI is parsed: no DTD, no entities, no network, no huge tree.
+SAFE_OPTIONS: dict[str, Any] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "huge_tree": False,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "collect_ids": False,
+}
+
+
+# --- the concatenated parts -----------------------------------------------------------------
+
+class ConcatStream(io.RawIOBase):
+    """A readable binary stream over several files, in the given order (spec P10: byte-wise)."""
+
+    def __init__(self, paths: Iterable[Path | str]):
+        super().__init__()
+        self._paths = [Path(p) for p in paths]
+        self._index = 0
+        self._current: IO[bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+        """Fill ``buffer`` from the current file, moving to the next one at its end."""
+        view = memoryview(buffer).cast("B")
+        while self._index < len(self._paths):
+            if self._current is None:
+                self._current = open(self._paths[self._index], "rb", buffering=0)  # noqa: SIM115
+            n = self._current.readinto(view)
+            if n:
+                return n
+            self._current.close()
+            self._current = None
+            self._index += 1
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all when negative); short only at the end of the last file."""
+        if size is None or size < 0:
+            return self.readall()
+        out = bytearray(size)
+        view = memoryview(out)
+        got = 0
+        while got < size:
+            n = self.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        del view
+        if got < size:
+            del out[got:]
+        return bytes(out)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+        super().close()
+
+
+def open_source(source: Source) -> tuple[IO[bytes], bool]:
+    """A binary stream for ``source`` and whether we opened it (and must close it)."""
+    if isinstance(source, (str, Path)):
+        return ConcatStream([source]), True
+    if hasattr(source, "read"):
+        return source, False  # type: ignore[return-value]
+    return ConcatStream(source), True  # type: ignore[arg-type]
+
+
+# --- P10 encoding ---------------------------------------------------------------------------
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_FOREIGN_STARTS: tuple[tuple[bytes, str], ...] = (
+    (b"\x00\x00\xfe\xff", "a UTF-32 byte-order mark"),
+    (b"\xff\xfe\x00\x00", "a UTF-32 byte-order mark"),
+    (b"\xfe\xff", "a UTF-16 byte-order mark"),
+    (b"\xff\xfe", "a UTF-16 byte-order mark"),
+    (b"\x00\x00\x00<", "UTF-32 bytes"),
+    (b"<\x00\x00\x00", "UTF-32 bytes"),
+    (b"\x00<\x00?", "UTF-16 bytes"),
+    (b"<\x00?\x00", "UTF-16 bytes"),
+    (b"\x4c\x6f\xa7\x94", "EBCDIC bytes"),
+)
+_XML_DECL = re.compile(
+    rb"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*([\"'])[^\"']*\1"
+    rb"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*([\"'])([^\"']*)\2)?")
+
+
+def sniff_encoding(head: bytes) -> int:
+    """Count of leading bytes to drop (a UTF-8 BOM); ChannelError 138 for another encoding."""
+    for start, what in _FOREIGN_STARTS:
+        if head.startswith(start):
+            raise ChannelError("138", f"the document starts with {what}; only UTF-8 is accepted")
+    skip = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
+    match = _XML_DECL.match(head, skip)
+    if match and match.group(3) is not None:
+        name = match.group(3).decode("ascii", "replace")
+        if name.lower() != "utf-8":
+            raise ChannelError(
+                "138", f'the XML declaration names encoding "{name}"; only UTF-8 is accepted')
+    return skip
+
+
+class Utf8Guard:
+    """Strict incremental UTF-8 check of a byte stream fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._pending = 0  # bytes of an unfinished sequence held by the decoder
+        self.offset = 0  # bytes checked so far
+
+    def check(self, chunk: bytes) -> None:
+        """Raise ChannelError 138 naming the byte offset of the first invalid sequence."""
+        if not self._pending and chunk.isascii():
+            self.offset += len(chunk)  # ASCII is UTF-8: no decoding needed (the common case)
+            return
+        try:
+            self._decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            at = self.offset - self._pending + exc.start
+            raise ChannelError("138", f"invalid UTF-8 byte sequence at byte offset {at}") from None
+        self._pending = len(self._decoder.getstate()[0])
+        self.offset += len(chunk)
+
+    def finish(self) -> None:
+        """Raise ChannelError 138 if the stream ended inside a multi-byte sequence."""
+        if self._pending:
+            at = self.offset - self._pending
+            raise ChannelError("138", f"truncated UTF-8 byte sequence at byte offset {at}")
+
+
+def drain(stream: IO[bytes], guard: Utf8Guard, chunk_size: int = CHUNK) -> None:
+    """Read the rest of ``stream`` through ``guard``: 138 outranks any later-step failure."""
+    while data := stream.read(chunk_size):
+        guard.check(data)
+    guard.finish()
+
+
+# --- P11 / P12: prolog and root -------------------------------------------------------------
+
+_PROLOG_ITEM = re.compile(rb"[ \t\r\n]+|<\?.*?\?>|<!--.*?-->", re.S)
+_DOCTYPE = b"<!DOCTYPE"
+
+
+def prolog_doctype(buf: bytes) -> int | bool | None:
+    """Scan the prolog (XML declaration, PIs, comments, white space) of ``buf``.
+
+    Returns the offset of a DOCTYPE declaration, False when the prolog ends without one (at the
+    root or at something the parser will refuse), None when ``buf`` ends inside the prolog.
+    """
+    pos = 0
+    while True:
+        match = _PROLOG_ITEM.match(buf, pos)
+        if match:
+            pos = match.end()
+            continue
+        rest = buf[pos:pos + len(_DOCTYPE)]
+        if rest == _DOCTYPE:
+            return pos
+        if len(rest) < len(_DOCTYPE) and _DOCTYPE.startswith(rest):
+            return None  # "", "<", "<!D", ...: need more bytes
+        if rest.startswith((b"<?", b"<!--")):
+            return None  # an unfinished PI or comment
+        return False
+
+
+class _DoctypeFound(Exception):
+    pass
+
+
+class _RootProbe:
+    """lxml parser target building no tree: records the DOCTYPE and the root tag."""
+
+    def __init__(self) -> None:
+        self.root: str | None = None
+        self.doctype: str | None = None
+
+    def doctype(self, name: str | None, pubid: str | None, system: str | None) -> None:
+        # Called before the internal subset is read: stop there, so no entity is ever declared.
+        self.doctype = name or "?"
+        raise _DoctypeFound(name)
+
+    def start(self, tag: str, attrib: Any) -> None:
+        if self.root is None:
+            self.root = tag
+
+    def close(self) -> str | None:
+        return self.root
+
+
+def split_tag(tag: str) -> tuple[str | None, str]:
+    """``{ns}local`` -> (ns, local); (None, tag) without namespace."""
+    if tag.startswith("{"):
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return None, tag
+
+
+def root_problem(tag: str, namespace: str, root: str) -> ChannelError | None:
+    """P12 (139) when the root namespace is wrong, P13 (312) when only its local name is."""
+    ns, local = split_tag(tag)
+    if ns != namespace:
+        found = f'namespace "{ns}"' if ns else "no namespace"
+        return ChannelError("139", f'root element {local} has {found}; expected "{namespace}"')
+    if local != root:
+        return ChannelError("312", f"line 1: root element is {local}; expected {root}")
+    return None
+
+
+def _parse_error(log: Any) -> ChannelError | None:
+    """102 for the first well-formedness (non-schema) error of an lxml error log."""
+    for entry in log:
+        if entry.domain_name != "SCHEMASV" and entry.level_name in ("ERROR", "FATAL"):
+            return ChannelError(
+                "102", f"line {entry.line}, column {entry.column}: {entry.message.strip()}")
+    return None
+
+
+def _syntax_error(exc: etree.XMLSyntaxError, log: Any) -> ChannelError:
+    """102 from a parser's own log (``exc.error_log`` may hold entries of earlier parses)."""
+    found = _parse_error(log)
+    if found is not None:
+        return found
+    line, column = exc.position if exc.position else (0, 0)
+    return ChannelError("102", f"line {line}, column {column}: {exc.msg}")
+
+
+# --- the validating pass --------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """Completed elements of the requested tags, in document order, read from one chunk.
+
+    ``clean`` is False once any schema error has been seen (then the caller should stop
+    building model objects: the document will be rejected with 312 or 102).
+    """
+
+    elements: list[Any]
+    clean: bool
+
+
+_ELEMENT_RE = re.compile(r"Element '([^']+)'")
+_VALUE_RE = re.compile(r"[Vv]alue '([^']*)'")
+_NS_RE = re.compile(r"\{(?:urn|https?):[^}]*\}")  # "{urn:...}Hours" -> "Hours", not "{1,4}"
+
+
+def _schema_error(log: Any, root: Any) -> ChannelError | None:
+    """312 for the first schema error of the log, located on an element still in memory."""
+    for entry in log:
+        if entry.domain_name == "SCHEMASV" and entry.level_name in ("ERROR", "FATAL"):
+            message = entry.message.strip()
+            line = entry.line or _locate(root, message)
+            where = f"line {line}: " if line else ""
+            return ChannelError("312", where + _NS_RE.sub("", message))
+    return None
+
+
+def _locate(root: Any, message: str) -> int | None:
+    """Line of the element an lxml schema message names (libxml2 gives none when streaming)."""
+    if root is None:
+        return None
+    match = _ELEMENT_RE.search(message)
+    if not match:
+        return root.sourceline
+    value = _VALUE_RE.search(message)
+    first = None
+    for el in root.iter(match.group(1)):
+        if value is None or (el.text or "") == value.group(1):
+            return el.sourceline
+        first = first or el.sourceline
+    return first or root.sourceline
+
+
+def _read_checked(stream: IO[bytes], guard: Utf8Guard, size: int) -> bytes:
+    data = stream.read(size)
+    if data:
+        guard.check(data)
+    return data
+
+
+def stream_elements(source: Source, *, namespace: str, root: str, schema: etree.XMLSchema | None,
+                    tags: Sequence[str], chunk_size: int | None = None) -> Iterator[Batch]:
+    """Yield batches of completed ``tags`` elements of the document, checking P10-P13 on the way.
+
+    Raises ChannelError 138, 102, 139 or 312 with the precedence of spec 5.3. Elements of a
+    batch are cleared (and removed from the root) when the consumer asks for the next batch, so
+    memory does not grow with the document; the consumer must not keep references to them.
+    """
+    chunk_size = chunk_size or CHUNK  # read at call time, so tests can use tiny chunks
+    stream, owned = open_source(source)
+    try:
+        yield from _stream_elements(stream, _reopener(source, stream, owned), namespace, root,
+                                    schema, tags, chunk_size)
+    finally:
+        if owned:
+            stream.close()
+
+
+def _reopener(source: Source, stream: IO[bytes],
+              owned: bool) -> Callable[[], tuple[IO[bytes], bool]] | None:
+    """How to read the document again from its start (error path only), or None if we cannot."""
+    if owned:
+        return lambda: open_source(source)
+    try:
+        if stream.seekable():
+            start = stream.tell()
+
+            def rewind() -> tuple[IO[bytes], bool]:
+                stream.seek(start)
+                return stream, False
+
+            return rewind
+    except (AttributeError, OSError):
+        pass
+    return None
+
+
+class _NullTarget:
+    """Parser target that builds nothing: the cheapest well-formedness check lxml offers."""
+
+    def close(self) -> None:
+        return None
+
+
+def _wellformedness_error(stream: IO[bytes], chunk_size: int) -> ChannelError | None:
+    """102 if the document in ``stream`` is not well-formed, else None (a second, tree-less read).
+
+    Needed because libxml2, while validating against a schema, hides the message of a
+    well-formedness error behind "no element found" or behind a schema error.
+    """
+    parser = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
+    data = stream.read(chunk_size)
+    data = data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+    try:
+        while data:
+            parser.feed(data)
+            data = stream.read(chunk_size)
+        parser.close()
+    except etree.XMLSyntaxError as exc:
+        return _syntax_error(exc, parser.feed_error_log)
+    return None
+
+
+def _shadow_feed(shadow: Any, data: bytes | None) -> ChannelError | None:
+    """Feed (or close, for None) the well-formedness shadow parser; 102 when it fails."""
+    try:
+        if data is None:
+            shadow.close()
+        else:
+            shadow.feed(data)
+    except etree.XMLSyntaxError as exc:
+        return _syntax_error(exc, shadow.feed_error_log)
+    return None
+
+
+def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bool]] | None,
+                     namespace: str, root_name: str, schema: etree.XMLSchema | None,
+                     tags: Sequence[str], chunk_size: int) -> Iterator[Batch]:
+    guard = Utf8Guard()
+    head = stream.read(chunk_size)
+    skip = sniff_encoding(head)
+    head = head[skip:]
+    guard.check(head)
+
+    # 1. No DOCTYPE in the prolog: refused before any parser sees it, so entity bombs and
+    #    external entities are never parsed (libxml2 reads the internal subset eagerly).
+    more = head
+    while (doctype := prolog_doctype(head)) is None and more:
+        more = _read_checked(stream, guard, chunk_size)
+        head += more
+    if doctype is not None and doctype is not False:
+        drain(stream, guard, chunk_size)
+        line = head.count(b"\n", 0, doctype) + 1
+        raise ChannelError("102", f"line {line}: a DOCTYPE declaration is not allowed")
+
+    # 2. Tree-less probe up to the root start tag (its doctype hook is a second safety net).
+    probe = _RootProbe()
+    probe_parser = etree.XMLParser(target=probe, **SAFE_OPTIONS)
+    buffered = [head]
+    data = head
+    try:
+        while True:
+            if data:
+                probe_parser.feed(data)
+            if probe.root is not None:
+                break
+            data = _read_checked(stream, guard, chunk_size)
+            if not data:
+                probe_parser.close()  # raises: no root element
+                break
+            buffered.append(data)
+    except _DoctypeFound:
+        drain(stream, guard, chunk_size)
+        raise ChannelError("102", "a DOCTYPE declaration is not allowed") from None
+    except etree.XMLSyntaxError as exc:
+        drain(stream, guard, chunk_size)
+        raise _syntax_error(exc, probe_parser.feed_error_log) from None
+    if probe.root is None:
+        drain(stream, guard, chunk_size)
+        raise ChannelError("102", "the document has no root element")
+
+    # 3. Wrong root: only well-formedness and encoding can still outrank 139/312.
+    wrong = root_problem(probe.root, namespace, root_name)
+    if wrong is not None:
+        try:
+            while data := _read_checked(stream, guard, chunk_size):
+                probe_parser.feed(data)
+            guard.finish()
+            probe_parser.close()
+        except etree.XMLSyntaxError as exc:
+            drain(stream, guard, chunk_size)
+            raise _syntax_error(exc, probe_parser.feed_error_log) from None
+        raise wrong
+
+    # 4. The validating pass proper. When the document cannot be read twice, a tree-less
+    #    shadow parser checks well-formedness alongside (see _wellformedness_error).
+    shadow = None
+    if schema is not None and reopen is None:
+        shadow = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
+    shadow_error: ChannelError | None = None
+    # Only "end" events of the wanted tags: lxml filters in C, Python sees one call per element
+    # of interest. Blank text between elements is not kept (fewer nodes; values are untouched).
+    parser = etree.XMLPullParser(events=("end",), tag=tuple(tags), schema=schema,
+                                 remove_blank_text=True, **SAFE_OPTIONS)
+    root_el = None
+    first_error: ChannelError | None = None
+    pending = buffered
+    failure: etree.XMLSyntaxError | None = None
+    try:
+        while True:
+            for piece in pending:
+                if shadow is not None and shadow_error is None:
+                    shadow_error = _shadow_feed(shadow, piece)
+                parser.feed(piece)
+            if not pending:
+                guard.finish()
+                if shadow is not None and shadow_error is None:
+                    shadow_error = _shadow_feed(shadow, None)
+                parser.close()
+            batch = [el for _event, el in parser.read_events()]
+            if root_el is None and batch:
+                root_el = batch[0]
+                while (up := root_el.getparent()) is not None:
+                    root_el = up
+            if first_error is None and schema is not None:
+                log = parser.feed_error_log  # a copy: looked at once per chunk, only until dirty
+                if len(log):
+                    first_error = (_parse_error(log) or _schema_error(log, root_el)
+                                   or ChannelError("312", log[0].message))
+            if batch or not pending:
+                yield Batch(batch, first_error is None and shadow_error is None)
+                for el in batch:
+                    el.clear()
+                if root_el is not None and len(root_el) > 1:
+                    del root_el[:-1]  # finished children; the last one may still be open
+            if not pending:
+                break
+            data = _read_checked(stream, guard, chunk_size)
+            pending = [data] if data else []
+    except etree.XMLSyntaxError as exc:
+        failure = exc
+        while shadow is not None and shadow_error is None:
+            data = _read_checked(stream, guard, chunk_size)
+            shadow_error = _shadow_feed(shadow, data or None)
+            if not data:
+                break
+        drain(stream, guard, chunk_size)
+    if failure is None and first_error is None:
+        return
+    # Something failed: 102 outranks 312, and with a schema libxml2 may hide the parse error.
+    log = parser.feed_error_log
+    if shadow_error is not None:
+        raise shadow_error
+    if schema is not None and reopen is not None:
+        again, owned = reopen()
+        try:
+            found = _wellformedness_error(again, chunk_size)
+        finally:
+            if owned:
+                again.close()
+        if found is not None:
+            raise found
+    raise (_parse_error(log) or first_error or _schema_error(log, root_el)
+           or (_syntax_error(failure, log) if failure is not None else None)
+           or ChannelError("312", "the document is not valid"))

@@ -1,0 +1,235 @@
+"""fla_core.fi: concatenated parts, encoding (P10), DOCTYPE refusal (P11), precedence."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import pytest
+
+from fla_core import fi
+from fla_core.anomalies import ChannelError
+from fla_core.applications import fla
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "fla"
+VALID = (FIXTURES / "valid-minimal.xml").read_bytes()
+
+
+def code_of(source, **kw) -> str | None:
+    """The spec code scan() gives for ``source`` (None when accepted)."""
+    try:
+        fla.scan(source, expect=None, max_declarations=10_000, **kw)
+    except ChannelError as exc:
+        return exc.code
+    return None
+
+
+class NonSeekable(io.RawIOBase):
+    """A pipe-like stream: can be read once, cannot be rewound."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        return self._data.readinto(b)
+
+
+def write_parts(tmp_path: Path, data: bytes, cuts: list[int]) -> list[Path]:
+    bounds = [0, *cuts, len(data)]
+    paths = []
+    for i, (a, b) in enumerate(itertools.pairwise(bounds), start=1):
+        p = tmp_path / f"part{i}"
+        p.write_bytes(data[a:b])
+        paths.append(p)
+    return paths
+
+
+# --- ConcatStream ---------------------------------------------------------------------------
+
+def test_concat_stream_reads_parts_in_order_across_boundaries(tmp_path):
+    paths = write_parts(tmp_path, b"abcdefghij", [3, 3, 7])  # includes an empty part
+    stream = fi.ConcatStream(paths)
+    assert stream.read(2) == b"ab"
+    assert stream.read(5) == b"cdefg"  # spans parts 1, (empty) 2 and 3
+    assert stream.read(100) == b"hij"
+    assert stream.read(100) == b""
+    stream.close()
+
+
+def test_concat_stream_readall_and_readinto(tmp_path):
+    paths = write_parts(tmp_path, b"0123456789", [4])
+    assert fi.ConcatStream(paths).read() == b"0123456789"
+    buf = bytearray(8)
+    stream = fi.ConcatStream(paths)
+    assert stream.readinto(buf) == 4  # one part at a time, no copy through Python bytes
+    assert bytes(buf[:4]) == b"0123"
+
+
+def test_document_is_the_byte_concatenation_of_the_parts(tmp_path):
+    # A multi-byte character cut between two parts is fine: the parts are one document.
+    data = VALID.replace(b"Forklift safety refresher", "Sécurité chariot".encode())
+    cut = data.index("é".encode()) + 1
+    paths = write_parts(tmp_path, data, [40, cut])
+    result = fla.scan(paths, expect=None, max_declarations=10)
+    assert result.declarations == 2
+
+
+# --- P10 encoding ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", [
+    b'<?xml version="1.0" encoding="UTF-8"?><a/>',
+    b"<?xml version='1.0' encoding='utf-8'?><a/>",
+    b'<?xml version="1.0"?><a/>',
+    b"<a/>",
+])
+def test_sniff_accepts_utf8_or_no_declaration(head):
+    assert fi.sniff_encoding(head) == 0
+
+
+def test_sniff_drops_a_utf8_bom():
+    assert fi.sniff_encoding(fi.UTF8_BOM + b'<?xml version="1.0" encoding="UTF-8"?>') == 3
+
+
+@pytest.mark.parametrize("head", [
+    b'<?xml version="1.0" encoding="ISO-8859-1"?><a/>',
+    b'<?xml version="1.0" encoding="utf8"?><a/>',  # not the name "UTF-8"
+    b'<?xml version="1.0" encoding="UTF-16"?><a/>',
+    "<a/>".encode("utf-16"),  # BOM
+    "<?xml".encode("utf-16-be"),  # no BOM
+    b"\x00\x00\xfe\xff",
+])
+def test_sniff_refuses_other_encodings_with_138(head):
+    with pytest.raises(ChannelError) as err:
+        fi.sniff_encoding(head)
+    assert err.value.code == "138"
+
+
+def test_utf8_guard_accepts_sequences_split_across_chunks():
+    guard = fi.Utf8Guard()
+    data = "é€😀".encode()
+    for i in range(len(data)):
+        guard.check(data[i:i + 1])
+    guard.finish()
+
+
+@pytest.mark.parametrize("bad", [b"\xe9x", b"\xc0\xaf", b"\xed\xa0\x80", b"\xff"])
+def test_utf8_guard_refuses_invalid_bytes_and_names_the_offset(bad):
+    guard = fi.Utf8Guard()
+    guard.check(b"x" * 10)
+    with pytest.raises(ChannelError) as err:
+        guard.check(b"ab" + bad)
+    assert err.value.code == "138"
+    assert "offset 12" in err.value.detail
+
+
+def test_utf8_guard_refuses_a_truncated_sequence_at_the_end():
+    guard = fi.Utf8Guard()
+    guard.check("é".encode()[:1])
+    with pytest.raises(ChannelError) as err:
+        guard.finish()
+    assert err.value.code == "138"
+
+
+def test_bom_is_dropped_and_the_file_accepted():
+    assert code_of(io.BytesIO(fi.UTF8_BOM + VALID)) is None
+
+
+# --- P11 DOCTYPE and entities --------------------------------------------------------------
+
+@pytest.mark.parametrize(("buf", "expected"), [
+    (b'<?xml version="1.0"?>\n<!-- <!DOCTYPE x> -->\n<a/>', False),
+    (b'<?xml version="1.0"?>\n<!DOCTYPE a>\n<a/>', 22),
+    (b"<?pi x?><!DOCTYPE a><a/>", 8),
+    (b"<?xml version", None),  # unfinished declaration: need more bytes
+    (b"<!DOC", None),
+    (b"<!-- long", None),
+    (b"<a/>", False),
+    (b"garbage", False),  # left to the parser (102)
+])
+def test_prolog_doctype(buf, expected):
+    assert fi.prolog_doctype(buf) == expected
+
+
+def test_doctype_is_refused_even_when_split_over_tiny_chunks(monkeypatch):
+    monkeypatch.setattr(fi, "CHUNK", 3)
+    data = VALID.replace(b"<FLAFile", b"<!DOCTYPE FLAFile>\n<FLAFile", 1)
+    assert code_of(io.BytesIO(data)) == "102"
+
+
+def test_undeclared_entity_is_102():
+    assert code_of(io.BytesIO(VALID.replace(b"3.50", b"&x;"))) == "102"
+
+
+# --- precedence inside one pass -------------------------------------------------------------
+
+MIXED_SCHEMA_THEN_BROKEN = (VALID.replace(b"<Hours>21.00</Hours>", b"<Hours>21.5</Hours>")
+                            .replace(b"planner</Title>", b"planner</Titel>"))
+
+
+def sources(data: bytes, tmp_path: Path):
+    """The same document as a path list, a seekable stream and a non-seekable stream."""
+    path = tmp_path / "doc.xml"
+    path.write_bytes(data)
+    return {"paths": [path], "bytesio": io.BytesIO(data), "pipe": NonSeekable(data)}
+
+
+@pytest.mark.parametrize("kind", ["paths", "bytesio", "pipe"])
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+def test_a_later_well_formedness_error_outranks_an_earlier_schema_error(
+        kind, chunk, tmp_path, monkeypatch):
+    monkeypatch.setattr(fi, "CHUNK", chunk)
+    assert code_of(sources(MIXED_SCHEMA_THEN_BROKEN, tmp_path)[kind]) == "102"
+
+
+@pytest.mark.parametrize("kind", ["paths", "bytesio", "pipe"])
+def test_a_later_invalid_byte_outranks_an_earlier_well_formedness_error(
+        kind, tmp_path, monkeypatch):
+    monkeypatch.setattr(fi, "CHUNK", 64)
+    data = VALID.replace(b"planner</Title>", b"planner</Titel>").replace(b"CANCEL", b"CANC\xe9L")
+    assert code_of(sources(data, tmp_path)[kind]) == "138"
+
+
+def test_a_later_invalid_byte_outranks_a_doctype():
+    data = VALID.replace(b"<FLAFile", b"<!DOCTYPE FLAFile>\n<FLAFile", 1) + b"<!-- \xff -->"
+    assert code_of(io.BytesIO(data)) == "138"
+
+
+def test_a_later_well_formedness_error_outranks_a_wrong_namespace(monkeypatch):
+    monkeypatch.setattr(fi, "CHUNK", 64)
+    data = VALID.replace(b":fla:v1", b":fla:v9").replace(b"planner</Title>", b"planner</T>")
+    assert code_of(io.BytesIO(data)) == "102"
+
+
+def test_truncated_document_is_102_not_a_schema_error(monkeypatch):
+    # libxml2 reports a truncated document as a schema error while validating: we must not.
+    monkeypatch.setattr(fi, "CHUNK", 128)
+    assert code_of(io.BytesIO(VALID[:900])) == "102"
+
+
+@pytest.mark.parametrize("data", [b"", b"   ", b"<?xml version='1.0'?>"])
+def test_no_root_element_is_102(data):
+    assert code_of(io.BytesIO(data)) == "102"
+
+
+def test_schema_error_detail_names_the_line_and_the_element(monkeypatch):
+    monkeypatch.setattr(fi, "CHUNK", 256)
+    data = VALID.replace(b"<Hours>3.50</Hours>", b"<Hours>3.5</Hours>")
+    with pytest.raises(ChannelError) as err:
+        fla.scan(io.BytesIO(data), expect=None, max_declarations=10)
+    assert err.value.code == "312"
+    line = data[:data.index(b"3.5</Hours>")].count(b"\n") + 1
+    assert err.value.detail.startswith(f"line {line}: Element 'Hours'")
+    assert "'3.5'" in err.value.detail
+    assert "{urn:" not in err.value.detail  # readable: no Clark notation
+
+
+def test_root_problem_codes():
+    ns = "urn:x"
+    assert fi.root_problem("{urn:x}R", ns, "R") is None
+    assert fi.root_problem("R", ns, "R").code == "139"
+    assert fi.root_problem("{urn:y}R", ns, "R").code == "139"
+    assert fi.root_problem("{urn:x}Other", ns, "R").code == "312"
