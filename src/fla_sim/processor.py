@@ -183,7 +183,7 @@ class Processor:
             raise asyncssh.SFTPConnectionLost("connection dropped (injected fault)")
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
-        veto = await asyncio.to_thread(self.plugins.sim_file_received, event)
+        veto = await asyncio.to_thread(self._received_hook, event)
         await asyncio.to_thread(self.journal.record_file, user, directory, name, size, now,
                                 veto=veto)
         prefix = name.split(".", 1)[0]
@@ -203,6 +203,17 @@ class Processor:
             await self._track(asyncio.to_thread(self._handle_td, ev))
         else:
             self._enqueue(ev, delay=self.settings.answer_delay_ms / 1000)
+
+    def _received_hook(self, event: FileReceived) -> str | None:
+        try:
+            code = self.plugins.sim_file_received(event)
+        except Exception:  # a broken plugin is logged; the upload itself is not at fault
+            log.exception("plugin failed in fla_sim_file_received for %s", event.name)
+            return None
+        if code is not None and not (len(code) == 3 and code.isdigit()):
+            log.error("plugin veto %r for %s is not a 3-digit code; ignored", code, event.name)
+            return None
+        return code
 
     def _journal_trigger(self, user: str, directory: str, name: str, kind: str,
                          now: datetime) -> int:
@@ -441,9 +452,13 @@ class Processor:
                      before_write=before)
         self.journal.answer_written(answer.id, now)
         self.checkpoint(f"written:{answer.name}")
-        self.plugins.sim_answer(AnswerWritten(
-            user=answer.channel, directory=answer.directory, name=answer.name, kind=answer.kind,
-            trigger=answer.trigger, result_code=answer.result_code))
+        event = AnswerWritten(user=answer.channel, directory=answer.directory, name=answer.name,
+                              kind=answer.kind, trigger=answer.trigger,
+                              result_code=answer.result_code)
+        try:
+            self.plugins.sim_answer(event)
+        except Exception:  # an observer's bug must not stop answers (or repeat this one)
+            log.exception("plugin failed in fla_sim_answer for %s", answer.name)
 
     def _finish_event(self, eid: int) -> None:
         """Clean-up of spec 5.3 (archive the set's files), then the event is done."""

@@ -13,6 +13,7 @@ import pytest
 from fla_core.plugins import FlaPlugins
 from fla_core.responses import parse_answer
 from fla_sim.api import Simulator, SimulatorError
+from fla_sim.config import FaultSpec
 from fla_sim.pytest_plugin import FixedClock, add_channel
 
 BRU = ZoneInfo("Europe/Brussels")
@@ -91,3 +92,17 @@ def test_settings_overrides_and_misuse(fla_sim_home, fla_channel, fla_clock):
         Simulator(fla_sim_home, no_such_setting=1).__enter__()
     with pytest.raises(SimulatorError, match="not started"):
         Simulator(fla_sim_home).drain()
+
+
+def test_drop_connection_fault_on_upload(fla_sim_home, fla_channel, fla_clock):
+    fault = FaultSpec(when="upload", action="drop-connection", match="GO.*", times=1)
+    with Simulator(fla_sim_home, clock=fla_clock, faults=[fault]) as sim:
+        with pytest.raises(asyncssh.ConnectionLost):  # the client sees its connection drop
+            asyncio.run(send(sim.port, fla_channel, set_files("00001")))
+        folder = sim.home.channel_root(fla_channel.user) / "INTEST"
+        assert not (folder / "GO.FLAC.123456.20260316.00001.T.1").exists()
+        sim.drain(20)
+        assert sim.answers(fla_channel.user, "OUTTEST") == []  # the GO never arrived
+        asyncio.run(send(sim.port, fla_channel, set_files("00001")[1:]))  # the sender retries
+        sim.drain(20)
+        assert sim.answers(fla_channel.user, "OUTTEST")[0] == "FO.ACRF.999999.20260316.00001.T"

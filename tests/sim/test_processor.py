@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -393,3 +394,44 @@ def test_compressed_noti(rig):
     data = (r.root / "OUTTEST" / "CO.NOTI.999999.20260316.00002.T").read_bytes()
     assert isinstance(parse_answer(gzip.decompress(data)), Noti)
     assert io.BytesIO(data).read(2) == b"\x1f\x8b"
+
+
+def test_noti_follows_its_acrf_after_noti_delay(rig):
+    class Timing:
+        def __init__(self):
+            self.seen = []
+
+        @hookimpl
+        def fla_sim_answer(self, event):
+            self.seen.append((event.kind, time.monotonic()))
+
+    plugin = Timing()
+
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T", fs=False)
+        await r.processor.drain(10)
+
+    run(rig, scenario, noti_delay_ms=300,
+        plugins=FlaPlugins(entry_points=False, extra=[plugin]))
+    (first, t1), (second, t2) = plugin.seen
+    assert (first, second) == ("ACRF", "NOTI") and t2 - t1 >= 0.3
+
+
+def test_a_failing_observer_plugin_does_not_stop_answers(rig):
+    class Broken:
+        @hookimpl
+        def fla_sim_answer(self, event):
+            raise OSError("observer is broken")
+
+        @hookimpl
+        def fla_sim_file_received(self, event):
+            raise RuntimeError("so is this")
+
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T", fs=False)
+        await r.processor.drain(10)
+
+    r = run(rig, scenario, plugins=FlaPlugins(entry_points=False, extra=[Broken()]))
+    assert r.answers() == sorted(triplet_names("ACRF", "00001", "T")
+                                 + triplet_names("NOTI", "00002", "T"))
+    assert r.journal.summary()["events_pending"] == 0
