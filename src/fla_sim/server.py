@@ -44,6 +44,7 @@ class _Context:
     config: SimulatorConfig
     on_file_closed: FileClosed
     log: logging.Logger
+    legacy_ssh_rsa: bool = False
     _parsed: dict[str, bytes | None] = field(default_factory=dict)
 
     def key_allowed(self, user: str, key: asyncssh.SSHKey) -> bool:
@@ -355,10 +356,30 @@ class _ChannelSSHServer(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if self._ctx.key_allowed(username, key):
+            if not self._ctx.legacy_ssh_rsa and key.algorithm == b"ssh-rsa":
+                self._refuse_sha1_signature(username, key)
             return True
         self._ctx.log.warning("login refused: key %s is not registered for user %r (from %s)",
                               key.get_fingerprint(), username, self._peer)
         return False
+
+
+    def _refuse_sha1_signature(self, username: str, key: asyncssh.SSHKey) -> None:
+        """Make this key's signature check fail for the SHA-1 "ssh-rsa" algorithm (spec 3.2)."""
+        # asyncssh verifies whatever algorithm the client signed with; the key object it asked
+        # us about is the one it verifies with, so wrapping its verify() enforces the policy
+        verify = key.verify
+        log, peer = self._ctx.log, self._peer
+
+        def checked(data: bytes, sig: bytes) -> bool:
+            alg = sig[4:4 + int.from_bytes(sig[:4], "big")]
+            if alg == b"ssh-rsa":
+                log.warning("login refused: user %r from %s signed with SHA-1 ssh-rsa "
+                            "(legacy_ssh_rsa is off)", username, peer)
+                return False
+            return verify(data, sig)
+
+        key.verify = checked  # type: ignore[method-assign]
 
 
 async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_closed: FileClosed,
@@ -366,9 +387,10 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
                        log: logging.Logger | None = None,
                        legacy_ssh_rsa: bool | None = None) -> asyncssh.SSHAcceptor:
     """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port."""
-    ctx = _Context(home, config, on_file_closed, log or logging.getLogger("fla_sim.server"))
-    host_key = asyncssh.read_private_key(home.host_key_path)
     legacy = config.legacy_ssh_rsa if legacy_ssh_rsa is None else legacy_ssh_rsa
+    ctx = _Context(home, config, on_file_closed, log or logging.getLogger("fla_sim.server"),
+                   legacy_ssh_rsa=legacy)
+    host_key = asyncssh.read_private_key(home.host_key_path)
     options: dict[str, Any] = {}
     if not legacy:
         # RSA keys still work, with SHA-2 signatures (spec 3.2: SHA-1 "ssh-rsa" is opt-in)

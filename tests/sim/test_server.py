@@ -183,6 +183,33 @@ def test_a_channel_added_while_serving_can_log_in(env: Env) -> None:
     run(scenario())
 
 
+@pytest.fixture(scope="module")
+def rsa_key() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_sha1_ssh_rsa_signatures_only_in_legacy_mode(env: Env, rsa_key: asyncssh.SSHKey,
+                                                     legacy: bool) -> None:
+    env.config.channels.append(ChannelConfig(
+        user="legacy", quality=Quality.EMPLOYER, company="0123456749", sender="111111",
+        ssh_keys=[rsa_key.export_public_key().decode()]))
+    env.config.legacy_ssh_rsa = legacy
+
+    async def scenario() -> None:
+        async with serving(env) as port:
+            async with connect(port, "legacy", rsa_key, signature_algs=["rsa-sha2-256"]):
+                pass  # SHA-2 RSA signatures are always fine
+            sha1 = connect(port, "legacy", rsa_key, signature_algs=["ssh-rsa"])
+            if legacy:
+                async with sha1:
+                    pass
+            else:
+                with pytest.raises(asyncssh.PermissionDenied):
+                    await sha1
+    run(scenario())
+
+
 def test_shell_and_exec_are_not_offered(env: Env) -> None:
     async def scenario() -> None:
         async with serving(env) as port, connect(port, OWNER, env.keys[OWNER]) as conn:
