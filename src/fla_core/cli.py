@@ -167,8 +167,9 @@ def read_password(what: str) -> bytes | None:
         return value.encode()
     if not sys.stdin.isatty():
         return None
+    # err=True: the prompt goes to stderr so that --json output on stdout stays clean.
     return typer.prompt(f"Password for {what}", hide_input=True, default="",
-                        show_default=False).encode() or None
+                        show_default=False, err=True).encode() or None
 
 
 def load_signer_from(key: Path | None, cert: Path | None, p12: Path | None) -> Any:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fla_core.formats import InputError, ReadContext, csv_format, json_format
 from fla_core.formats.layout import FIELDS, locate, parse_bool, parse_date, parse_hours
-from fla_core.model import Quality, Sender
+from fla_core.model import FileContent, Quality, Sender
 
 EXPORTS = Path(__file__).resolve().parents[2] / "fixtures" / "exports"
 SENDER = Sender("123456", Quality.SOCIAL_SECRETARIAT, "0123456749")
@@ -229,3 +233,35 @@ def test_locate_maps_spec_paths_to_lines_and_columns():
     assert locate(path, decls[0]) == (4, "hours")
     assert locate("/FLAFile/Declaration[1]/Employer/CompanyID", decls[0]) == (
         2, "employer_company_id")
+
+
+@pytest.mark.parametrize("name", ["valid.csv", "valid.json", "valid-rows.json", "cancel.csv"])
+def test_export_renders_to_a_schema_valid_fi_that_reads_back_the_same(tmp_path, name):
+    from lxml import etree
+
+    from fla_core.applications import fla
+
+    content, decls, problems = read(EXPORTS / name)
+    assert problems == []
+    fi = tmp_path / "fi.xml"
+    with fi.open("wb") as out:
+        fla.render(FileContent(content.header, decls), out)
+    fla.schema().assertValid(etree.parse(str(fi)))
+    back = list(fla.read(fi))
+
+    def strip(declarations):  # the FI carries no input line numbers
+        return [dataclasses.replace(
+            d, line=None, workers=[dataclasses.replace(
+                w, line=None, trainings=[dataclasses.replace(t, line=None) for t in w.trainings])
+                for w in d.workers]) for d in declarations]
+
+    assert strip(back) == strip(decls)
+
+
+@given(st.decimals(min_value=0, max_value=Decimal("9999.99"), places=2),
+       st.sampled_from([".", ","]))
+def test_hours_written_either_way_normalise_to_two_decimals(value, separator):
+    text = f"{value:f}".replace(".", separator)
+    normalised, why = parse_hours(text)
+    assert why is None
+    assert Decimal(normalised) == value and len(normalised.split(".")[1]) == 2
