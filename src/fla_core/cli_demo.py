@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.rule import Rule
@@ -181,8 +182,11 @@ def demo_command(
                 raise Failure(f"--keep {keep}: folder exists and is not empty")
             keep.mkdir(parents=True, exist_ok=True)
         try:
-            today = date.today()
             channel = make_channel(work)
+            # the channel's own date, not this machine's: a name dated "tomorrow" in Brussels
+            # would be refused (N-code) when the machine runs ahead of the channel's timezone
+            zone = ZoneInfo(channel.home.load().settings.timezone)
+            today = datetime.now(zone).date()
             home, ca_pem = channel.home, channel.home.ca_cert_path
             steps = prepare_steps(work, today, channel.signer)
             failures = 0
