@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs as _default_sig_algs
 
+from fla_sim.config import ConfigError
+
 if TYPE_CHECKING:
     from fla_sim.config import SimulatorConfig, SimulatorHome
 
@@ -116,7 +118,13 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         channel = ctx.config.channel(self._user)
         assert channel is not None  # authentication let only configured channels in
         self._quota = channel.quota_bytes
-        root = os.path.realpath(ctx.home.channel_root(self._user))
+        self._broken: str | None = None
+        try:
+            root = os.path.realpath(ctx.home.channel_root(self._user))
+        except ConfigError as exc:  # e.g. a symlink planted in the tree: serve nothing
+            ctx.log.error("%s: channel tree refused: %s", self._user, exc)
+            self._broken = "channel directory unusable; the simulator log says why"
+            root = os.path.realpath(ctx.home.path / "channels" / self._user)
         super().__init__(chan, chroot=os.fsencode(root))
         self._root = os.fsencode(root)
 
@@ -124,6 +132,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     def _parts(self, path: bytes) -> tuple[str, ...]:
         """The client path as components below the channel root (``..`` cannot climb out)."""
+        if self._broken:
+            raise asyncssh.SFTPFailure(self._broken)
         rel = self.map_path(path)[len(self._root):].strip(b"/")
         try:
             parts = tuple(rel.decode("utf-8").split("/")) if rel else ()

@@ -263,6 +263,18 @@ def test_a_link_planted_in_the_tree_is_never_followed(env: Env) -> None:
     run(scenario())
 
 
+def test_a_tree_holding_a_link_is_not_served_at_all(env: Env) -> None:
+    os.symlink("/etc", env.home.channel_root(OWNER) / "OUT" / "etc")
+
+    async def scenario() -> None:
+        async with serving(env) as port, session(env, port) as sftp:
+            for attempt in (sftp.listdir("/"), sftp.listdir("OUT"), sftp.stat("INTEST")):
+                with pytest.raises(asyncssh.SFTPError) as err:
+                    await attempt
+                assert status_of(err) == asyncssh.FX_FAILURE
+    run(scenario())
+
+
 def test_mkdir_rmdir_rename_are_refused(env: Env) -> None:
     async def scenario() -> None:
         async with serving(env) as port, session(env, port) as sftp:
