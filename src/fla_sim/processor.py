@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -184,22 +184,11 @@ class Processor:
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
         veto = await asyncio.to_thread(self._received_hook, event)
-        await asyncio.to_thread(self.journal.record_file, user, directory, name, size, now,
-                                veto=veto)
-        prefix = name.split(".", 1)[0]
-        if prefix in ("FI", "FS"):
-            parts = name.split(".")
-            if len(parts) >= 6:
-                stem = ".".join(parts[1:6])
-                await asyncio.to_thread(self.journal.touch_set, user, directory, stem,
-                                        ".".join(parts[2:6]), now)
+        ev = await asyncio.to_thread(self._journal_close, user, directory, name, size, now, veto)
+        if ev is None:  # FI, FS or any other file: stored, waits for its GO or the sweep
             return
-        if prefix not in ("GO", "TD"):
-            return
-        eid = await asyncio.to_thread(self._journal_trigger, user, directory, name, prefix, now)
         self.checkpoint("event-journaled")
-        ev = self.journal.event(eid)
-        if prefix == "TD":
+        if ev.kind == "TD":
             await self._track(asyncio.to_thread(self._handle_td, ev))
         else:
             self._enqueue(ev, delay=self.settings.answer_delay_ms / 1000)
@@ -215,16 +204,24 @@ class Processor:
             return None
         return code
 
-    def _journal_trigger(self, user: str, directory: str, name: str, kind: str,
-                         now: datetime) -> int:
-        """Journal a GO/TD and, when its name passes P1, claim its set's files (spec 5.6)."""
+    def _journal_close(self, user: str, directory: str, name: str, size: int, now: datetime,
+                       veto: str | None) -> EventRow | None:
+        """Journal a closed file in one transaction; a GO/TD also becomes an event and, when
+        its name passes P1, claims the files of its stem (spec 5.6: never swept)."""
+        kind = name.split(".", 1)[0]
         with self.journal.transaction():
+            self.journal.record_file(user, directory, name, size, now, veto=veto)
+            if kind not in ("GO", "TD"):
+                stem = _stem_of(name, now.date())
+                if kind in ("FI", "FS") and stem is not None:
+                    self.journal.touch_set(user, directory, stem, stem.split(".", 1)[1], now)
+                return None
             eid = self.journal.add_event(user, directory, name, kind, now)
             self.journal.claim_files(user, directory, [name])  # answered via its event
             try:
                 fn = self._parse(user, directory, name, now)
             except ChannelError:
-                return eid
+                return self.journal.event(eid)
             prefixes = (f"FI.{fn.stem}.", f"FS.{fn.stem}.", f"GO.{fn.stem}.")
             names = [f.name for f in self.journal.files(user, directory)
                      if f.name.startswith(prefixes)]
@@ -232,7 +229,7 @@ class Processor:
             if kind == "GO":
                 self.journal.update_set(user, directory, fn.stem, fn.set_key, "QUEUED", now,
                                         go_name=name, only_from=("RECEIVING",))
-            return eid
+            return self.journal.event(eid)
 
     def _parse(self, user: str, directory: str, name: str, now: datetime) -> Any:
         """Name checks N1-N9 (spec 4.5) in the channel's context."""
@@ -557,22 +554,14 @@ class Processor:
             await self._end()
 
     def _plan_sweep(self, now: datetime) -> list[int]:
-        from fla_core.names import NameRules, parse_upload
-
         limit = now - timedelta(seconds=self.settings.orphan_timeout_s)
         groups: dict[tuple[str, str, str], list[str]] = {}
         singles: list[tuple[str, str, str, str]] = []
-        rules = NameRules(today=now.date(), max_age_days=self.settings.max_age_days,
-                          max_parts=self.settings.max_parts)
         for f in self.journal.files(state="present"):
             if f.claimed or f.closed_at > limit:
                 continue
-            try:
-                parse_upload(f.name, rules)
-                code = None
-            except ChannelError as exc:
-                code = exc.code
-            if code in _N1_N4_CODES:
+            code = _n1_n4_code(f.name, now.date())
+            if code is not None:
                 singles.append((f.channel, f.directory, f.name, code))
             else:
                 stem = ".".join(f.name.split(".")[1:6])
@@ -634,6 +623,25 @@ def _env_of(directory: str) -> str:
     if env is None:
         raise ValueError(f"{directory!r} is not a channel directory")
     return env.value
+
+
+def _n1_n4_code(name: str, today: date) -> str | None:
+    """The code when ``name`` fails N1-N4 (prefix, element count, APPL, SENDER), else None."""
+    from fla_core.names import NameRules, parse_upload
+
+    try:
+        parse_upload(name, NameRules(today=today))
+    except ChannelError as exc:
+        # N1-N4 run first and only they give these codes: a later failure passed them
+        return exc.code if exc.code in _N1_N4_CODES else None
+    return None
+
+
+def _stem_of(name: str, today: date) -> str | None:
+    """``APPL.SENDER.DATE.SEQ.ENV`` of a name that passes N1-N4 (spec 5.6 grouping)."""
+    if _n1_n4_code(name, today) is not None:
+        return None
+    return ".".join(name.split(".")[1:6])
 
 
 def _answer_name(prefix: str, appl: str, day: str, seq: str, env: str) -> str:
