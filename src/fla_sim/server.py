@@ -116,8 +116,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         self._user: str = chan.get_extra_info("username")
         self._uploads: set[_Upload] = set()
         channel = ctx.config.channel(self._user)
-        assert channel is not None  # authentication let only configured channels in
-        self._quota = channel.quota_bytes
+        # None only if the channel was removed after this login: then nothing can be uploaded
+        self._quota = channel.quota_bytes if channel is not None else 0
         self._broken: str | None = None
         try:
             root = os.path.realpath(ctx.home.channel_root(self._user))
