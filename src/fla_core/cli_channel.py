@@ -215,13 +215,20 @@ def send_command(
             raise Failure(f"{folder}: no FI/FS/GO/TD files to send")
         address = ChannelAddress(host, port, user, identity, known_hosts)
         report = _run(send_sets(address, folder, sets))
-        if not as_json:
+        if as_json and not wait:
+            _emit({"uploaded": report.uploaded, "skipped": report.skipped,
+                   "triggers": report.triggers}, True)
+        elif not as_json:
             out.print(f"uploaded {len(report.uploaded)} file(s)"
                       + (f", {len(report.skipped)} already sent" if report.skipped else ""))
         if not wait:
             return
-        results: dict[str, SetResult] = {}
         target = answers_dir or folder / "answers"
+        # a set sent by an earlier run may have been answered then: its saved answers count
+        earlier: dict[str, SetResult] = {}
+        collect_results(saved_answers(target), earlier, trust)
+        results = {t: earlier[t] for t in report.triggers
+                   if t in earlier and t not in report.uploaded}
 
         def done(fetched: list[FetchedAnswer]) -> bool:
             collect_results(fetched[len(seen):], results, trust)
@@ -231,13 +238,30 @@ def send_command(
         seen: list[FetchedAnswer] = []
         _run(fetch_answers(address, target, want=done, timeout=timeout))
         if not complete(results, report.triggers):
-            missing = [t for t in report.triggers if t not in results and not t.startswith("TD.")]
+            missing = [t for t in report.triggers if not complete(results, [t])]
             raise Failure(f"no complete answer after {timeout:g} s for: {', '.join(missing)}")
         ordered = [results[t] for t in report.triggers if t in results]
         ordered += [r for k, r in results.items() if k not in report.triggers]
         show_results(ordered, as_json)
         if any(r.rejected or r.signature_problem for r in ordered):
             raise typer.Exit(EXIT_INVALID)
+
+
+def saved_answers(folder: Path) -> list[FetchedAnswer]:
+    """The answers (FO/CO with their FS) that an earlier run saved in ``folder``."""
+    from fla_core.names import parse_answer as parse_answer_name
+
+    found = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if path.name[:3] not in ("FO.", "CO."):
+            continue
+        try:
+            name = parse_answer_name(path.name)
+        except ValueError:
+            continue
+        fs = path.with_name("FS." + path.name[3:])
+        found.append(FetchedAnswer(name, str(folder), path, fs if fs.is_file() else None))
+    return found
 
 
 @app.command("poll")

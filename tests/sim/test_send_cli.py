@@ -178,3 +178,29 @@ def test_a_refused_key_is_a_clear_error(fla_sim, fla_channel, tmp_path):
     res = run("poll", "--port", str(fla_sim.port), "--user", fla_channel.user,
               "--identity", str(other), "--out", str(tmp_path / "in"))
     assert res.exit_code == 2 and "refused the key" in one_line_error(res)
+
+
+def test_send_json_without_wait_reports_the_upload(fla_sim, fla_channel, tmp_path):
+    folder = tmp_path / "outbox"
+    go = accepted_triplet(folder, "00001", fla_channel.signer)
+    res = run("send", str(folder), *channel_args(fla_sim, fla_channel), "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["uploaded"][-1] == go.name and report["skipped"] == []
+    assert report["triggers"] == [go.name]
+
+
+def test_rerun_of_send_wait_shows_the_answers_saved_by_the_first_run(fla_sim, fla_channel,
+                                                                     tmp_path):
+    folder = tmp_path / "outbox"
+    go = accepted_triplet(folder, "00001", fla_channel.signer)
+    args = ["send", str(folder), *channel_args(fla_sim, fla_channel), "--wait", "--json",
+            "--timeout", "20"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    # nothing is left on the channel, yet the rerun is complete from the saved answers
+    assert fla_sim.answers(fla_channel.user, "OUTTEST") == []
+    again = run(*args[:-1], "0")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    assert json.loads(again.stdout)[0]["trigger"] == go.name
