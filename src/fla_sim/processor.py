@@ -114,7 +114,7 @@ class Processor:
         orphans = [a for a in self.journal.answers(written=False) if a.event_id is None]
         if orphans:
             await self._track(self._write_answers(orphans))
-        await asyncio.to_thread(self._archive_swept)
+        await asyncio.to_thread(self._archive_leftovers)
         for event in self.journal.events(("pending", "planned")):
             if event.kind == "TD" and event.state == "pending":
                 await self._track(asyncio.to_thread(self._handle_td, event))
@@ -516,6 +516,9 @@ class Processor:
                     if (queued.kind == "GO" and queued.channel == user
                             and queued.directory == directory and queued.name in cancelled):
                         self.journal.set_event_state(queued.id, "done")
+            # recorded with the decision, so a crash before the move is finished at start-up
+            self.journal.set_file_state(user, directory, cancelled, "cancelled")
+            self.journal.set_file_state(user, directory, [name], "archived")
             self.journal.set_event_state(event.id, "done")
         # files go to the archive (never deleted: the archive is the simulator's evidence)
         self._archive(user, directory, cancelled, "cancelled")
@@ -545,15 +548,17 @@ class Processor:
         """Sweep files older than ``orphan_timeout_s`` by the clock; returns answers written."""
         await self._begin()
         try:
-            ids = set(await asyncio.to_thread(self._plan_sweep, self.now()))
-            answers = [a for a in self.journal.answers(written=False) if a.id in ids]
+            planned, swept = await asyncio.to_thread(self._plan_sweep, self.now())
+            answers = [a for a in self.journal.answers(written=False) if a.id in set(planned)]
             await self._write_answers(answers)
-            await asyncio.to_thread(self._archive_swept)
+            for user, directory, names in swept:
+                await asyncio.to_thread(self._archive, user, directory, names, "swept")
             return len(answers)
         finally:
             await self._end()
 
-    def _plan_sweep(self, now: datetime) -> list[int]:
+    def _plan_sweep(self, now: datetime) -> tuple[list[int], list[tuple[str, str, list[str]]]]:
+        """Plan the sweep's answers; returns their ids and the files to archive."""
         limit = now - timedelta(seconds=self.settings.orphan_timeout_s)
         groups: dict[tuple[str, str, str], list[str]] = {}
         singles: list[tuple[str, str, str, str]] = []
@@ -567,6 +572,7 @@ class Processor:
                 stem = ".".join(f.name.split(".")[1:6])
                 groups.setdefault((f.channel, f.directory, stem), []).append(f.name)
         ids: list[int] = []
+        swept: list[tuple[str, str, list[str]]] = []
         for (user, directory, stem), names in sorted(groups.items()):
             if self.config.channel(user) is None:
                 continue
@@ -575,6 +581,7 @@ class Processor:
                     "ACRF", min(names), "130", None, "ORPHANED")], now, user=user,
                     directory=directory, stem=stem)
                 self.journal.set_file_state(user, directory, names, "swept")
+            swept.append((user, directory, names))
         for user, directory, name, code in singles:
             if self.config.channel(user) is None:
                 continue
@@ -582,17 +589,24 @@ class Processor:
                 ids += self._commit(None, None, [PlannedAnswer("ACRF", name, code)], now,
                                     user=user, directory=directory, stem=None)
                 self.journal.set_file_state(user, directory, [name], "swept")
-        return ids
+            swept.append((user, directory, [name]))
+        return ids, swept
 
-    def _archive_swept(self) -> None:
-        """Move swept files still on disk to the archive (also finishes a sweep a crash cut)."""
+    def _archive_leftovers(self) -> None:
+        """At start-up: move files the journal already archived, swept or cancelled but that a
+        crash left in the sender's view (before the server runs, so no upload races this)."""
         by_dir: dict[tuple[str, str], list[str]] = {}
-        for f in self.journal.files(state="swept"):
-            if self.config.channel(f.channel) and (self.root(f.channel) / f.directory
-                                                   / f.name).exists():
+        for f in self.journal.files(state=None):
+            if f.state == "present" or self.config.channel(f.channel) is None:
+                continue
+            if (self.root(f.channel) / f.directory / f.name).exists():
                 by_dir.setdefault((f.channel, f.directory), []).append(f.name)
         for (user, directory), names in by_dir.items():
-            self._archive(user, directory, names, "swept")
+            for state in ("archived", "swept", "cancelled"):
+                chosen = [n for n in names
+                          if (row := self.journal.file(user, directory, n)) and row.state == state]
+                if chosen:
+                    self._archive(user, directory, chosen, state)
 
     # --- lazily loaded material ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,6 +30,7 @@ USER = "acme-payroll"
 
 CRASHING_RUN = r"""
 import asyncio, os, signal, sys
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 from fla_core.plugins import FlaPlugins
@@ -51,6 +53,9 @@ async def main():
     await p.start()
     folder = home.channel_root("acme-payroll") / "INTEST"
     for name in names:  # the files lie in INTEST: replay their close as the server would
+        if name == "--sweep":
+            await p.sweep_orphans()
+            continue
         await p.on_file_closed("acme-payroll", "INTEST", name, (folder / name).stat().st_size)
     await p.drain(60)
     await p.stop()
@@ -127,4 +132,31 @@ def test_killed_processor_answers_every_go_exactly_once(fla_sim_home, fla_channe
     assert summary["answers_unwritten"] == 0 and summary["events_pending"] == 0
     assert summary["sets"] == {"NOTIFIED": 2}
     assert sorted(p.name for p in folder.iterdir()) == []  # both sets archived
+    journal.close()
+
+
+@pytest.mark.parametrize("kill_at", ["before-write:FS.ACRF",
+                                     "written:FO.ACRF.999999.20260316.00001"])
+def test_killed_during_the_orphan_sweep(fla_sim_home, fla_channel, fla_clock, kill_at):
+    home = fla_sim_home
+    config = home.load()
+    config.settings = replace(config.settings, orphan_timeout_s=0)
+    home.save(config)
+    folder = home.channel_root(USER) / "INTEST"
+    names = ["FI.FLAC.123456.20260316.00001.T.1.1", "FI.FLAC.123456.20260316.00002.T.1.1"]
+    for name in names:
+        (folder / name).write_bytes(FIXTURE.read_bytes())
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(home.path), kill_at,
+                              *names, "--sweep"], capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+    journal = asyncio.run(_restart(home, fla_clock))
+    out = home.channel_root(USER) / "OUTTEST"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{p}.ACRF.999999.20260316.{seq}.T" for p in ("FO", "FS", "GO")
+        for seq in ("00001", "00002"))
+    codes = [parse_answer((out / f"FO.ACRF.999999.20260316.{seq}.T").read_bytes()).error_code
+             for seq in ("00001", "00002")]
+    assert codes == ["130", "130"]
+    assert list(folder.iterdir()) == []  # the swept files left the sender's view
     journal.close()
