@@ -17,6 +17,7 @@ from pathlib import Path
 from fla_core.signing import Signer, encode_fs, sign_stream
 
 TEMP_PREFIX = ".answer-"
+CORRUPTION = b"<!-- altered after signing (injected fault) -->\n"
 
 # A hook for fault injection (disk full): called with the final path before each file is written.
 BeforeWrite = Callable[[Path], None]
@@ -61,17 +62,19 @@ def answer_names(name_fo: str) -> tuple[str, str]:
 
 def write_answer(directory: str | Path, name_fo: str, data: bytes, signer: Signer, *,
                  signing_time: datetime | None = None,
-                 before_write: BeforeWrite | None = None) -> list[Path]:
+                 before_write: BeforeWrite | None = None, corrupt: bool = False) -> list[Path]:
     """Write FO/CO, its FS (signed with ``signer``) and the GO; return the paths now present.
 
     Idempotent: files already present are kept (an existing FO must hold the same bytes).
+    ``corrupt`` (fault injection) writes altered FO bytes under the FS of the right ones.
     """
     directory = Path(directory)
     fo = directory / name_fo
     fs_name, go_name = answer_names(name_fo)
-    if fo.exists() and fo.read_bytes() != data:
+    written = data + CORRUPTION if corrupt else data
+    if fo.exists() and fo.read_bytes() != written:
         raise AnswerConflict(f"{fo} exists with other content; refusing to overwrite an answer")
-    _write_atomic(fo, data, before_write)
+    _write_atomic(fo, written, before_write)
     fs = directory / fs_name
     if not fs.exists():
         der = sign_stream(io.BytesIO(data), signer, signing_time=signing_time)

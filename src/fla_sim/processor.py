@@ -442,11 +442,9 @@ class Processor:
             self.checkpoint(f"before-write:{path.name}")
             self.faults.before_answer_write(path.name)
 
-        data = answer.content
-        if self.faults.take("answer", answer.name, ("corrupt",)) is not None:
-            data = data + b"<!-- corrupted -->"
-        write_answer(folder, answer.name, data, self._answer_signer(), signing_time=now,
-                     before_write=before)
+        corrupt = self.faults.take("answer", answer.name, ("corrupt",)) is not None
+        write_answer(folder, answer.name, answer.content, self._answer_signer(),
+                     signing_time=now, before_write=before, corrupt=corrupt)
         self.journal.answer_written(answer.id, now)
         self.checkpoint(f"written:{answer.name}")
         event = AnswerWritten(user=answer.channel, directory=answer.directory, name=answer.name,

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fla_core import hookimpl
+from fla_core.anomalies import ChannelError
 from fla_core.plugins import FlaPlugins
 from fla_core.responses import Acrf, Noti, parse_answer
 from fla_core.signing import TrustStore, encode_fs, sign_file, verify_fs
@@ -435,3 +436,39 @@ def test_a_failing_observer_plugin_does_not_stop_answers(rig):
     assert r.answers() == sorted(triplet_names("ACRF", "00001", "T")
                                  + triplet_names("NOTI", "00002", "T"))
     assert r.journal.summary()["events_pending"] == 0
+
+
+def test_corrupt_answer_fault_breaks_the_answer_signature(rig):
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T", fs=False)
+        await r.processor.drain(10)
+
+    r = run(rig, scenario, faults=[FaultSpec(when="answer", action="corrupt", match="FO.ACRF.*")])
+    out = r.root / "OUTTEST"
+    trust = TrustStore(anchors=[r.home.trust_store().anchors[0]])
+    with pytest.raises(ChannelError) as err:
+        verify_fs(out / "FO.ACRF.999999.20260316.00001.T",
+                  (out / "FS.ACRF.999999.20260316.00001.T").read_bytes(), trust=trust,
+                  at=r.clock(), sender_company=None)
+    assert err.value.code == "125"
+    verify_fs(out / "FO.NOTI.999999.20260316.00002.T",  # the other answer is intact
+              (out / "FS.NOTI.999999.20260316.00002.T").read_bytes(), trust=trust,
+              at=r.clock(), sender_company=None)
+
+
+@pytest.mark.parametrize(("setup", "code"), [("two-parts-one-fi", "120"), ("bad-fs", "125")])
+def test_set_level_failures_reach_the_acrf(rig, setup, code):
+    async def scenario(r: Rig) -> None:
+        if setup == "two-parts-one-fi":
+            await r.upload("INTEST", "FI.FLAC.123456.20260316.00001.T.2.1", FIXTURE.read_bytes())
+            await r.upload("INTEST", "GO.FLAC.123456.20260316.00001.T.2")
+        else:  # an FS over other bytes: rejected in T exactly as in production (5.4)
+            await r.triplet("INTEST", "00001", "T", go=False)
+            await r.upload("INTEST", "FI.FLAC.123456.20260316.00001.T.1.1",
+                           FIXTURE.read_bytes() + b"\n")
+            await r.upload("INTEST", "GO.FLAC.123456.20260316.00001.T.1")
+        await r.processor.drain(10)
+
+    r = run(rig, scenario)
+    assert r.answers() == triplet_names("ACRF", "00001", "T")
+    assert r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T").error_code == code
