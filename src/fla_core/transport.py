@@ -122,9 +122,14 @@ async def _connect(address: ChannelAddress) -> asyncssh.SSHClientConnection:
     if not address.identity.is_file():
         raise TransportError(f"identity file {address.identity} does not exist")
     try:
+        key = asyncssh.read_private_key(str(address.identity))
+    except (asyncssh.KeyImportError, OSError) as exc:
+        raise TransportError(f"identity file {address.identity}: not a usable SSH private key "
+                             f"({exc})") from exc
+    try:
         return await asyncio.wait_for(asyncssh.connect(
             address.host, address.port, username=address.user,
-            client_keys=[str(address.identity)],
+            client_keys=[key],
             known_hosts=str(address.known_hosts) if address.known_hosts else None,
             password=None, kbdint_auth=False, agent_path=None,
         ), address.connect_timeout)

@@ -204,3 +204,11 @@ def test_rerun_of_send_wait_shows_the_answers_saved_by_the_first_run(fla_sim, fl
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == json.loads(first.stdout)
     assert json.loads(again.stdout)[0]["trigger"] == go.name
+
+
+def test_an_identity_that_is_not_a_key_is_named(tmp_path):
+    bad = tmp_path / "id_ed25519"
+    bad.write_text("not a key\n")
+    res = run("poll", "--port", "1", "--user", "u", "--identity", str(bad))
+    assert res.exit_code == 2
+    assert f"identity file {bad}: not a usable SSH private key" in one_line_error(res)
