@@ -315,3 +315,23 @@ def test_an_unregistered_key_is_refused_clearly(fla_sim, fla_channel, tmp_path):
     missing = ChannelAddress("127.0.0.1", fla_sim.port, fla_channel.user, tmp_path / "nope")
     with pytest.raises(TransportError, match="does not exist"):
         asyncio.run(fetch_answers(address=missing, out=tmp_path / "answers"))
+
+
+def test_known_hosts_checks_the_channel_host_key(fla_sim, fla_channel, tmp_path):
+    import asyncssh
+
+    def known_hosts(public: str) -> Path:
+        path = tmp_path / f"known_hosts-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"[127.0.0.1]:{fla_sim.port} {public}\n")
+        return path
+
+    real = Path(str(fla_sim.home.host_key_path) + ".pub").read_text().strip()
+    good = ChannelAddress("127.0.0.1", fla_sim.port, fla_channel.user, fla_channel.ssh_key,
+                          known_hosts=known_hosts(real))
+    assert asyncio.run(fetch_answers(good, tmp_path / "answers")) == []
+
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    bad = ChannelAddress("127.0.0.1", fla_sim.port, fla_channel.user, fla_channel.ssh_key,
+                         known_hosts=known_hosts(impostor))
+    with pytest.raises(TransportError, match=r"cannot connect to 127\.0\.0\.1"):
+        asyncio.run(fetch_answers(bad, tmp_path / "answers"))
