@@ -335,3 +335,26 @@ def test_known_hosts_checks_the_channel_host_key(fla_sim, fla_channel, tmp_path)
                          known_hosts=known_hosts(impostor))
     with pytest.raises(TransportError, match=r"cannot connect to 127\.0\.0\.1"):
         asyncio.run(fetch_answers(bad, tmp_path / "answers"))
+
+
+def test_a_part_sent_again_because_its_record_was_lost_is_harmless(fla_sim, fla_channel,
+                                                                  tmp_path):
+    """A run that dies between a file's close and its record sends that file once more."""
+    import json
+
+    folder = tmp_path / "outbox"
+    files = write_set(folder, "00001", accepted_fi(), fla_channel.signer, parts=2)
+    names = [p.name for p in files]
+    fla_sim.add_fault(when="upload", action="drop-connection", match="FI.*.2.2", times=1)
+    address = address_of(fla_sim, fla_channel)
+    with pytest.raises(TransportError):
+        asyncio.run(send_sets(address, folder, plan_sets(folder)))
+    state = folder / STATE_FILE
+    sent = json.loads(state.read_text())
+    del sent[names[1]]  # the FS of part 1 reached the channel, but its record did not
+    state.write_text(json.dumps(sent))
+
+    report = asyncio.run(send_sets(address, folder, plan_sets(folder)))
+    assert report.skipped == names[:1] and report.uploaded == names[1:]
+    acrf, noti = _single_acrf(fla_sim, fla_channel, tmp_path, names[-1])
+    assert acrf.accepted and noti.result_code == 1
