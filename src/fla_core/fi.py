@@ -271,12 +271,11 @@ def _syntax_error(exc: etree.XMLSyntaxError, log: Any) -> ChannelError:
 class Batch:
     """Completed elements of the requested tags, in document order, read from one chunk.
 
-    ``clean`` is False once any schema error has been seen (then the caller should stop
-    building model objects: the document will be rejected with 312 or 102).
+    Only clean chunks are yielded: once a schema or parse error is seen, no batch follows and
+    the generator ends with the ChannelError of highest precedence.
     """
 
     elements: list[Any]
-    clean: bool
 
 
 _ELEMENT_RE = re.compile(r"Element '([^']+)'")
@@ -466,16 +465,18 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
     first_error: ChannelError | None = None
     pending = buffered
     failure: etree.XMLSyntaxError | None = None
+    shadow_open = shadow is not None
     try:
         while True:
             for piece in pending:
-                if shadow is not None and shadow_error is None:
+                if shadow_open and shadow_error is None:
                     shadow_error = _shadow_feed(shadow, piece)
                 parser.feed(piece)
             if not pending:
                 guard.finish()
-                if shadow is not None and shadow_error is None:
+                if shadow_open and shadow_error is None:
                     shadow_error = _shadow_feed(shadow, None)
+                shadow_open = False
                 parser.close()
             batch = [el for _event, el in parser.read_events()]
             if root_el is None and batch:
@@ -487,8 +488,10 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                 if len(log):
                     first_error = (_parse_error(log) or _schema_error(log, root_el)
                                    or ChannelError("312", log[0].message))
+            if first_error is not None or shadow_error is not None:
+                break  # the verdict is known but for a later 138/102: stop validating
             if batch or not pending:
-                yield Batch(batch, first_error is None and shadow_error is None)
+                yield Batch(batch)
                 for el in batch:
                     el.clear()
                 if root_el is not None and len(root_el) > 1:
@@ -499,18 +502,20 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
             pending = [data] if data else []
     except etree.XMLSyntaxError as exc:
         failure = exc
-        while shadow is not None and shadow_error is None:
-            data = _read_checked(stream, guard, chunk_size)
-            shadow_error = _shadow_feed(shadow, data or None)
-            if not data:
-                break
-        drain(stream, guard, chunk_size)
-    if failure is None and first_error is None:
+    if failure is None and first_error is None and shadow_error is None:
         return
-    # Something failed: 102 outranks 312, and with a schema libxml2 may hide the parse error.
-    log = parser.feed_error_log
+    # Something failed. Read the rest without validating (a schema error at every record would
+    # otherwise cost time and an lxml log entry each): 138 anywhere, then 102, outrank 312.
+    while shadow_open and shadow_error is None:
+        data = _read_checked(stream, guard, chunk_size)
+        shadow_error = _shadow_feed(shadow, data or None)
+        if not data:
+            break
+    drain(stream, guard, chunk_size)
     if shadow_error is not None:
         raise shadow_error
+    # libxml2, while validating, may hide a well-formedness error: read again without schema.
+    log = parser.feed_error_log
     if schema is not None and reopen is not None:
         again, owned = reopen()
         try:

@@ -357,6 +357,7 @@ def test_builtin_plugin_declares_flac():
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
+    from fla_core.anomalies import ChannelError
     from fla_core.applications import fla
     from fla_core.model import Declaration, Employer, FileContent, FileHeader, Training, Worker
 
@@ -383,15 +384,18 @@ MEMORY_SCRIPT = textwrap.dedent("""
         def on_declaration(d, p):
             global trainings
             trainings += sum(len(w.trainings) for w in d.workers)
-        count = fla.scan([path], expect=None, max_declarations=10**9,
-                         on_declaration=on_declaration).declarations
-        assert trainings == 4 * count
+        try:
+            count = fla.scan([path], expect=None, max_declarations=10**9,
+                             on_declaration=on_declaration).declarations
+            assert trainings == 4 * count
+        except ChannelError as exc:
+            count = exc.code
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"count": count, "growth_kb": peak - base}))
 """)
 
 
-def run_memory(mode: str, path: Path, n: int) -> dict[str, int]:
+def run_memory(mode: str, path: Path, n: int) -> dict[str, int | str]:
     run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, mode, str(path), str(n)],
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
@@ -410,3 +414,11 @@ def test_render_and_scan_of_200k_trainings_keep_memory_flat(tmp_path):
     # Peak RSS grows by a few MB at most (1 MiB chunks, one batch of elements), never with size.
     assert rendered["growth_kb"] < 30_000, rendered
     assert scanned["growth_kb"] < scanned_small["growth_kb"] + 30_000, scanned
+    # A schema error in every record: refused after the first one, without an error per record.
+    bad = tmp_path / "bad.xml"
+    with big.open("rb") as src, bad.open("wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk.replace(b"<Hours>21.00<", b"<Hours>21.0<"))
+    refused = run_memory("scan", bad, 0)
+    assert refused["count"] == "312"
+    assert refused["growth_kb"] < scanned_small["growth_kb"] + 30_000, refused

@@ -161,7 +161,7 @@ def scan(parts: Sequence[Path] | IO[bytes], *, expect: HeaderExpectation | None,
             for el in batch.elements:
                 if el.tag == DECLARATION_TAG:
                     count += 1
-                    if (on_declaration is not None and batch.clean and mismatch is None
+                    if (on_declaration is not None and mismatch is None
                             and count <= max_declarations):
                         on_declaration(declaration_of(el), count)
                 elif header is None:
