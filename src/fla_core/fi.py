@@ -525,6 +525,9 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                 again.close()
         if found is not None:
             raise found
-    raise (_parse_error(log) or first_error or _schema_error(log, root_el)
-           or (_syntax_error(failure, log) if failure is not None else None)
-           or ChannelError("312", "the document is not valid"))
+    found = _parse_error(log) or first_error or _schema_error(log, root_el)
+    if found is None and failure is not None:
+        # Well-formed for a tree-less reader, yet the tree builder stopped: a safety limit.
+        found = ChannelError("102", f"the parser stopped ({failure.msg}): a text over 10 MB "
+                                    "or too deep a nesting is refused")
+    raise found or ChannelError("312", "the document is not valid")

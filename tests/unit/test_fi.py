@@ -233,3 +233,25 @@ def test_root_problem_codes():
     assert fi.root_problem("R", ns, "R").code == "139"
     assert fi.root_problem("{urn:y}R", ns, "R").code == "139"
     assert fi.root_problem("{urn:x}Other", ns, "R").code == "312"
+
+
+def test_a_huge_text_node_is_refused_with_102_and_a_reason():
+    data = VALID.replace(b"Forklift", b"F" * (11 << 20))
+    with pytest.raises(ChannelError) as err:
+        fla.scan(io.BytesIO(data), expect=None, max_declarations=10)
+    assert err.value.code == "102"
+    assert "10 MB" in err.value.detail
+
+
+@pytest.mark.parametrize("tail", [b"<x/>", b"garbage", b"\x00"])
+def test_content_after_the_root_is_102(tail):
+    assert code_of(io.BytesIO(VALID + tail)) == "102"
+
+
+def test_comments_and_cdata_are_fine():
+    data = (VALID.replace(b"<Hours>21.00</Hours>", b"<Hours><![CDATA[21.00]]></Hours>")
+            + b"<!-- trailing comment -->\n")
+    seen = []
+    fla.scan(io.BytesIO(data), expect=None, max_declarations=10,
+             on_declaration=lambda d, p: seen.append(d))
+    assert seen[0].workers[0].trainings[0].hours == "21.00"
