@@ -86,7 +86,7 @@ def collect_results(answers: list[FetchedAnswer], results: dict[str, SetResult],
             try:
                 _verify_answer(answer, trust, at or datetime.now(UTC))
             except ChannelError as exc:
-                problem = f"{answer.path.name}: {exc.describe()}"
+                problem = exc.describe()  # "FO...: ACRF-nnn ...": names the answer
         try:
             parsed = parse_answer(answer.path.read_bytes())
         except AnswerError as exc:

@@ -139,6 +139,24 @@ def test_a_tampered_answer_fails_its_signature_check(fla_sim, fla_channel, fla_s
     assert r.noti is not None  # the untouched NOTI still verifies and is still reported
 
 
+def test_an_answer_corrupted_by_the_channel_is_flagged(fla_sim, fla_channel, fla_sim_home,
+                                                       tmp_path):
+    """The simulator's ``corrupt`` fault alters an answer after signing (design 5)."""
+    folder = tmp_path / "outbox"
+    write_set(folder, "00001", accepted_fi(), fla_channel.signer)
+    fla_sim.add_fault(when="answer", action="corrupt", match="FO.NOTI.*", times=1)
+    address = address_of(fla_sim, fla_channel)
+    asyncio.run(send_sets(address, folder, plan_sets(folder)))
+    fla_sim.drain()
+    fetched = asyncio.run(fetch_answers(address, tmp_path / "answers"))
+    results: dict[str, SetResult] = {}
+    collect_results(fetched, results, fla_sim_home.ca_cert_path)
+    (r,) = results.values()
+    assert r.acrf is not None and r.acrf.accepted and r.noti is not None
+    assert r.signature_problem is not None
+    assert r.signature_problem.startswith(f"FO.NOTI.999999.{DAY}.00002.T: ACRF-125 ")
+
+
 def test_answers_from_another_ca_are_not_trusted(fla_sim, fla_channel, fla_pki, tmp_path):
     folder = tmp_path / "outbox"
     write_set(folder, "00001", accepted_fi(), fla_channel.signer)
