@@ -376,3 +376,21 @@ def test_a_part_sent_again_because_its_record_was_lost_is_harmless(fla_sim, fla_
     assert report.skipped == names[:1] and report.uploaded == names[1:]
     acrf, noti = _single_acrf(fla_sim, fla_channel, tmp_path, names[-1])
     assert acrf.accepted and noti.result_code == 1
+
+
+def test_compressed_answers_are_fetched_and_verified(fla_sim_home, fla_channel, fla_clock,
+                                                     tmp_path):
+    from fla_sim.api import Simulator
+
+    folder = tmp_path / "outbox"
+    go = write_set(folder, "00001", accepted_fi(), fla_channel.signer)[-1].name
+    with Simulator(fla_sim_home.path, clock=fla_clock, compress_answers=True) as sim:
+        address = address_of(sim, fla_channel)
+        asyncio.run(send_sets(address, folder, plan_sets(folder)))
+        sim.drain()
+        fetched = asyncio.run(fetch_answers(address, tmp_path / "answers"))
+    assert sorted(a.path.name[:7] for a in fetched) == ["CO.NOTI", "FO.ACRF"]
+    results: dict[str, SetResult] = {}
+    collect_results(fetched, results, fla_sim_home.ca_cert_path)
+    r = results[go]
+    assert r.noti is not None and r.noti.result_code == 1 and r.signature_problem is None
