@@ -173,17 +173,10 @@ class Processor:
             log.error("file %s/%s closed by unknown channel %r: ignored", directory, name, user)
             return
         path = self.root(user) / directory / name
-        fault = self.faults.take("upload", name)
-        if fault is not None and fault.action == "delay":
-            await asyncio.sleep(fault.delay_ms / 1000)
-        elif fault is not None and fault.action == "drop-connection":
-            import asyncssh
-
-            path.unlink(missing_ok=True)
-            raise asyncssh.SFTPConnectionLost("connection dropped (injected fault)")
+        forced = await self._upload_fault(name, path)
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
-        veto = await asyncio.to_thread(self._received_hook, event)
+        veto = await asyncio.to_thread(self._received_hook, event) or forced
         ev = await asyncio.to_thread(self._journal_close, user, directory, name, size, now, veto)
         if ev is None:  # FI, FS or any other file: stored, waits for its GO or the sweep
             return
@@ -192,6 +185,24 @@ class Processor:
             await self._track(asyncio.to_thread(self._handle_td, ev))
         else:
             self._enqueue(ev, delay=self.settings.answer_delay_ms / 1000)
+
+    async def _upload_fault(self, name: str, path: Path) -> str | None:
+        """Apply an injected ``upload`` fault; returns a forced code (``force-anomaly``)."""
+        import asyncssh
+
+        fault = self.faults.take("upload", name)
+        if fault is None:
+            return None
+        if fault.action == "delay":
+            await asyncio.sleep(fault.delay_ms / 1000)
+        elif fault.action in ("drop-connection", "disk-full"):
+            path.unlink(missing_ok=True)  # the upload never completed: nothing visible
+            if fault.action == "disk-full":
+                raise asyncssh.SFTPFailure("No space left on device (injected fault)")
+            raise asyncssh.SFTPConnectionLost("connection dropped (injected fault)")
+        elif fault.action == "force-anomaly":
+            return fault.code or "312"
+        return None
 
     def _received_hook(self, event: FileReceived) -> str | None:
         try:

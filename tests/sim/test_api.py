@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -106,3 +107,30 @@ def test_drop_connection_fault_on_upload(fla_sim_home, fla_channel, fla_clock):
         asyncio.run(send(sim.port, fla_channel, set_files("00001")[1:]))  # the sender retries
         sim.drain(20)
         assert sim.answers(fla_channel.user, "OUTTEST")[0] == "FO.ACRF.999999.20260316.00001.T"
+
+
+def test_disk_full_and_forced_anomaly_on_upload(fla_sim_home, fla_channel, fla_clock):
+    faults = [FaultSpec(when="upload", action="disk-full", match="FI.*.00001.*", times=1),
+              FaultSpec(when="upload", action="force-anomaly", match="FI.*.00002.*", code="184")]
+    with Simulator(fla_sim_home, clock=fla_clock, faults=faults) as sim:
+        with pytest.raises(asyncssh.SFTPFailure, match="No space left"):
+            asyncio.run(send(sim.port, fla_channel, set_files("00001")[:1]))
+        asyncio.run(send(sim.port, fla_channel, set_files("00002")))
+        sim.drain(20)
+        root = sim.home.channel_root(fla_channel.user)
+        assert not (root / "INTEST" / "FI.FLAC.123456.20260316.00001.T.1.1").exists()
+        acrf = parse_answer((root / "OUTTEST" / "FO.ACRF.999999.20260316.00001.T").read_bytes())
+        assert (acrf.error_code, acrf.file_name) == ("184", "GO.FLAC.123456.20260316.00002.T.1")
+
+
+def test_periodic_orphan_sweep_follows_the_clock(fla_sim_home, fla_channel, fla_clock):
+    with Simulator(fla_sim_home, clock=fla_clock, orphan_timeout_s=5) as sim:
+        asyncio.run(send(sim.port, fla_channel, set_files("00001")[:1]))
+        out = sim.home.channel_root(fla_channel.user) / "OUTTEST"
+        fla_clock.advance(seconds=6)
+        deadline = time.monotonic() + 20  # the sweeper runs every 0.5 s of real time here
+        while not (out / "GO.ACRF.999999.20260316.00001.T").exists():
+            assert time.monotonic() < deadline, "the periodic sweep never ran"
+            time.sleep(0.05)
+        acrf = parse_answer((out / "FO.ACRF.999999.20260316.00001.T").read_bytes())
+        assert acrf.error_code == "130"
