@@ -3,11 +3,13 @@
 A fault fires at one moment (``when``: upload, process, answer) for files whose name matches a
 glob, at most ``times`` times. What it does:
 
-* ``delay``: wait ``delay_ms`` before going on;
-* ``drop-connection`` (upload): the upload is refused as if the connection broke, file discarded;
-* ``disk-full`` (answer): writing an answer file fails with ``ENOSPC`` (the processor retries);
-* ``force-anomaly`` (process): the set is rejected with ``code``;
-* ``corrupt`` (answer): the FO bytes are altered after signing (the FS no longer verifies).
+* ``delay`` (any moment): wait ``delay_ms`` before going on;
+* ``drop-connection`` (upload): the file is discarded and the client's connection is lost;
+* ``disk-full`` (upload): the file is discarded, the client's close fails "No space left";
+  (answer): writing an answer file fails with ``ENOSPC``; the processor retries, nothing is lost
+  or written twice;
+* ``force-anomaly`` (upload or process): the set is rejected with ``code`` (default 312);
+* ``corrupt`` (answer): the FO bytes are altered after signing (its FS no longer verifies).
 """
 
 from __future__ import annotations
