@@ -604,18 +604,14 @@ class Processor:
     def _archive_leftovers(self) -> None:
         """At start-up: move files the journal already archived, swept or cancelled but that a
         crash left in the sender's view (before the server runs, so no upload races this)."""
-        by_dir: dict[tuple[str, str], list[str]] = {}
+        by_key: dict[tuple[str, str, str], list[str]] = {}
         for f in self.journal.files(state=None):
             if f.state == "present" or self.config.channel(f.channel) is None:
                 continue
             if (self.root(f.channel) / f.directory / f.name).exists():
-                by_dir.setdefault((f.channel, f.directory), []).append(f.name)
-        for (user, directory), names in by_dir.items():
-            for state in ("archived", "swept", "cancelled"):
-                chosen = [n for n in names
-                          if (row := self.journal.file(user, directory, n)) and row.state == state]
-                if chosen:
-                    self._archive(user, directory, chosen, state)
+                by_key.setdefault((f.channel, f.directory, f.state), []).append(f.name)
+        for (user, directory, state), names in by_key.items():
+            self._archive(user, directory, names, state)
 
     # --- lazily loaded material ----------------------------------------------------------------
 
