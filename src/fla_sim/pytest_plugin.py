@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from fla_core.pki import CertifiedKey
     from fla_core.signing import Signer
+    from fla_core.transport import ChannelAddress
     from fla_sim.api import Simulator
     from fla_sim.config import SimulatorHome
 
@@ -168,6 +169,15 @@ class ChannelInfo:
     @property
     def signer(self) -> Signer:
         return self.certified.signer()
+
+    def address(self, sim: Simulator | int, host: str = "127.0.0.1") -> ChannelAddress:
+        """Where ``fla_core.transport`` reaches this channel on a running simulator (or port)."""
+        from fla_core.transport import ChannelAddress
+
+        port = sim if isinstance(sim, int) else sim.port
+        if port is None:
+            raise ValueError("the simulator is not running: it has no port yet")
+        return ChannelAddress(host=host, port=port, user=self.user, identity=self.ssh_key)
 
 
 def add_channel(home: SimulatorHome, pki_: FlaPki, directory: Path, *,

@@ -28,6 +28,19 @@ def test_round_trip(fla_sim, fla_channel, fla_clock):
         "GO.ACRF.999999.20260316.00001.T"]
 
 
+def test_transport_client_against_the_fixture(fla_sim, fla_channel, tmp_path):
+    from fla_core import transport
+
+    out = tmp_path / "send"
+    out.mkdir()
+    (out / "GO.FLAC.123456.20260316.00008.T.1").write_bytes(b"")
+    address = fla_channel.address(fla_sim)
+    asyncio.run(transport.send_sets(address, out, transport.plan_sets(out)))
+    fla_sim.drain(20)
+    got = asyncio.run(transport.fetch_answers(address, tmp_path / "answers"))
+    assert [str(a.name) for a in got] == ["FO.ACRF.999999.20260316.00001.T"]
+
+
 def test_pki_issues_sender_certificates(fla_pki, fla_channel):
     from cryptography.x509.oid import NameOID
     ck = fla_pki.signer("0566988259")
@@ -47,7 +60,7 @@ def test_fixtures_run_a_real_simulator(pytester):
     pytester.makepyfile(ROUND_TRIP)
     result = pytester.runpytest_subprocess("--fla-clock=2026-03-16T10:15:00", "-p",
                                            "no:randomly")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
 
 
 def test_clock_from_ini(pytester):
