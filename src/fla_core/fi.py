@@ -458,9 +458,11 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
         shadow = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
     shadow_error: ChannelError | None = None
     # Only "end" events of the wanted tags: lxml filters in C, Python sees one call per element
-    # of interest. Blank text between elements is not kept (fewer nodes; values are untouched).
+    # of interest. Blank text between elements, comments and PIs are not kept: fewer nodes, and
+    # the children of a valid element are exactly those of the schema (values are untouched).
     parser = etree.XMLPullParser(events=("end",), tag=tuple(tags), schema=schema,
-                                 remove_blank_text=True, **SAFE_OPTIONS)
+                                 remove_blank_text=True, remove_comments=True, remove_pis=True,
+                                 **SAFE_OPTIONS)
     root_el = None
     first_error: ChannelError | None = None
     pending = buffered

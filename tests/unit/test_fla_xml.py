@@ -422,3 +422,19 @@ def test_render_and_scan_of_200k_trainings_keep_memory_flat(tmp_path):
     refused = run_memory("scan", bad, 0)
     assert refused["count"] == "312"
     assert refused["growth_kb"] < scanned_small["growth_kb"] + 30_000, refused
+
+
+def test_scan_and_read_build_the_same_models_whatever_the_layout():
+    # scan takes the children of a valid element by position, read looks at every tag: both
+    # must agree with comments, PIs, CDATA, optional elements absent and no indentation.
+    data = (replace("<Employer>\n      <CompanyID>0897223670</CompanyID>\n    </Employer>", "")
+            .replace(b"<Training>", b"<Training><!-- c --><?pi x?>")
+            .replace(b"<Title>Forklift", b"<Title><![CDATA[<Fork>]]>lift")
+            .replace(b"\n", b"").replace(b"?>  <", b"?><"))
+    scanned: list[Declaration] = []
+    fla.scan(io.BytesIO(data), expect=None, max_declarations=10,
+             on_declaration=lambda d, p: scanned.append(d))
+    read = list(fla.read(io.BytesIO(data)))
+    assert scanned == read
+    assert scanned[1].employer is None
+    assert scanned[0].workers[0].trainings[0].title == "<Fork>lift safety refresher"
