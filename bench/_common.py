@@ -88,7 +88,25 @@ def best_of(run: Callable[[], Measurement], runs: int = 3) -> Measurement:
     first = run()
     if first.seconds >= SHORT_S or runs <= 1:
         return first
-    all_runs = [first] + [run() for _ in range(runs - 1)]
+    return _best([first] + [run() for _ in range(runs - 1)])
+
+
+def paired_best(ours: Callable[[], Measurement], anchor: Callable[[], Measurement],
+                runs: int = 3) -> tuple[Measurement, Measurement]:
+    """Ours and the anchor in alternation (ours, anchor, ours, ...), best of each kept.
+
+    On a shared machine the load changes from minute to minute; alternating puts both sides
+    under the same conditions. Short subjects (< ``SHORT_S``) get ``runs`` rounds, others one.
+    """
+    mine, theirs = [ours()], [anchor()]
+    if mine[0].seconds < SHORT_S and theirs[0].seconds < SHORT_S:
+        for _ in range(runs - 1):
+            mine.append(ours())
+            theirs.append(anchor())
+    return _best(mine), _best(theirs)
+
+
+def _best(all_runs: list[Measurement]) -> Measurement:
     best = min(all_runs, key=lambda m: m.seconds)
     best.rss_mb = max(m.rss_mb for m in all_runs)
     return best
