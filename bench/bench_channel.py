@@ -655,6 +655,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="concurrent senders in the sustained run")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run (20 MB, a few sets, 3 s) that keeps the script from rotting")
+    parser.add_argument("--levels", default="1,8,32",
+                        help="concurrent senders of the latency runs, comma-separated")
     parser.add_argument("--skip-big", action="store_true", help="only (c)")
     parser.add_argument("--skip-small", action="store_true", help="only (a) and (b)")
     parser.add_argument("--out", type=Path, help="folder of the JSON result (bench/out)")
@@ -664,7 +666,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.records = args.records or (8 if args.quick else 200)
     args.duration = args.duration or (3.0 if args.quick else 60.0)
     args.runs = 1 if args.quick else 3
-    args.levels = [1, 8, 32]
+    args.levels = [int(n) for n in str(args.levels).split(",") if n.strip()]
     return args
 
 

@@ -56,7 +56,7 @@ def test_bench_core_quick_measures_every_subject_against_its_anchor(tmp_path: Pa
 def test_bench_channel_quick_runs_upload_end_to_end_and_small_sets(tmp_path: Path) -> None:
     _need("sftp", "openssl", "xmllint", "ssh-keygen")
     result = _run("bench_channel.py", tmp_path, "--size", "2M", "--records", "2",
-                  "--duration", "1")
+                  "--duration", "1", "--levels", "1,8", "--sustain-senders", "8")
     rows = {r["subject"]: r for r in result["rows"]}
     assert rows["(a) upload MB/s"]["ours"] > 0
     e2e = result["params"]["results"]["e2e_sim"]
@@ -66,7 +66,7 @@ def test_bench_channel_quick_runs_upload_end_to_end_and_small_sets(tmp_path: Pat
     if Path("/usr/sbin/sshd").exists():
         assert rows["(a) upload MB/s"]["anchor"] > 0
         assert rows["(b) end to end s"]["anchor"] > 0
-    for level in (1, 8, 32):
+    for level in (1, 8):
         latency = result["params"]["results"][f"latency_{level}"]
         assert latency["n"] >= level and latency["errors"] == []
     sustained = result["params"]["results"]["sustained"]
