@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -239,8 +238,3 @@ class Simulator:
         finally:
             journal.close()
 
-
-def with_settings(config: SimulatorConfig, **settings: Any) -> SimulatorConfig:
-    """A copy of ``config`` with some spec 5.8 settings changed (tests, embedding code)."""
-    merged = {**config.settings.to_mapping(), **settings}
-    return replace(config, settings=Settings.from_mapping(merged))
