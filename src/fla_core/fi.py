@@ -460,7 +460,11 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
     # Only "end" events of the wanted tags: lxml filters in C, Python sees one call per element
     # of interest. Blank text between elements, comments and PIs are not kept: fewer nodes, and
     # the children of a valid element are exactly those of the schema (values are untouched).
-    parser = etree.XMLPullParser(events=("end",), tag=tuple(tags), schema=schema,
+    # The root's own end event proves the document was closed: with a schema plugged in,
+    # libxml2 may end a truncated document without any error.
+    root_tag = f"{{{namespace}}}{root_name}"
+    root_closed = False
+    parser = etree.XMLPullParser(events=("end",), tag=(*tags, root_tag), schema=schema,
                                  remove_blank_text=True, remove_comments=True, remove_pis=True,
                                  **SAFE_OPTIONS)
     root_el = None
@@ -481,6 +485,9 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                 shadow_open = False
                 parser.close()
             batch = [el for _event, el in parser.read_events()]
+            if batch and batch[-1].tag == root_tag and batch[-1].getparent() is None:
+                root_el = batch.pop()
+                root_closed = True
             if root_el is None and batch:
                 root_el = batch[0]
                 while (up := root_el.getparent()) is not None:
@@ -505,7 +512,9 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
     except etree.XMLSyntaxError as exc:
         failure = exc
     if failure is None and first_error is None and shadow_error is None:
-        return
+        if root_closed:
+            return
+        first_error = ChannelError("102", "the document ends before its root element is closed")
     # Something failed. Read the rest without validating (a schema error at every record would
     # otherwise cost time and an lxml log entry each): 138 anywhere, then 102, outrank 312.
     while shadow_open and shadow_error is None:

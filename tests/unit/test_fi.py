@@ -255,3 +255,13 @@ def test_comments_and_cdata_are_fine():
     fla.scan(io.BytesIO(data), expect=None, max_declarations=10,
              on_declaration=lambda d, p: seen.append(d))
     assert seen[0].workers[0].trainings[0].hours == "21.00"
+
+
+@pytest.mark.parametrize("kind", ["paths", "bytesio", "pipe"])
+def test_a_root_never_closed_is_102(kind, tmp_path):
+    # With a schema plugged in, libxml2 ends such a document without any error.
+    data = VALID.replace(b"</FLAFile>", b"")
+    with pytest.raises(ChannelError) as err:
+        fla.scan(sources(data, tmp_path)[kind], expect=None, max_declarations=10)
+    assert err.value.code == "102"
+    assert "FLAFile" in err.value.detail or "root" in err.value.detail
