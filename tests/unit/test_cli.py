@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -263,3 +268,37 @@ def test_check_one_file_judges_only_its_set(runner, tmp_path):
               "--json")
     assert res.exit_code == 1
     assert [f["code"] for f in json.loads(res.stdout)] == ["ACRF-102"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal (POSIX)")
+def test_password_prompt_on_a_terminal(tmp_path, keys):
+    """Without FLA_KEY_PASSWORD, a terminal user is asked for the key password (hidden)."""
+    fi = tmp_path / "FI.FLAC.123456.20260316.00001.T.1.1"
+    fi.write_bytes(b"<x/>")
+    argv = [sys.executable, "-c", "from fla_core.cli import main; main()", "sign", str(fi),
+            "--key", str(keys / "key.pem"), "--cert", str(keys / "cert.pem")]
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is its controlling terminal
+        os.environ.pop(cli.PASSWORD_ENV, None)
+        os.execv(sys.executable, argv)
+    seen, sent, status = b"", False, None
+    deadline = time.monotonic() + 60
+    try:
+        while status is None and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):  # EIO once the child has exited
+                    seen += os.read(fd, 4096)
+            if not sent and b"Password for" in seen:
+                os.write(fd, b"s3cret\n")
+                sent = True
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(raw)
+    finally:
+        if status is None:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert status == 0, seen
+    assert b"s3cret" not in seen  # hidden input
+    assert (tmp_path / "FS.FLAC.123456.20260316.00001.T.1.1").stat().st_size > 0
