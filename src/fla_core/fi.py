@@ -449,10 +449,52 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
         except etree.XMLSyntaxError as exc:
             drain(stream, guard, chunk_size)
             raise _syntax_error(exc, probe_parser.feed_error_log) from None
-        raise wrong
+        # Recoverable errors (an xmlns value that is not a URI) do not raise: look at the log.
+        raise _parse_error(probe_parser.feed_error_log) or wrong
 
-    # 4. The validating pass proper. When the document cannot be read twice, a tree-less
-    #    shadow parser checks well-formedness alongside (see _wellformedness_error).
+    # 4. The validating pass proper.
+    yield from _validating_pass(stream, guard, reopen, buffered, namespace, root_name, schema,
+                                tags, chunk_size)
+
+
+TAIL = 64 * 1024  # bytes held back so that the end of the document is fed under watch
+
+
+def _root_end_start(tail: bytes, root_name: str) -> int | None:
+    """Offset in ``tail`` of the root end tag followed only by a well-formed epilogue.
+
+    With a schema plugged in, libxml2 silently ignores content after the root element
+    ("<x/>" and the like): the epilogue is checked here, by a tree-less parser, instead.
+    None when no candidate fits (the caller then reads the document again to be exact).
+    """
+    pattern = re.compile(rb"</(?:[A-Za-z_][\w.\-]*:)?" + re.escape(root_name.encode())
+                         + rb"[ \t\r\n]*>")
+    candidates = [m for m in pattern.finditer(tail)][-8:]
+    for match in reversed(candidates):
+        parser = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
+        try:
+            parser.feed(b"<r/>" + tail[match.end():])
+            parser.close()
+        except etree.XMLSyntaxError:
+            continue
+        if not _parse_error(parser.feed_error_log):
+            return match.start()
+    return None
+
+
+def _validating_pass(stream: IO[bytes], guard: Utf8Guard,
+                     reopen: Callable[[], tuple[IO[bytes], bool]] | None,
+                     buffered: list[bytes], namespace: str, root_name: str,
+                     schema: etree.XMLSchema | None, tags: Sequence[str],
+                     chunk_size: int) -> Iterator[Batch]:
+    """P11 (rest) and P13 over the whole document, yielding clean batches (see stream_elements).
+
+    libxml2 with a schema plugged in may hide a well-formedness error (behind "no element
+    found", a schema error or nothing at all). Hence: the root's end event is required, the
+    end of the document is fed under watch (``_root_end_start``), and on any doubt the document
+    is read again without schema; a source that cannot be read twice gets a tree-less shadow
+    parser alongside instead.
+    """
     shadow = None
     if schema is not None and reopen is None:
         shadow = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
@@ -460,34 +502,61 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
     # Only "end" events of the wanted tags: lxml filters in C, Python sees one call per element
     # of interest. Blank text between elements, comments and PIs are not kept: fewer nodes, and
     # the children of a valid element are exactly those of the schema (values are untouched).
-    # The root's own end event proves the document was closed: with a schema plugged in,
-    # libxml2 may end a truncated document without any error.
     root_tag = f"{{{namespace}}}{root_name}"
-    root_closed = False
     parser = etree.XMLPullParser(events=("end",), tag=(*tags, root_tag), schema=schema,
                                  remove_blank_text=True, remove_comments=True, remove_pis=True,
                                  **SAFE_OPTIONS)
     root_el = None
+    root_closed = False
+    unsure = False  # the end of the document could not be watched: read it again
     first_error: ChannelError | None = None
-    pending = buffered
     failure: etree.XMLSyntaxError | None = None
-    shadow_open = shadow is not None
+    held = b""
+    queue = list(buffered)
+
+    def feed(data: bytes) -> None:
+        nonlocal shadow_error
+        if shadow is not None and shadow_error is None:
+            shadow_error = _shadow_feed(shadow, data)
+        parser.feed(data)
+
+    def events() -> list[Any]:
+        nonlocal root_el, root_closed
+        found = [el for _event, el in parser.read_events()]
+        if found and found[-1].tag == root_tag and found[-1].getparent() is None:
+            root_el = found.pop()
+            root_closed = True
+        return found
+
     try:
         while True:
-            for piece in pending:
-                if shadow_open and shadow_error is None:
-                    shadow_error = _shadow_feed(shadow, piece)
-                parser.feed(piece)
-            if not pending:
+            data = queue.pop(0) if queue else _read_checked(stream, guard, chunk_size)
+            batch: list[Any]
+            if data:
+                held += data
+                if len(held) <= TAIL:
+                    continue
+                feed(held[:-TAIL])
+                held = held[-TAIL:]
+                batch = events()
+            else:
                 guard.finish()
-                if shadow_open and shadow_error is None:
+                start = _root_end_start(held, root_name) if not root_closed else None
+                if start is None:
+                    unsure = True
+                    feed(held)
+                    batch = events()
+                else:
+                    feed(held[:start])
+                    batch = events()
+                    unsure = root_closed  # closed before its last end tag: something follows
+                    feed(held[start:])
+                    batch += events()
+                if shadow is not None and shadow_error is None:
                     shadow_error = _shadow_feed(shadow, None)
-                shadow_open = False
+                shadow = None if shadow_error is None else shadow  # closed: nothing left to feed
                 parser.close()
-            batch = [el for _event, el in parser.read_events()]
-            if batch and batch[-1].tag == root_tag and batch[-1].getparent() is None:
-                root_el = batch.pop()
-                root_closed = True
+                batch += events()
             if root_el is None and batch:
                 root_el = batch[0]
                 while (up := root_el.getparent()) is not None:
@@ -499,33 +568,32 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                                    or ChannelError("312", log[0].message))
             if first_error is not None or shadow_error is not None:
                 break  # the verdict is known but for a later 138/102: stop validating
-            if batch or not pending:
+            if batch or not data:
                 yield Batch(batch)
                 for el in batch:
                     el.clear()
                 if root_el is not None and len(root_el) > 1:
                     del root_el[:-1]  # finished children; the last one may still be open
-            if not pending:
+            if not data:
                 break
-            data = _read_checked(stream, guard, chunk_size)
-            pending = [data] if data else []
     except etree.XMLSyntaxError as exc:
         failure = exc
     if failure is None and first_error is None and shadow_error is None:
-        if root_closed:
+        if root_closed and not unsure:
             return
-        first_error = ChannelError("102", "the document ends before its root element is closed")
-    # Something failed. Read the rest without validating (a schema error at every record would
-    # otherwise cost time and an lxml log entry each): 138 anywhere, then 102, outrank 312.
-    while shadow_open and shadow_error is None:
-        data = _read_checked(stream, guard, chunk_size)
+        if not root_closed:
+            first_error = ChannelError(
+                "102", "the document ends before its root element is closed")
+    # Something failed or is unsure. Read the rest without validating (a schema error at every
+    # record would otherwise cost time and an lxml log entry each): 138 anywhere, then 102.
+    while shadow is not None and shadow_error is None:
+        data = queue.pop(0) if queue else _read_checked(stream, guard, chunk_size)
         shadow_error = _shadow_feed(shadow, data or None)
         if not data:
             break
     drain(stream, guard, chunk_size)
     if shadow_error is not None:
         raise shadow_error
-    # libxml2, while validating, may hide a well-formedness error: read again without schema.
     log = parser.feed_error_log
     if schema is not None and reopen is not None:
         again, owned = reopen()
@@ -536,6 +604,8 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                 again.close()
         if found is not None:
             raise found
+    if failure is None and first_error is None:
+        return  # the doubt about the end of the document was unfounded
     found = _parse_error(log) or first_error or _schema_error(log, root_el)
     if found is None and failure is not None:
         # Well-formed for a tree-less reader, yet the tree builder stopped: a safety limit.
