@@ -93,12 +93,18 @@ def _load(path: Path) -> Any:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     decoder = json.JSONDecoder(parse_float=Decimal)
     base_parse_object = decoder.parse_object
+    # Objects are entered in document order, so lines are counted incrementally (linear time).
+    cursor = [0, 1]  # position, line at that position
 
     def parse_object(s_and_end, *args):
         s, end = s_and_end
+        if end >= cursor[0]:
+            cursor[1] += s.count("\n", cursor[0], end)
+            cursor[0] = end
+        line = cursor[1]
         obj, new_end = base_parse_object(s_and_end, *args)
         mine = _Obj(obj)
-        mine.line = s.count("\n", 0, end) + 1
+        mine.line = line
         return mine, new_end
 
     decoder.parse_object = parse_object
