@@ -169,6 +169,19 @@ class Utf8Guard:
             raise ChannelError("138", f"truncated UTF-8 byte sequence at byte offset {at}")
 
 
+def _read_head(stream: IO[bytes], chunk_size: int) -> bytes:
+    """First bytes of the document, enough to hold the whole XML declaration (short reads)."""
+    head = stream.read(chunk_size)
+    # A pipe may return a few bytes at a time: the declaration must be complete to be judged.
+    while head and (len(head) < 1024 or (head.removeprefix(UTF8_BOM).startswith(b"<?xml")
+                                         and b"?>" not in head)) and len(head) < (1 << 16):
+        more = stream.read(chunk_size)
+        if not more:
+            break
+        head += more
+    return head
+
+
 def drain(stream: IO[bytes], guard: Utf8Guard, chunk_size: int = CHUNK) -> None:
     """Read the rest of ``stream`` through ``guard``: 138 outranks any later-step failure."""
     while data := stream.read(chunk_size):
@@ -396,7 +409,7 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                      namespace: str, root_name: str, schema: etree.XMLSchema | None,
                      tags: Sequence[str], chunk_size: int) -> Iterator[Batch]:
     guard = Utf8Guard()
-    head = stream.read(chunk_size)
+    head = _read_head(stream, chunk_size)
     skip = sniff_encoding(head)
     head = head[skip:]
     guard.check(head)

@@ -310,3 +310,16 @@ def test_102_exactly_when_the_document_is_not_well_formed(monkeypatch, start, le
         assert b'encoding="UTF-8"?>' not in data[:60]
         return
     assert (code == "102") == (not _well_formed(data)), (code, data)
+
+
+class Trickle(NonSeekable):
+    """A stream returning at most 5 bytes per read, like a slow pipe."""
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        return super().readinto(memoryview(b)[:5])
+
+
+def test_encoding_declaration_is_judged_even_from_a_trickling_stream():
+    latin = VALID.replace(b'encoding="UTF-8"', b'encoding="ISO-8859-1"')  # ASCII-only bytes
+    assert code_of(Trickle(latin)) == "138"
+    assert code_of(Trickle(VALID)) is None
