@@ -296,7 +296,8 @@ def _well_formed(data: bytes) -> bool:
 @settings(max_examples=int(os.environ.get('FLA_HYPOTHESIS_EXAMPLES', '150')), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(start=st.integers(0, len(VALID)), length=st.integers(1, 40),
-       insert=st.sampled_from([b"", b"<", b"&", b"<x>", b"</x>", b">", b"]]>", b"\x01"]),
+       insert=st.sampled_from([b"", b"<", b"&", b"<x>", b"</x>", b">", b"]]>", b"\x01",
+                               b' xmlns:p="a b"', b' xmlns="urn:x"']),
        chunk=st.sampled_from([7, 64, 1 << 20]))
 def test_102_exactly_when_the_document_is_not_well_formed(monkeypatch, start, length, insert,
                                                           chunk):
@@ -323,3 +324,19 @@ def test_encoding_declaration_is_judged_even_from_a_trickling_stream():
     latin = VALID.replace(b'encoding="UTF-8"', b'encoding="ISO-8859-1"')  # ASCII-only bytes
     assert code_of(Trickle(latin)) == "138"
     assert code_of(Trickle(VALID)) is None
+
+
+@pytest.mark.parametrize("kind", ["paths", "bytesio", "pipe"])
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+@pytest.mark.parametrize("old", [b'xmlns="urn:', b"<Worker>"])
+def test_a_namespace_name_that_is_no_uri_is_102(kind, chunk, old, tmp_path, monkeypatch):
+    # libxml2 reports it as a recoverable error (hidden when a schema is plugged in).
+    monkeypatch.setattr(fi, "CHUNK", chunk)
+    new = b'xmlns=">rn:' if old.startswith(b"xmlns") else b'<Worker xmlns:p="a b">'
+    assert code_of(sources(VALID.replace(old, new, 1), tmp_path)[kind]) == "102"
+
+
+def test_the_root_probe_stops_at_a_doctype_before_its_subset():
+    parser = etree.XMLParser(target=fi._RootProbe(), **fi.SAFE_OPTIONS)
+    with pytest.raises(fi._DoctypeFound):
+        parser.feed(b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>')
