@@ -45,7 +45,12 @@ def run_measured(cmd: Sequence[str], *, cwd: str | Path | None = None,
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env=env)
-        status, usage = _wait(proc, timeout)
+        try:
+            status, usage = _wait(proc, timeout)
+        except BaseException:  # interrupted: never leave the subject running behind us
+            proc.kill()
+            proc.wait()
+            raise
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
@@ -233,6 +238,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C so that every ``finally`` cleans up."""
+    raise KeyboardInterrupt
+
+
+def run_main(main: Callable[[], int], name: str) -> int:
+    """Run a bench's main; SIGTERM and Ctrl-C end it with one line and exit code 130."""
+    import signal
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; nothing written", file=sys.stderr)
+        return 130
 
 
 def have(tool: str) -> bool:

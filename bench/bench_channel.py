@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import math
 import os
@@ -45,6 +46,7 @@ from _common import (  # the bench folder is not a package: sys.path above
     paired_best,
     print_table,
     ratio_row,
+    run_main,
     run_measured,
     write_json,
 )
@@ -103,16 +105,18 @@ def serve(home: Path) -> None:
 class SimProcess:
     """The simulator in a child process, with a psutil RSS sampler that can be switched on."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, log: Path):
         import psutil
 
-        self.proc = subprocess.Popen([sys.executable, str(SCRIPT), "--serve", str(home)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
+        self.log = log
+        # stderr goes to a file: a pipe nobody reads would block the simulator once it fills
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen([sys.executable, str(SCRIPT), "--serve", str(home)],
+                                         stdout=subprocess.PIPE, stderr=err,
+                                         stdin=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""  # blocks until listening
         if not line.startswith("PORT "):
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"the simulator did not start: {line}{err}")
+            raise RuntimeError(f"the simulator did not start: {line}{self.log_tail()}")
         self.port = int(line.split()[1])
         self.ps = psutil.Process(self.proc.pid)
         self.samples: list[float] = []
@@ -136,6 +140,11 @@ class SimProcess:
             self._sampling.set()
         else:
             self._sampling.clear()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the simulator's stderr."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.strip().splitlines()[-lines:])
 
     def hwm_mb(self) -> float:
         """The kernel's peak RSS of the simulator process so far (VmHWM)."""
@@ -328,8 +337,10 @@ class Sshd:
             f"AllowUsers {self.user}", "Subsystem sftp internal-sftp", ""]))
         if not Path("/run/sshd").is_dir() and os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = self.dir / "sshd.log"
+        with self.log.open("wb") as err:  # a file, not a pipe: sshd -e logs every session
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                         stdout=subprocess.DEVNULL, stderr=err)
         self._wait_listening()
         self.upload_dir = self.dir / "upload"
         self.upload_dir.mkdir()
@@ -340,8 +351,7 @@ class Sshd:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"sshd exited: {err.strip()}")
+                raise RuntimeError(f"sshd exited: {self.log.read_text(errors='replace')}")
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
@@ -518,10 +528,23 @@ async def _appear(path: Path, timeout: float) -> None:
         await asyncio.sleep(0.002)
 
 
-async def send_one(s: Sender) -> tuple[float, str | None]:
-    """Upload FI, FS, GO; wait for the ACRF (latency measured from the GO upload) and NOTI.
+async def send_one(s: Sender) -> tuple[float | None, str | None]:
+    """One set; (latency seconds, None), or (None, error) when anything went wrong.
 
-    Returns (latency seconds, error or None)."""
+    A failure is counted, not raised, so one bad set does not stop the other senders; the
+    sender's answer number is then re-read from its answer directory.
+    """
+    try:
+        return await _send_one(s)
+    except Exception as exc:  # SFTP errors, timeouts, unreadable answers: all are errors
+        numbers = [int(n.split(".")[4]) for n in os.listdir(s.channel.root / DOWN)
+                   if n.startswith("GO.")]
+        s.answer = max(numbers, default=0) + 1
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+async def _send_one(s: Sender) -> tuple[float, str | None]:
+    """Upload FI, FS, GO; wait for the ACRF (latency measured from the GO upload) and NOTI."""
     from fla_core.responses import Acrf, parse_answer
     from fla_core.signing import encode_fs, sign_stream
 
@@ -581,16 +604,20 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
             group = senders[:level]
             rounds = max(1, math.ceil(per_level / level))
 
-            async def loop(s: Sender, rounds: int = rounds) -> list[tuple[float, str | None]]:
+            async def loop(s: Sender, rounds: int = rounds
+                           ) -> list[tuple[float | None, str | None]]:
                 return [await send_one(s) for _ in range(rounds)]
 
             results = [r for rs in await asyncio.gather(*(loop(s) for s in group)) for r in rs]
-            lat = [r[0] * 1000 for r in results]
+            lat = [r[0] * 1000 for r in results if r[0] is not None and r[1] is None]
             errors = [r[1] for r in results if r[1]]
             errors_all += errors
+            if not lat:
+                raise RuntimeError(f"no set of {level} senders was answered: {errors[:3]}")
             p50, p99 = statistics.median(lat), percentile(lat, 99)
             raw[f"latency_{level}"] = {"n": len(lat), "p50_ms": p50, "p99_ms": p99,
-                                       "max_ms": max(lat), "errors": errors[:5]}
+                                       "max_ms": max(lat), "errors": errors[:5],
+                                       "error_count": len(errors)}
             print(f"[c] {level:>2} senders: {len(lat)} sets, GO->ACRF p50 {p50:.1f} ms, "
                   f"p99 {p99:.1f} ms, {len(errors)} errors", flush=True)
             note = f"p50 {p50:.1f} ms, {len(lat)} sets, {len(errors)} errors"
@@ -614,9 +641,10 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
             nonlocal done
             while time.perf_counter() < deadline:
                 _, error = await send_one(s)
-                done += 1
                 if error:
                     errors.append(error)
+                else:
+                    done += 1
 
         start = time.perf_counter()
         await asyncio.gather(*(sustained(s) for s in group))
@@ -624,7 +652,8 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
         rate = done / elapsed
         errors_all += errors
         raw["sustained"] = {"senders": len(group), "seconds": elapsed, "sets": done,
-                            "per_second": rate, "errors": errors[:5]}
+                            "per_second": rate, "errors": errors[:5],
+                            "error_count": len(errors)}
         print(f"[c] sustained {rate:.0f} sets/s over {elapsed:.1f} s with {len(group)} senders, "
               f"{len(errors)} errors", flush=True)
         row = limit_row("small sets", "(c) sustained sets/s", rate, "/s", limit_min=100,
@@ -637,6 +666,10 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
         for s in senders:
             if s.conn is not None:
                 s.conn.close()  # type: ignore[attr-defined]
+        with contextlib.suppress(TimeoutError):  # bounded: never hang the bench on a close
+            await asyncio.wait_for(asyncio.gather(
+                *(s.conn.wait_closed() for s in senders if s.conn is not None),  # type: ignore[attr-defined]
+                return_exceptions=True), 10)
     return rows
 
 
@@ -689,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         senders = max(max(args.levels), args.sustain_senders)
         setup = make_setup(work, args.size, senders)
-        sim = SimProcess(setup.home)
+        sim = SimProcess(setup.home, work / "simulator.log")
         if not args.skip_big:
             if have(SSHD):
                 sshd = Sshd(work, setup.ssh_public)
@@ -717,4 +750,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, NAME))

@@ -36,6 +36,7 @@ from _common import (  # the bench folder is not a package: sys.path above
     python_subject,
     ratio_row,
     report_op,
+    run_main,
     run_measured,
     write_json,
 )
@@ -368,4 +369,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, NAME))
