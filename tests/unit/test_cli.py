@@ -288,7 +288,9 @@ def test_password_prompt_on_a_terminal(tmp_path, keys):
             if select.select([fd], [], [], 0.2)[0]:
                 with contextlib.suppress(OSError):  # EIO once the child has exited
                     seen += os.read(fd, 4096)
-            if not sent and b"Password for" in seen:
+            # click prints "Password for ...:" then getpass turns echo off and prints " ":
+            # typing before that space would race the terminal mode change.
+            if not sent and b"Password for" in seen and seen.endswith(b": "):
                 os.write(fd, b"s3cret\n")
                 sent = True
             done, raw = os.waitpid(pid, os.WNOHANG)
