@@ -438,3 +438,18 @@ def test_scan_and_read_build_the_same_models_whatever_the_layout():
     assert scanned == read
     assert scanned[1].employer is None
     assert scanned[0].workers[0].trainings[0].title == "<Fork>lift safety refresher"
+
+
+def test_concurrent_scans_share_the_compiled_schema_safely():
+    # The simulator judges sets of several channels in worker threads at the same time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = replace("<Hours>21.00", "<Hours>21.5")
+    jobs = [VALID, bad] * 8
+
+    def judge(data: bytes) -> str | None:
+        return scan_code(data, expect=EXPECT)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(judge, jobs))
+    assert codes == [None, "312"] * 8

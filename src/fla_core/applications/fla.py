@@ -7,6 +7,7 @@ model objects lazily, for tools.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -51,11 +52,21 @@ class ScanResult:
     declarations: int
 
 
+_SCHEMA_LOCK = threading.Lock()
+
+
 @cache
-def schema() -> etree.XMLSchema:
-    """The compiled FLA XSD (loaded once per process, with the safe parser options)."""
+def _compiled_schema() -> etree.XMLSchema:
     parser = etree.XMLParser(**fi.SAFE_OPTIONS)
     return etree.XMLSchema(etree.parse(str(SCHEMA), parser))
+
+
+def schema() -> etree.XMLSchema:
+    """The compiled FLA XSD, loaded once per process (the compiled schema is then shared)."""
+    # libxml2's schema compiler is not thread-safe: two sets judged at once must not both
+    # compile it ("Internal error: xmlSchemaPValAttrNodeValue").
+    with _SCHEMA_LOCK:
+        return _compiled_schema()
 
 
 # --- elements -> model ------------------------------------------------------------------------
