@@ -1,20 +1,24 @@
 """Safe streaming reading of an FI document, independent of the application (spec 5.3 P10-P13).
 
 The document is the byte-concatenation of the FI parts (:class:`ConcatStream`). It is read once,
-in big chunks, and each chunk goes through three cheap layers before lxml sees it:
+in big chunks, and each chunk goes through cheap layers before lxml builds anything:
 
 * P10 (``138``): a byte-order mark other than UTF-8's, a UTF-16/32 byte pattern or an XML
   declaration naming another encoding is refused from the first bytes; every chunk is checked by
   an incremental strict UTF-8 decoder (skipped for pure-ASCII chunks, which are valid anyway).
-* P11 (``102``): a first, tree-less parser looks at the prolog and the root start tag; a DOCTYPE
-  stops it at once, so entity bombs and external entities are never parsed. No DTD is loaded, no
-  entity is resolved, no network is used, no huge-tree mode.
-* P12/P13 (``139``/``312``): when the root is right, a validating pull parser
-  (``XMLPullParser`` with the XSD) builds only the elements of interest; the caller clears them.
+* P11 (``102``): the prolog is scanned for a DOCTYPE before any parser sees it, so entity bombs
+  and external entities are never parsed; then a tree-less probe parser reads up to the root
+  start tag. No DTD is loaded, no entity resolved, no network used, no huge-tree mode.
+* P12/P13 (``139``/``312``): when the root is right, a validating pull parser (``XMLPullParser``
+  with the XSD) builds only the elements of interest, which are cleared batch by batch.
 
-Precedence (spec 5.3: first failing step wins) is kept although the checks run in one pass: a
-later step's failure is remembered and the rest of the document is still read, so that an
-invalid byte (138) or a well-formedness error (102) further on outranks it.
+Precedence (spec 5.3: first failing step wins) holds although the checks run in one pass: after
+a failure the rest is still read, so that an invalid byte (138) or a well-formedness error (102)
+further on outranks it. libxml2 with a schema plugged in hides some well-formedness errors
+(behind "no element found", a schema error, or nothing: junk after the root, a truncated
+document, an xmlns that is not a URI); so the root's end event is required, the end of the
+document is fed under watch, and on any doubt the document is read a second time without schema
+(or, for a source that cannot be rewound, a tree-less shadow parser runs alongside).
 """
 
 from __future__ import annotations
