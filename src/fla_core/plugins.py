@@ -170,9 +170,16 @@ class FlaPlugins:
                 continue
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
             dist = dists.get(id(plugin))
-            out.append(PluginInfo(name=name, version=dist.version if dist else None,
-                                  hooks=hooks, builtin=name in self._builtin_names))
+            builtin = name in self._builtin_names
+            version = dist.version if dist else (_own_version() if builtin else None)
+            out.append(PluginInfo(name=name, version=version, hooks=hooks, builtin=builtin))
         return out
+
+
+def _own_version() -> str:
+    from fla_core import __version__
+
+    return __version__
 
 
 def _env_plugins() -> list[str]:
