@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the bench folder is not a package: sys.path above
+    OUT_DIR,
     Measurement,
     Row,
     best_of,
@@ -520,6 +522,15 @@ class Sender:
                 f"GO.{app}.999999.{self.day.strftime('%Y%m%d')}.{number:05d}.{ENV}")
 
 
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Name the step in any error raised inside (the error list says what failed where)."""
+    try:
+        yield
+    except Exception as exc:
+        raise RuntimeError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
 async def _appear(path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -554,13 +565,15 @@ async def _send_one(s: Sender) -> tuple[float, str | None]:
     fs = encode_fs(sign_stream(io.BytesIO(data), s.channel.signer))  # type: ignore[arg-type]
     sftp = s.sftp
     for prefix, payload in (("FI", data), ("FS", fs)):
-        async with sftp.open(f"{UP}/{fi_name(prefix, s.channel.sender, s.day, s.seq)}",  # type: ignore[attr-defined]
-                             "wb") as f:
-            await f.write(payload)
+        name = fi_name(prefix, s.channel.sender, s.day, s.seq)
+        with _step(f"upload {name}"):
+            async with sftp.open(f"{UP}/{name}", "wb") as f:  # type: ignore[attr-defined]
+                await f.write(payload)
     start = time.perf_counter()
-    async with sftp.open(f"{UP}/{fi_name('GO', s.channel.sender, s.day, s.seq)}",  # type: ignore[attr-defined]
-                         "wb"):
-        pass
+    name = fi_name("GO", s.channel.sender, s.day, s.seq)
+    with _step(f"upload {name}"):
+        async with sftp.open(f"{UP}/{name}", "wb"):  # type: ignore[attr-defined]
+            pass
     acrf_go = s.answer_path("ACRF", s.answer)
     await _appear(acrf_go, ANSWER_TIMEOUT_S)
     latency = time.perf_counter() - start
@@ -739,6 +752,10 @@ def main(argv: list[str] | None = None) -> int:
             sshd.stop()
         if sim is not None:
             sim.stop()
+            # the simulator's own log, kept beside the JSON: where to look when a set failed
+            out_dir = args.out or OUT_DIR
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(sim.log, out_dir / f"{NAME}-simulator.log")
         shutil.rmtree(work, ignore_errors=True)
     print_table("FLA simulator on loopback (ours vs anchors measured in this run)", rows, info)
     path = write_json(NAME, rows, info, {"size": args.size, "records": args.records,
