@@ -8,13 +8,14 @@ is assembled with asn1crypto around that digest and only the signed attributes a
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -527,32 +528,51 @@ def _validate_path(p: _Parsed, trust: TrustStore, at: datetime) -> list[x509.Cer
 
     Validity periods and revocation are left to S7/S8 so each failure keeps its own code.
     """
+    if not trust.anchors:
+        raise ChannelError("605", "no trust anchor is configured")
+
+    def der(c: x509.Certificate) -> bytes:
+        return c.public_bytes(serialization.Encoding.DER)
+
+    outcome = _path_of(p.a_cert.dump(), tuple(c.dump() for c in p.other_certs),
+                       tuple(der(c) for c in trust.anchors),
+                       tuple(der(c) for c in trust.intermediates), at.date())
+    if isinstance(outcome, ChannelError):
+        raise ChannelError(outcome.code, outcome.detail)
+    return [x509.load_der_x509_certificate(c) for c in outcome]
+
+
+@functools.lru_cache(maxsize=256)
+def _path_of(leaf: bytes, others: tuple[bytes, ...], anchors: tuple[bytes, ...],
+             intermediates: tuple[bytes, ...], day: date) -> tuple[bytes, ...] | ChannelError:
+    """The path (leaf first, DER) or the S6 failure; cached, since path building costs a fixed
+    40-100 ms per call and every set of a sender is signed by the same few certificates.
+
+    The outcome depends only on the certificates, not on validity (S7) or revocation (S8),
+    which are checked afresh on every call; ``day`` keeps pyhanko's date-dependent algorithm
+    policy honest without defeating the cache.
+    """
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
     from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError
 
-    def a(c: x509.Certificate) -> asn1_x509.Certificate:
-        return asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
-
-    if not trust.anchors:
-        raise ChannelError("605", "no trust anchor is configured")
+    load = asn1_x509.Certificate.load
     ctx = ValidationContext(
-        trust_roots=[a(c) for c in trust.anchors],
-        other_certs=p.other_certs + [a(c) for c in trust.intermediates],
-        allow_fetching=False, moment=at, revocation_mode="soft-fail",
+        trust_roots=[load(c) for c in anchors],
+        other_certs=[load(c) for c in others + intermediates],
+        allow_fetching=False, moment=datetime.combine(day, time(12), tzinfo=UTC),
+        revocation_mode="soft-fail",
         # validity is S7's job: a tolerance wider than any certificate lifetime disables it here
         time_tolerance=timedelta(days=365 * 200),
     )
-    validator = CertificateValidator(p.a_cert, validation_context=ctx)
+    validator = CertificateValidator(load(leaf), validation_context=ctx)
     try:
         path = _run(validator.async_validate_path())
     except (PathBuildingError, PathValidationError) as e:
-        raise ChannelError("605", f"signer certificate does not chain to a trust anchor ({e})"
-                           ) from None
+        return ChannelError("605", f"signer certificate does not chain to a trust anchor ({e})")
     except (ValueError, TypeError, KeyError) as e:  # a certificate pyhanko cannot process
-        raise ChannelError("605", f"certification path cannot be validated ({e})") from None
+        return ChannelError("605", f"certification path cannot be validated ({e})")
     # leaf first, root last: S8 pairs each certificate with its issuer
-    certs = list(path.iter_certs(include_root=True))[::-1]
-    return [x509.load_der_x509_certificate(c.dump()) for c in certs]
+    return tuple(c.dump() for c in list(path.iter_certs(include_root=True))[::-1])
 
 
 def _run(coro):  # type: ignore[no-untyped-def]
