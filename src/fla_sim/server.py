@@ -87,7 +87,14 @@ class _Upload:
         """Close the temp file and rename it over the real name; return the size."""
         size = os.fstat(self.fd).st_size
         os.close(self.fd)
-        os.replace(self.temp, self.final)  # last write wins: overwrite before GO
+        try:
+            os.replace(self.temp, self.final)  # last write wins: overwrite before GO
+        except OSError:
+            # e.g. a name too long for the file system: a stray temp file would stay forever
+            # and count against the channel quota
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp)
+            raise
         return size
 
     def discard(self) -> None:
@@ -139,6 +146,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             parts = tuple(rel.decode("utf-8").split("/")) if rel else ()
         except UnicodeDecodeError:
             raise _denied("file names must be UTF-8") from None
+        if b"\0" in rel:  # the OS would refuse it only at the final rename, with a traceback
+            raise _denied("file names cannot contain NUL characters")
         local = self._root
         for part in parts:  # a link planted in the tree could point outside: never follow it
             local = local + b"/" + part.encode()
