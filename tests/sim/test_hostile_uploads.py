@@ -337,3 +337,18 @@ def test_write_into_outtest_is_permission_denied_and_not_answered(fla_sim, fla_c
     assert all(isinstance(e, asyncssh.SFTPPermissionDenied) for e in outcome), outcome
     assert all(fla_sim.answers(fla_channel.user, d) == [] for d in ANSWER_DIRS)
     assert list((fla_sim_home.channel_root(fla_channel.user) / "OUTTEST").iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "error"), [
+    ("F" * 300, asyncssh.SFTPFailure),  # longer than a file name may be on disk
+    ("FI.X\0Y", asyncssh.SFTPPermissionDenied),
+])
+def test_unstorable_names_are_refused_and_leave_nothing_behind(fla_sim, fla_channel,
+                                                               fla_sim_home, name, error):
+    (err,) = upload(fla_sim, fla_channel, [(f"INTEST/{name}", accepted_fi())])
+    assert isinstance(err, error), err
+    assert "Uncaught exception" not in str(err)
+    # no temporary upload file stays behind to eat the channel quota
+    intest = fla_sim_home.channel_root(fla_channel.user) / "INTEST"
+    assert [p.name for p in intest.iterdir()] == []
+    assert all(fla_sim.answers(fla_channel.user, d) == [] for d in ANSWER_DIRS)
