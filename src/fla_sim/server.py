@@ -111,6 +111,16 @@ def _input_ended(chan: asyncssh.SSHServerChannel) -> bool:
     return chan.is_closing() or getattr(chan, "_recv_state", "open") != "open"
 
 
+def _size_if_present(entry: os.DirEntry[str]) -> int:
+    """Size of a regular file of a listing; 0 when it vanished since (archived, renamed)."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return 0
+        return entry.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _denied(reason: str) -> asyncssh.SFTPError:
     return asyncssh.SFTPPermissionDenied(reason)
 
@@ -162,11 +172,13 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     def _used_bytes(self) -> int:
         """Bytes held by the channel's upload directories, temp files of uploads included."""
+        # Not cached: the processor archives and other sessions upload behind our back, and a
+        # listing of the few files a channel holds costs far less than one journal commit.
         total = 0
         for directory in UPLOAD_DIRS:
             with os.scandir(self._local((directory,))) as entries:
-                total += sum(e.stat(follow_symlinks=False).st_size for e in entries
-                             if e.is_file(follow_symlinks=False))
+                for entry in entries:
+                    total += _size_if_present(entry)
         return total
 
     # -- open / read / write / close ----------------------------------------------------------
@@ -202,17 +214,21 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             raise _denied("uploads go directly into IN, INTEST or INTEST-S")
         directory, name = parts
         final = self._local(parts)
-        exists = os.path.exists(final)
-        if exists and pflags & asyncssh.FXF_EXCL:
+        try:  # one stat: the processor may archive the file at any moment
+            existing: int | None = os.stat(final).st_size
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and pflags & asyncssh.FXF_EXCL:
             raise asyncssh.SFTPFileAlreadyExists(f"{name} already exists")
-        if not exists and not pflags & asyncssh.FXF_CREAT:
+        if existing is None and not pflags & asyncssh.FXF_CREAT:
             raise asyncssh.SFTPNoSuchFile(f"{name} does not exist")
-        existing = os.path.getsize(final) if exists else 0
-        limit = self._quota - self._used_bytes() + existing
+        limit = self._quota - self._used_bytes() + (existing or 0)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._local((directory,)))
-        if exists and not pflags & asyncssh.FXF_TRUNC:
-            # a client continuing an existing file expects its bytes to be there
-            with open(final, "rb") as src, open(fd, "wb", closefd=False) as dst:
+        if existing is not None and not pflags & asyncssh.FXF_TRUNC:
+            # a client continuing an existing file expects its bytes to be there (if the
+            # processor archived it meanwhile, the upload starts from an empty file)
+            with contextlib.suppress(FileNotFoundError), open(final, "rb") as src, \
+                    open(fd, "wb", closefd=False) as dst:
                 shutil.copyfileobj(src, dst)
         upload = _Upload(fd, temp, final, directory, name, limit)
         self._uploads.add(upload)
