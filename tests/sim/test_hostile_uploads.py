@@ -21,7 +21,7 @@ import pytest
 
 from fla_core import pki
 from fla_core.cli_channel import SetResult, collect_results
-from fla_core.responses import Acrf, Noti
+from fla_core.responses import Acrf, Noti, parse_answer
 from fla_core.signing import encode_fs, sign_file
 from fla_core.transport import fetch_answers
 from fla_sim.pytest_plugin import FixedClock
@@ -352,3 +352,87 @@ def test_unstorable_names_are_refused_and_leave_nothing_behind(fla_sim, fla_chan
     intest = fla_sim_home.channel_root(fla_channel.user) / "INTEST"
     assert [p.name for p in intest.iterdir()] == []
     assert all(fla_sim.answers(fla_channel.user, d) == [] for d in ANSWER_DIRS)
+
+
+# --- more hostile documents ----------------------------------------------------------------
+
+def _in_title(text: bytes) -> bytes:
+    return accepted_fi().replace(b"<Title>Forklift safety refresher</Title>", text)
+
+
+def test_xinclude_is_never_followed(fla_sim, fla_channel, fla_sim_home, tmp_path):
+    secret = tmp_path / "secret.txt"
+    marker = b"XINCLUDE-MARKER-41c2"
+    secret.write_bytes(marker)
+    data = _in_title(b'<Title><xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="'
+                     + secret.as_uri().encode() + b'" parse="text"/></Title>')
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", data), (f"INTEST/{GO}", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])
+    assert negative(results[GO]) == "ACRF-312"  # an element the schema does not define
+    for path in (tmp_path / "answers").iterdir():
+        assert marker not in path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize(("data", "code"), [
+    pytest.param(lambda: accepted_fi().replace(b"<FLAFile", b"<!DOCTYPE FLAFile>\n<FLAFile", 1),
+                 "ACRF-102", id="empty-doctype"),
+    pytest.param(lambda: accepted_fi().replace(
+        b"<FLAFile", b'<!DOCTYPE FLAFile [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x"> %p;]>\n'
+                     b"<FLAFile", 1), "ACRF-102", id="parameter-entity"),
+    pytest.param(lambda: accepted_fi().decode().replace('encoding="UTF-8"', 'encoding="UTF-16"')
+                 .encode("utf-16"), "ACRF-138", id="utf-16"),
+    pytest.param(lambda: accepted_fi() + b"<FLAFile/>", "ACRF-102", id="second-root"),
+    pytest.param(lambda: b"", None, id="empty-fi-134"),
+])
+def test_more_hostile_documents(fla_sim, fla_channel, fla_sim_home, tmp_path, data, code):
+    content = data()
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", content), (f"INTEST/{GO}", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])
+    assert negative(results[GO]) == (code or "ACRF-134")
+
+
+def test_utf8_bom_is_accepted(fla_sim, fla_channel, fla_sim_home, tmp_path):
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", b"\xef\xbb\xbf" + accepted_fi()),
+                                  (f"INTEST/{GO}", b"")])
+    r = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])[GO]
+    assert r.acrf is not None and r.acrf.accepted
+    assert r.noti is not None and r.noti.result_code == 1
+
+
+def test_same_go_twice_in_one_session_is_answered_once_each(fla_sim, fla_channel,
+                                                            fla_sim_home, tmp_path):
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", accepted_fi()), (f"INTEST/{GO}", b""),
+                                  (f"INTEST/{GO}", b"")])
+    on_server = fla_sim.answers(fla_channel.user, "OUTTEST")
+    assert [n for n in on_server if n.startswith("FO.")] == [
+        f"FO.ACRF.999999.{DAY}.00001.T", f"FO.ACRF.999999.{DAY}.00003.T",
+        f"FO.NOTI.999999.{DAY}.00002.T"]
+    fetched = asyncio.run(fetch_answers(fla_channel.address(fla_sim), tmp_path / "answers"))
+    parsed = {a.path.name: parse_answer(a.path.read_bytes()) for a in fetched}
+    first = parsed[f"FO.ACRF.999999.{DAY}.00001.T"]
+    second = parsed[f"FO.ACRF.999999.{DAY}.00003.T"]
+    assert isinstance(first, Acrf) and first.accepted and first.file_name == GO
+    assert isinstance(second, Acrf) and second.error_id == "ACRF-133" and second.file_name == GO
+
+
+def test_parallel_senders_lose_nothing(fla_sim, fla_channel, fla_sim_home, tmp_path):
+    fi = accepted_fi()
+    sets = [f"FLAC.123456.{DAY}.{n:05d}.T" for n in range(1, 7)]
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(_upload(fla_channel, fla_sim.port, [
+            (f"INTEST/FI.{s}.1.1", fi), (f"INTEST/GO.{s}.1", b"")]) for s in sets))
+
+    asyncio.run(all_at_once())
+    fla_sim.drain()
+    gos = [f"GO.{s}.1" for s in sets]
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, gos)
+    # each set has its own ACRF and NOTI, numbered without gaps or reuse (spec 4.8)
+    assert sorted(n for r in results.values() for n in r.answers) == sorted(
+        f"FO.{'ACRF' if i % 2 else 'NOTI'}.999999.{DAY}.{i:05d}.T" for i in range(1, 13))
+    for r in results.values():
+        assert r.acrf is not None and r.acrf.accepted
+        assert r.noti is not None and r.noti.ticket == r.acrf.ticket
+    # the first set accepted D-...-01; the five others reuse the reference: rejected (945)
+    codes = sorted(r.noti.result_code for r in results.values() if r.noti is not None)
+    assert codes == [0, 0, 0, 0, 0, 1]
