@@ -436,3 +436,82 @@ def test_parallel_senders_lose_nothing(fla_sim, fla_channel, fla_sim_home, tmp_p
     # the first set accepted D-...-01; the five others reuse the reference: rejected (945)
     codes = sorted(r.noti.result_code for r in results.values() if r.noti is not None)
     assert codes == [0, 0, 0, 0, 0, 1]
+
+
+# --- sets that do not add up (P4-P9) ---------------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "go", "code"), [
+    pytest.param([(f"INTEST/FS.{STEM}.1.2", b"x")], GO, "ACRF-124", id="fs-index-above-total"),
+    pytest.param([(f"INTEST/FS.{STEM}.2.2", b"x")], f"GO.{STEM}.2", "ACRF-120",
+                 id="part-2-missing"),
+    pytest.param([], f"GO.{STEM}.2", "ACRF-120", id="go-total-2-one-part"),
+])
+def test_set_that_does_not_add_up(fla_sim, fla_channel, fla_sim_home, tmp_path, extra, go,
+                                  code):
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", accepted_fi()), *extra,
+                                  (f"INTEST/{go}", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [go])
+    assert negative(results[go]) == code
+
+
+def test_fs_without_its_fi_is_122_in_test(fla_sim, fla_channel, fla_sim_home, tmp_path):
+    fi = accepted_fi()
+    stray_fs = f"FS.{STEM}.2.1"  # tail 2.1: no FI part has it (spec 5.3 P7, policy optional)
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", fi),
+                                  (f"INTEST/{stray_fs}", signed(fi, fla_channel.signer, tmp_path)),
+                                  (f"INTEST/{GO}", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])
+    assert negative(results[GO]) == "ACRF-122"
+
+
+def test_fi_overwritten_after_signing_fails_the_signature(fla_sim, fla_channel, fla_sim_home,
+                                                          tmp_path):
+    fi = accepted_fi()
+    fs = signed(fi, fla_channel.signer, tmp_path)
+    changed = fi.replace(b"<Hours>21.00</Hours>", b"<Hours>24.00</Hours>")
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", fi), (f"INTEST/{FS}", fs),
+                                  (f"INTEST/{FI}", changed), (f"INTEST/{GO}", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])
+    assert negative(results[GO]) == "ACRF-125"  # last write wins, and it is not what was signed
+
+
+def test_td_with_a_bad_name_is_answered_naming_the_td(fla_sim, fla_channel, fla_sim_home,
+                                                      tmp_path):
+    td = f"TD.FLAC.654321.{DAY}.00001.T.1"
+    upload(fla_sim, fla_channel, [(f"INTEST/{td}", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [td])
+    assert negative(results[td]) == "ACRF-108"
+
+
+def test_another_channel_cannot_reach_this_channel(fla_sim, fla_channel, fla_sim_home, fla_pki,
+                                                   tmp_path):
+    from fla_sim.pytest_plugin import add_channel
+
+    other = add_channel(fla_sim_home, fla_pki, tmp_path / "other", user="other-payroll",
+                        company="0897223670", sender="654321", mandates=False)
+    fla_sim.reload()
+    mine = fla_sim_home.channel_root(fla_channel.user)
+    (mine / "OUTTEST" / "FO.ACRF.999999.20260316.00009.T").write_bytes(b"<ACRF/>")
+    tail = f"FLAC.654321.{DAY}.00001.T"
+    outcome = upload(fla_sim, other, [
+        (f"../{fla_channel.user}/INTEST/FI.{tail}.1.1", b"<x/>"),
+        (f"/../../channels/{fla_channel.user}/INTEST/GO.{tail}.1", b""),
+    ])
+    assert all(isinstance(e, asyncssh.SFTPPermissionDenied) for e in outcome), outcome
+    assert [p.name for p in (mine / "INTEST").iterdir()] == []
+
+    async def peek() -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        async with sftp_session(other, fla_sim.port) as sftp:
+            for call in (sftp.listdir(f"../{fla_channel.user}/OUTTEST"),
+                         sftp.remove(f"../{fla_channel.user}/OUTTEST/FO.ACRF.999999."
+                                     f"{DAY}.00009.T")):
+                try:
+                    await call
+                    errors.append(None)
+                except asyncssh.SFTPError as exc:
+                    errors.append(exc)
+        return errors
+
+    assert all(isinstance(e, asyncssh.SFTPError) for e in asyncio.run(peek()))
+    assert (mine / "OUTTEST" / "FO.ACRF.999999.20260316.00009.T").is_file()
