@@ -515,3 +515,17 @@ def test_another_channel_cannot_reach_this_channel(fla_sim, fla_channel, fla_sim
 
     assert all(isinstance(e, asyncssh.SFTPError) for e in asyncio.run(peek()))
     assert (mine / "OUTTEST" / "FO.ACRF.999999.20260316.00009.T").is_file()
+
+
+def test_names_that_are_no_trigger_are_swept_with_129(fla_sim, fla_channel, fla_sim_home,
+                                                      fla_clock, tmp_path):
+    # a GO-like name that does not start with "GO." is no trigger: it waits for the sweep
+    strays = ["go.FLAC.123456.20260316.00001.T.1", "hello.txt"]
+    assert upload(fla_sim, fla_channel, [(f"INTEST/{n}", b"") for n in strays]) == [None, None]
+    assert fla_sim.answers(fla_channel.user) == []
+    fla_clock.advance(hours=25)  # past orphan_timeout_s (24 h by default)
+    fla_sim.sweep_orphans()
+    fla_sim.drain()
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, strays)
+    assert {n: negative(results[n]) for n in strays} == {n: "ACRF-129" for n in strays}
+    assert no_uploads_left(fla_sim_home, fla_channel)
