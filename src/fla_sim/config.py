@@ -97,6 +97,9 @@ class ChannelConfig:
                               certificates=tuple(ders))
 
 
+DURABILITY_MODES = ("process", "power")
+
+
 @dataclass
 class SimulatorConfig:
     """Everything ``simulator.toml`` holds, keys and certificates still as paths/lines."""
@@ -110,6 +113,8 @@ class SimulatorConfig:
     crls: list[str] = field(default_factory=list)
     faults: list[FaultSpec] = field(default_factory=list)
     legacy_ssh_rsa: bool = False  # spec 3.2 "ssh-rsa only" compatibility mode
+    # "process": answers survive a SIGKILL of the simulator; "power": also a power cut (slower)
+    durability: str = "process"
 
     def channel(self, user: str) -> ChannelConfig | None:
         """The channel of a username, None when unknown."""
@@ -413,12 +418,16 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     host = server.pop("host", "127.0.0.1")
     port = server.pop("port", 8022)
     legacy = server.pop("legacy_ssh_rsa", False)
+    durability = server.pop("durability", "process")
     if not isinstance(host, str):
         raise ConfigError(f"{source} [server]: key 'host' must be a string")
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"{source} [server]: key 'port' must be a number 0-65535")
     if not isinstance(legacy, bool):
         raise ConfigError(f"{source} [server]: key 'legacy_ssh_rsa' must be true or false")
+    if durability not in DURABILITY_MODES:
+        raise ConfigError(f"{source} [server]: key 'durability' must be "
+                          f"{' or '.join(repr(m) for m in DURABILITY_MODES)}, not {durability!r}")
     try:
         settings = Settings.from_mapping(server, source=f"{source} [server]")
     except ValueError as exc:
@@ -442,7 +451,7 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
             raise ConfigError(f"{source} [[fault]] #{n}: {exc}") from None
     return SimulatorConfig(host=host, port=port, settings=settings, channels=channels,
                            mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
-                           legacy_ssh_rsa=legacy)
+                           legacy_ssh_rsa=legacy, durability=durability)
 
 
 def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConfig:
@@ -506,7 +515,8 @@ def _toml(value: Any) -> str:
 def _render_config(config: SimulatorConfig, base: Path) -> str:
     out = ["# fla-sim simulator home (design 5); edit, then restart 'fla-sim serve'.", "",
            "[server]", f"host = {_toml(config.host)}", f"port = {config.port}",
-           f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}"]
+           f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}",
+           f"durability = {_toml(config.durability)}"]
     out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
     for channel in config.channels:
         key_paths = []

@@ -71,6 +71,8 @@ class Processor:
         self.config = config
         self.settings = config.settings
         self.journal = journal
+        # the journal is opened before the configuration is read (fla_sim.api): align it here
+        journal.set_durability(config.durability)
         self.tz = ZoneInfo(self.settings.timezone)
         self.clock: Clock = clock or (lambda: datetime.now(self.tz))
         self.plugins = plugins if plugins is not None else get_plugins()
@@ -455,7 +457,8 @@ class Processor:
 
         corrupt = self.faults.take("answer", answer.name, ("corrupt",)) is not None
         write_answer(folder, answer.name, answer.content, self._answer_signer(),
-                     signing_time=now, before_write=before, corrupt=corrupt)
+                     signing_time=now, before_write=before, corrupt=corrupt,
+                     durable=self.config.durability == "power")
         self.journal.answer_written(answer.id, now)
         self.checkpoint(f"written:{answer.name}")
         event = AnswerWritten(user=answer.channel, directory=answer.directory, name=answer.name,

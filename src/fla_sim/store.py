@@ -5,8 +5,14 @@ each set, consumed set keys, the events (GO/TD closes) still to process, the ans
 whether their files exist, the answer and ticket counters, and the declaration registry.
 Every state change is one transaction, so a crash leaves either the old or the new state.
 
-One connection per thread (``threading.local``): the processor runs its blocking work in
-``asyncio.to_thread`` and SQLite connections must not cross threads.
+Writes go through ONE connection guarded by a lock (threads queue on the lock instead of
+spinning on SQLite's busy handler at ``BEGIN IMMEDIATE``); reads outside a transaction use one
+connection per thread (``threading.local``), which WAL lets run beside the writer.
+
+Durability (``[server] durability``): ``"process"`` (default) commits with
+``synchronous=NORMAL``: a committed transaction is in the WAL file in the OS page cache, which
+survives a SIGKILL of the simulator, not a power cut. ``"power"`` commits with
+``synchronous=FULL`` (an fsync per commit).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ SET_STATES = ("RECEIVING", "QUEUED", "PROCESSING", "ACCEPTED", "REJECTED", "NOTI
               "CANCELLED", "ORPHANED")
 FINAL_STATES = frozenset({"REJECTED", "NOTIFIED", "CANCELLED", "ORPHANED"})
 FILE_STATES = ("present", "archived", "cancelled", "swept")
+DURABILITY = {"process": "NORMAL", "power": "FULL"}  # mode -> PRAGMA synchronous
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -117,50 +124,85 @@ class AnswerRow:
 class Journal:
     """The SQLite journal of one simulator home."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, durability: str = "process"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer_thread: int | None = None  # the thread inside transaction(), if any
+        self._writer: sqlite3.Connection | None = None
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, "
+                             f"not {durability!r}")
+        self.durability = durability
         # executescript commits on its own: it must not run inside our transaction
-        self._conn().executescript(_SCHEMA)
+        with self._write_lock:
+            self._writer_conn().executescript(_SCHEMA)
 
     # --- connections ----------------------------------------------------------------------
 
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def set_durability(self, durability: str) -> None:
+        """``"process"`` (survive a SIGKILL) or ``"power"`` (also a power cut: fsync commits)."""
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, "
+                             f"not {durability!r}")
+        with self._write_lock:
+            self.durability = durability
+            if self._writer is not None:
+                self._writer.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        """The one write connection (opened on first use; call with the write lock held)."""
+        if self._writer is None:
+            self._writer = self._open()
+            self._writer.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
+        return self._writer
+
     def _conn(self) -> sqlite3.Connection:
+        if self._writer_thread == threading.get_ident() and self._writer is not None:
+            return self._writer  # inside our transaction: read what it wrote so far
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed answer plan must survive a power cut, not only a process kill
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.row_factory = sqlite3.Row
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._open()
         return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE); committed on success, rolled back on error."""
-        conn = self._conn()
-        if conn.in_transaction:  # nested use joins the outer transaction
-            yield conn
+        """One write transaction; committed on success, rolled back on error."""
+        me = threading.get_ident()
+        if self._writer_thread == me and self._writer is not None:  # nested: join the outer
+            yield self._writer
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn = self._writer_conn()
+            self._writer_thread = me
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # another process may hold the write lock
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                self._writer_thread = None
 
     def close(self) -> None:
         """Close every connection opened by any thread."""
-        with self._lock:
+        with self._write_lock, self._lock:
             conns, self._all = self._all, []
+            self._writer = None
         for conn in conns:
             # a connection of another thread may refuse; the process exit closes it anyway
             with contextlib.suppress(sqlite3.ProgrammingError):

@@ -1,5 +1,6 @@
 """Crash recovery (spec 5.9, design 6): a processor killed with SIGKILL at several points of
-processing, then restarted on the same home, answers every GO exactly once.
+processing, then restarted on the same home, answers every GO exactly once -- under both
+``[server] durability`` modes ("process": no fsync; "power": fsync of journal and answers).
 
 The first run is a real subprocess that kills itself (``os.kill(getpid(), SIGKILL)``) when
 processing reaches the named point; the restart runs in this process on the same home.
@@ -69,6 +70,15 @@ def fla_clock() -> FixedClock:
     return FixedClock(datetime(2026, 3, 16, 10, 15, tzinfo=BRU))
 
 
+@pytest.fixture(params=["process", "power"])
+def durability(request: pytest.FixtureRequest, fla_sim_home, fla_channel) -> str:
+    """The home's ``[server] durability``: both modes must keep the exactly-once promise."""
+    config = fla_sim_home.load()
+    config.durability = request.param
+    fla_sim_home.save(config)
+    return str(request.param)
+
+
 def _place_sets(folder: Path) -> list[str]:
     """Two sets (FI + GO each) on disk; returns the names in upload order."""
     names = []
@@ -95,6 +105,7 @@ async def _restart(home, clock) -> Journal:
             await processor.on_file_closed(USER, "INTEST", name, (folder / name).stat().st_size)
     await processor.drain(60)
     await processor.stop()
+    assert journal.durability == home.load().durability  # the mode under test was applied
     return journal
 
 
@@ -107,7 +118,7 @@ async def _restart(home, clock) -> Journal:
     "before-write:GO.NOTI",  # NOTI's FO and FS there, GO not
 ])
 def test_killed_processor_answers_every_go_exactly_once(fla_sim_home, fla_channel, fla_clock,
-                                                        kill_at):
+                                                        durability, kill_at):
     home = fla_sim_home
     folder = home.channel_root(USER) / "INTEST"
     names = _place_sets(folder)
@@ -137,7 +148,8 @@ def test_killed_processor_answers_every_go_exactly_once(fla_sim_home, fla_channe
 
 @pytest.mark.parametrize("kill_at", ["before-write:FS.ACRF",
                                      "written:FO.ACRF.999999.20260316.00001"])
-def test_killed_during_the_orphan_sweep(fla_sim_home, fla_channel, fla_clock, kill_at):
+def test_killed_during_the_orphan_sweep(fla_sim_home, fla_channel, fla_clock, durability,
+                                        kill_at):
     home = fla_sim_home
     config = home.load()
     config.settings = replace(config.settings, orphan_timeout_s=0)
