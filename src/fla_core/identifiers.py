@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Literal
 
 STRUCTURE = "901"
@@ -22,6 +23,10 @@ CHECK_DIGITS = "004"
 _INSS_RE = re.compile(r"[0-9]{11}")
 _KBO_RE = re.compile(r"[0-9]{10}")
 _NOSS_RE = re.compile(r"[0-9]{9}")
+_DIGITS9 = _NOSS_RE
+_BODY8_RE = re.compile(r"[0-9]{8}")
+_SEPARATORS_INSS = re.compile(r"[.\-\s/]")
+_SEPARATORS_KBO = re.compile(r"[.\-\s]")
 
 # Rule 2000 adds a leading "2" to the 9 first digits (spec 10.1).
 _RULE_2000_OFFSET = 2_000_000_000
@@ -36,7 +41,7 @@ def _mod97_complement(number: int) -> int:
 
 def inss_check_digits(first9: str, *, born_2000: bool = False) -> str:
     """The two check digits of an INSZ from its first 9 digits (rule 2000 when ``born_2000``)."""
-    if not re.fullmatch(r"[0-9]{9}", first9):
+    if not _DIGITS9.fullmatch(first9):
         raise ValueError(f"INSZ body must be 9 digits, got {first9!r}")
     n = int(first9) + (_RULE_2000_OFFSET if born_2000 else 0)
     return f"{_mod97_complement(n):02d}"
@@ -44,7 +49,7 @@ def inss_check_digits(first9: str, *, born_2000: bool = False) -> str:
 
 def kbo_check_digits(first8: str) -> str:
     """The two check digits of an enterprise number from its first 8 digits."""
-    if not re.fullmatch(r"[0-9]{8}", first8):
+    if not _BODY8_RE.fullmatch(first8):
         raise ValueError(f"enterprise number body must be 8 digits, got {first8!r}")
     return f"{_mod97_complement(int(first8)):02d}"
 
@@ -67,9 +72,21 @@ def _inss_century(value: str) -> int | None:
     return None
 
 
+# The checks ask about the same few numbers again and again (a worker in every declaration, a
+# provider in every training): answers are cached, bounded so a huge file cannot grow memory.
+_CACHE_SIZE = 4096
+
+
 def inss_problem(value: str) -> str | None:
     """None for a valid INSZ, ``"901"`` for its structure, ``"004"`` for its check digits."""
-    if not isinstance(value, str) or not _INSS_RE.fullmatch(value):
+    if not isinstance(value, str):
+        return STRUCTURE
+    return _inss_problem(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _inss_problem(value: str) -> str | None:
+    if not _INSS_RE.fullmatch(value):
         return STRUCTURE
     if not _inss_structure_ok(value):
         return STRUCTURE
@@ -80,7 +97,14 @@ def inss_problem(value: str) -> str | None:
 
 def kbo_problem(value: str) -> str | None:
     """None when ``value`` is a valid 10-digit enterprise number, else ``"901"`` or ``"004"``."""
-    if not isinstance(value, str) or not _KBO_RE.fullmatch(value):
+    if not isinstance(value, str):
+        return STRUCTURE
+    return _kbo_problem(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _kbo_problem(value: str) -> str | None:
+    if not _KBO_RE.fullmatch(value):
         return STRUCTURE
     if value[0] not in "01":
         return STRUCTURE
@@ -109,16 +133,16 @@ def is_valid_kbo(value: str) -> bool:
 
 def normalize_inss(text: str) -> str:
     """Strip the separators people write (dots, dashes, spaces) from an INSZ."""
-    return re.sub(r"[.\-\s/]", "", text)
+    return _SEPARATORS_INSS.sub("", text)
 
 
 def normalize_kbo(text: str) -> str:
     """Strip dots, spaces and a ``BE`` prefix from an enterprise number; pad 9 digits to 10."""
-    cleaned = re.sub(r"[.\-\s]", "", text.strip())
+    cleaned = _SEPARATORS_KBO.sub("", text.strip())
     if cleaned[:2].upper() == "BE":
         cleaned = cleaned[2:]
     # Numbers issued before 2023 are often written with 9 digits (the leading 0 dropped).
-    if re.fullmatch(r"[0-9]{9}", cleaned):
+    if _DIGITS9.fullmatch(cleaned):
         cleaned = "0" + cleaned
     return cleaned
 

@@ -45,17 +45,39 @@ def fla_check_declaration(declaration: Declaration, position: int,
     """Rows 19-29 for every training of every worker."""
     year = parse_year(declaration.reporting_year)
     found: list[Anomaly] = []
+    # Rows 20-29 depend on the training's provider, dates and hours only (the year, sender,
+    # clock and limits are those of the whole declaration), and a declaration repeats few such
+    # combinations: each is judged once per declaration, then only its anomalies are made.
+    judged: dict[tuple[str | None, str, str, str], tuple[_Finding, ...]] = {}
     for w, worker in enumerate(declaration.workers, start=1):
         seen: set[str] = set()
         for t, training in enumerate(worker.trainings, start=1):
-            where = _Where(position, w, t, context)
-            if training.training_ref in seen:
-                found.append(where.anomaly("930", "00131", "TrainingRef",
-                                           training.training_ref, 19))
-            seen.add(training.training_ref)
-            found += _provider(training, where)
-            found += _dates_and_hours(training, year, where)
+            ref = training.training_ref
+            if ref in seen:
+                found.append(_Where(position, w, t, context).anomaly(
+                    "930", "00131", "TrainingRef", ref, 19))
+            else:
+                seen.add(ref)
+            key = (training.provider_company_id, training.start_date, training.end_date,
+                   training.hours)
+            findings = judged.get(key)
+            if findings is None:
+                findings = judged[key] = _findings(training, year, context)
+            if findings:
+                where = _Where(position, w, t, context)
+                found += [where.anomaly(code, zone, element, getattr(training, attr), row)
+                          for code, zone, element, attr, row in findings]
     return found
+
+
+# (code, zone, element, Training attribute holding the value, rule row)
+_Finding = tuple[str, str, str, str, int]
+
+
+def _findings(training: Training, year: int | None,
+              context: CheckContext) -> tuple[_Finding, ...]:
+    """Rows 20-29 for one training, as anomaly templates in the order they are reported."""
+    return (*_provider(training, context), *_dates_and_hours(training, year, context))
 
 
 def days_of(start: date, end: date) -> int:
@@ -63,45 +85,46 @@ def days_of(start: date, end: date) -> int:
     return (end - start).days + 1
 
 
-def _provider(training: Training, where: _Where) -> list[Anomaly]:
+def _provider(training: Training, context: CheckContext) -> list[_Finding]:
     provider = training.provider_company_id
-    found: list[Anomaly] = []
+    found: list[_Finding] = []
     if provider is not None:
         problem = kbo_problem(provider)
         if problem is not None:
-            found.append(where.anomaly(problem, "00132", "ProviderCompanyID", provider,
-                                       20 if problem == "901" else 21))
-    sender = where.context.sender
+            found.append((problem, "00132", "ProviderCompanyID", "provider_company_id",
+                          20 if problem == "901" else 21))
+    sender = context.sender
     if sender.quality in OWN_TRAININGS_ONLY and provider != sender.company_id:
-        found.append(where.anomaly("951", "00132", "ProviderCompanyID", provider, 22))
+        found.append(("951", "00132", "ProviderCompanyID", "provider_company_id", 22))
     return found
 
 
-def _dates_and_hours(training: Training, year: int | None, where: _Where) -> list[Anomaly]:
+def _dates_and_hours(training: Training, year: int | None,
+                     context: CheckContext) -> list[_Finding]:
     start = parse_date(training.start_date)
     end = parse_date(training.end_date)
-    found: list[Anomaly] = []
+    found: list[_Finding] = []
     reversed_period = start is not None and end is not None and end < start
     if reversed_period:
-        found.append(where.anomaly("910", "00136", "EndDate", training.end_date, 23))
+        found.append(("910", "00136", "EndDate", "end_date", 23))
     if year is not None and start is not None and start.year != year:
-        found.append(where.anomaly("911", "00135", "StartDate", training.start_date, 24))
+        found.append(("911", "00135", "StartDate", "start_date", 24))
     if year is not None and end is not None and end.year != year:
-        found.append(where.anomaly("911", "00136", "EndDate", training.end_date, 25))
-    if end is not None and end > where.context.processing_date:
-        found.append(where.anomaly("912", "00136", "EndDate", training.end_date, 26))
+        found.append(("911", "00136", "EndDate", "end_date", 25))
+    if end is not None and end > context.processing_date:
+        found.append(("912", "00136", "EndDate", "end_date", 26))
     hours = training.hours_decimal
     if hours is None or not hours.is_finite():
         return found
     if hours == ZERO:
-        found.append(where.anomaly("920", "00137", "Hours", training.hours, 27))
+        found.append(("920", "00137", "Hours", "hours", 27))
         return found
     if start is None or end is None or reversed_period:
         return found
     days = days_of(start, end)
-    limits = where.context.limits
+    limits = context.limits
     if hours > limits.daily_max_hours * days:
-        found.append(where.anomaly("921", "00137", "Hours", training.hours, 28))
+        found.append(("921", "00137", "Hours", "hours", 28))
     elif hours > limits.daily_warn_hours * days:
-        found.append(where.anomaly("922", "00137", "Hours", training.hours, 29))
+        found.append(("922", "00137", "Hours", "hours", 29))
     return found
