@@ -246,6 +246,9 @@ GO_NAME_CASES = [
     ("I27", "IN", f"GO.{STEM}.1", "119"),
     ("I28", "INTEST", f"GO.FLAC.123456.{DAY}.00001.S.1", "257"),
     ("I31", "INTEST", f"GO.ACRF.123456.{DAY}.00001.T.1", "154"),
+    ("119-T-in-INTEST-S", "INTEST-S", f"GO.{STEM}.1", "119"),
+    ("118-R-in-INTEST-S", "INTEST-S", f"GO.FLAC.123456.{DAY}.00001.R.1", "118"),
+    ("257-S-in-IN", "IN", f"GO.FLAC.123456.{DAY}.00001.S.1", "257"),
     ("154-not-enabled", "INTEST", f"GO.WECH.123456.{DAY}.00001.T.1", "154"),
 ]
 
@@ -256,7 +259,8 @@ def test_go_name_error_gives_a_negative_acrf_naming_the_go(fla_sim, fla_channel,
                                                            tmp_path, directory, name, code):
     assert upload(fla_sim, fla_channel, [(f"{directory}/{name}", b"")]) == [None]
     # the answer goes to the pair of the directory used, with that pair's letter (spec 4.8)
-    answer_dir, env = {"IN": ("OUT", "R"), "INTEST": ("OUTTEST", "T")}[directory]
+    answer_dir, env = {"IN": ("OUT", "R"), "INTEST": ("OUTTEST", "T"),
+                       "INTEST-S": ("OUTTEST-S", "S")}[directory]
     acrf = f"FO.ACRF.999999.{DAY}.00001.{env}"
     assert acrf in fla_sim.answers(fla_channel.user, answer_dir)
     results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [name])
