@@ -205,3 +205,50 @@ def test_production_set_without_fs_is_answered_122_in_out(fla_sim, fla_channel, 
     assert isinstance(acrf, Acrf) and not acrf.accepted
     assert acrf.error_id == "ACRF-122" and acrf.file_name == go.name
     assert fla_sim.answers(fla_channel.user, "OUTTEST") == []
+
+
+@pytest.mark.parametrize(("encode", "md", "verdict"), [
+    pytest.param(["openssl", "base64"], "sha256", None, id="base64-64-column-lines"),
+    pytest.param(None, "sha1", "00000-609", id="sha1-digest-warning"),
+    pytest.param("pem", "sha256", "ACRF-601", id="pem-armour"),
+])
+def test_what_openssl_users_commonly_send(fla_sim, fla_channel, tmp_path, encode, md, verdict):
+    """Other openssl spellings: 64-column base64 passes (6.1), SHA-1 warns, PEM armour is 601."""
+    outbox, inbox = tmp_path / "outbox", tmp_path / "inbox"
+    outbox.mkdir()
+    inbox.mkdir()
+    stem = f"FLAC.123456.{DAY}.00001.T"
+    fi = outbox / f"FI.{stem}.1.1"
+    fi.write_bytes(FI_TEXT.encode())
+    fs = fi.with_name("FS." + fi.name[3:])
+    cert = tmp_path / "signer-cert.pem"
+    cert.write_bytes(fla_channel.certified.cert.public_bytes(Encoding.PEM))
+    sign = ["openssl", "cms", "-sign", "-binary", "-md", md, "-signer", str(cert),
+            "-inkey", str(fla_channel.signer_key), "-in", str(fi)]
+    if encode == "pem":
+        run([*sign, "-outform", "PEM", "-out", str(fs)], tmp_path)
+        assert fs.read_bytes().startswith(b"-----BEGIN CMS-----")
+    else:
+        der = tmp_path / "fs.der"
+        run([*sign, "-outform", "DER", "-out", str(der)], tmp_path)
+        run([*(encode or ["openssl", "base64", "-A"]), "-in", str(der), "-out", str(fs)],
+            tmp_path)
+        lines = fs.read_bytes().split(b"\n")
+        assert len(lines) > 2 if encode else len(lines) == 1  # the layout under test
+    go = outbox / f"GO.{stem}.1"
+    go.write_bytes(b"")
+    sftp_batch(fla_sim, fla_channel,
+               f"put {fi.name} INTEST/\nput {fs.name} INTEST/\nput {go.name} INTEST/\n", outbox)
+    fla_sim.drain()
+    sftp_batch(fla_sim, fla_channel, f"get OUTTEST/FO.ACRF.999999.{DAY}.00001.T .\n", inbox)
+    acrf = parse_answer((inbox / f"FO.ACRF.999999.{DAY}.00001.T").read_bytes())
+    assert isinstance(acrf, Acrf) and acrf.file_name == go.name
+    if verdict is not None and verdict.startswith("ACRF-"):
+        assert acrf.error_id == verdict
+        return
+    assert acrf.accepted
+    sftp_batch(fla_sim, fla_channel, f"get OUTTEST/FO.NOTI.999999.{DAY}.00002.T .\n", inbox)
+    noti = parse_answer((inbox / f"FO.NOTI.999999.{DAY}.00002.T").read_bytes())
+    assert isinstance(noti, Noti) and noti.result_code == 2
+    assert [a.error_id for a in noti.file_warnings] == ([verdict] if verdict else [])
+
