@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,7 @@ HIDDEN = "."  # simulator temp files (.upload-*, .answer-*): never listed, serve
 
 FileClosed = Callable[[str, str, str, int], Awaitable[None]]
 
+_CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")  # not allowed in names (see _parts)
 _WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
 
 
@@ -156,8 +158,10 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             parts = tuple(rel.decode("utf-8").split("/")) if rel else ()
         except UnicodeDecodeError:
             raise _denied("file names must be UTF-8") from None
-        if b"\0" in rel:  # the OS would refuse it only at the final rename, with a traceback
-            raise _denied("file names cannot contain NUL characters")
+        if _CONTROL.search(rel.decode("utf-8")):
+            # NUL fails only at the final rename; other control characters cannot be written
+            # into the XML answer naming the file, so the set would never be answered
+            raise _denied("file names cannot contain control characters")
         local = self._root
         for part in parts:  # a link planted in the tree could point outside: never follow it
             local = local + b"/" + part.encode()
