@@ -346,6 +346,12 @@ def test_write_into_outtest_is_permission_denied_and_not_answered(fla_sim, fla_c
 @pytest.mark.parametrize(("name", "error"), [
     ("F" * 300, asyncssh.SFTPFailure),  # longer than a file name may be on disk
     ("FI.X\0Y", asyncssh.SFTPPermissionDenied),
+    # control characters cannot be written into the XML answer that names the file: such a
+    # GO or TD would never be answered, so the name is refused at upload
+    (f"GO.{STEM}.\x01", asyncssh.SFTPPermissionDenied),
+    (f"GO.FLAC.\x1b[31m.{DAY}.00001.T.1", asyncssh.SFTPPermissionDenied),
+    ("TD.\x02", asyncssh.SFTPPermissionDenied),
+    ("GO.\ufffe", asyncssh.SFTPPermissionDenied),
 ])
 def test_unstorable_names_are_refused_and_leave_nothing_behind(fla_sim, fla_channel,
                                                                fla_sim_home, name, error):
