@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from fla_core.formats import ReadContext
 from fla_core.model import (
@@ -58,6 +59,21 @@ _REF35 = re.compile(r"[A-Za-z0-9._/-]{1,35}")
 _TRUE = {"true", "yes", "1", "ja", "oui", "y", "j", "o"}
 _FALSE = {"false", "no", "0", "nee", "non", "n"}
 _MAX_HOURS = Decimal("9999.99")
+_CENT = Decimal("0.01")
+# Compiled once: parse_row runs for every row of an export.
+_SEPARATORS = re.compile(r"[\s.\-]")
+_DIGITS4 = re.compile(r"\d{4}")
+_DIGITS9 = re.compile(r"\d{9}")
+_DIGITS10 = re.compile(r"\d{10}")
+_DIGITS11 = re.compile(r"\d{11}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ASCII_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ASCII_DMY_DATE = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4})")
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?|[+-]?\.\d+")
+_ROW_POSITION = re.compile(r"(Worker|Training)\[(\d+)\]")
+_NOT_DIGIT = re.compile(r"\D")
+# Exports repeat the same dates and hours on many rows: their parsing is cached (bounded).
+_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ def check_columns(columns: list[str], path: object, context: ReadContext,
 
 def normalize_kbo(text: str) -> str:
     """Strip dots, spaces, dashes and a ``BE`` prefix; pad a 9-digit number to 10 (spec 10.2)."""
-    value = re.sub(r"[\s.\-]", "", text).upper()
+    value = _SEPARATORS.sub("", text).upper()
     if value.startswith("BE"):
         value = value[2:]
     if len(value) == 9 and value.isdigit():
@@ -118,35 +134,48 @@ def normalize_kbo(text: str) -> str:
 
 def normalize_inss(text: str) -> str:
     """Strip the dots, dashes and spaces of a written INSZ (``93.05.18-223.61``)."""
-    return re.sub(r"[\s.\-]", "", text)
+    return _SEPARATORS.sub("", text)
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def parse_date(text: str) -> str | None:
     """``YYYY-MM-DD`` or ``DD/MM/YYYY`` -> ``YYYY-MM-DD``; None when not a real date."""
+    # Fast paths for the two-digit ASCII forms (what exports write); they give what strptime
+    # gives. Other text (one-digit day, non-ASCII digits, ...) goes through strptime.
+    try:
+        if _ASCII_ISO_DATE.fullmatch(text):
+            return date.fromisoformat(text).isoformat()
+        dmy = _ASCII_DMY_DATE.fullmatch(text)
+        if dmy:
+            return date(int(dmy[3]), int(dmy[2]), int(dmy[1])).isoformat()
+    except ValueError:
+        return None  # not a real date, whichever format is tried
     for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
         try:
             parsed = datetime.strptime(text, fmt).date()
         except ValueError:
             continue
-        if fmt == "%Y-%m-%d" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        if fmt == "%Y-%m-%d" and not _ISO_DATE.fullmatch(text):
             continue  # strptime accepts 2025-3-3; the layout wants two digits
         return parsed.isoformat()
     return None
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def parse_hours(text: str) -> tuple[str | None, str | None]:
     """Hours as written (``21``, ``3,5``, ``3.50``) -> (``"21.00"``, None) or (None, problem)."""
     raw = text.replace(",", ".")
-    if not re.fullmatch(r"[+-]?\d+(\.\d*)?|[+-]?\.\d+", raw):
+    if not _NUMBER.fullmatch(raw):
         return None, f"hours {text!r} is not a number"
     value = Decimal(raw)
     if value < 0:
         return None, f"hours {text!r} is negative"
-    if value != value.quantize(Decimal("0.01")):
+    cents = value.quantize(_CENT)
+    if value != cents:
         return None, f"hours {text!r} has more than 2 decimals"
     if value > _MAX_HOURS:
         return None, f"hours {text!r} is more than 9999.99"
-    return str(value.quantize(Decimal("0.01"))), None
+    return str(cents), None
 
 
 def parse_bool(text: str) -> bool | None:
@@ -161,7 +190,8 @@ def parse_bool(text: str) -> bool | None:
 
 def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
     """Check and normalise one row; report each problem; None when the row is unusable."""
-    v = {k: (row.values.get(k) or "").strip() for k in FIELDS}
+    get = row.values.get
+    v = {k: (get(k) or "").strip() for k in FIELDS}
     bad = 0
 
     def problem(field: str, message: str) -> None:
@@ -179,14 +209,14 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
     if action not in Action.__members__:
         problem("action", f"action {v['action']!r} is not one of NEW, REPLACE, CANCEL")
     year = v["reporting_year"]
-    if year and not re.fullmatch(r"\d{4}", year):
+    if year and not _DIGITS4.fullmatch(year):
         problem("reporting_year", f"reporting year {year!r} is not 4 digits")
     employer = normalize_kbo(v["employer_company_id"]) if v["employer_company_id"] else None
-    if employer is not None and not re.fullmatch(r"\d{10}", employer):
+    if employer is not None and not _DIGITS10.fullmatch(employer):
         problem("employer_company_id",
                 f"{v['employer_company_id']!r} is not an enterprise number (10 digits)")
-    noss = re.sub(r"[\s.\-]", "", v["employer_noss_nbr"]) or None
-    if noss is not None and not re.fullmatch(r"\d{9}", noss):
+    noss = _SEPARATORS.sub("", v["employer_noss_nbr"]) or None
+    if noss is not None and not _DIGITS9.fullmatch(noss):
         problem("employer_noss_nbr", f"{v['employer_noss_nbr']!r} is not a NOSS number "
                 "(9 digits)")
     worker = None
@@ -205,10 +235,10 @@ def _parse_worker(v: dict[str, str], problem: Callable[[str, str], None]
         if not v[col]:
             problem(col, f"{col} is empty (required on a row with a worker)")
     inss = normalize_inss(v["inss"])
-    if inss and not re.fullmatch(r"\d{11}", inss):
+    if inss and not _DIGITS11.fullmatch(inss):
         problem("inss", f"{v['inss']!r} is not an INSZ/NISS number (11 digits)")
     provider = normalize_kbo(v["provider_company_id"]) if v["provider_company_id"] else None
-    if provider is not None and not re.fullmatch(r"\d{10}", provider):
+    if provider is not None and not _DIGITS10.fullmatch(provider):
         problem("provider_company_id",
                 f"{v['provider_company_id']!r} is not an enterprise number (10 digits)")
     if len(v["title"]) > 200:
@@ -243,6 +273,12 @@ _CONSISTENT = ("action", "replaced_declaration_ref", "reporting_year", "employer
                "employer_noss_nbr")
 
 
+def _consistent_values(row: ParsedRow) -> tuple[str | None, ...]:
+    """The ``_CONSISTENT`` fields of a row, in that order."""
+    return (row.action, row.replaced_declaration_ref, row.reporting_year,
+            row.employer_company_id, row.employer_noss_nbr)
+
+
 class DeclarationBuilder:
     """Accumulates the parsed rows of one declaration; workers are grouped by INSS."""
 
@@ -256,10 +292,14 @@ class DeclarationBuilder:
             replaced_declaration_ref=first.replaced_declaration_ref,
             line=first.declaration_line or first.line)
         self._workers: dict[str, Worker] = {}
+        self._same = _consistent_values(first)
         self._add_worker(first)
 
     def add(self, row: ParsedRow, path: object, context: ReadContext) -> None:
         """Add a row; a declaration field that differs from the first row is a problem."""
+        if _consistent_values(row) == self._same:
+            self._add_worker(row)  # the usual case: one comparison instead of five look-ups
+            return
         for name in _CONSISTENT:
             mine, theirs = getattr(self.first, name), getattr(row, name)
             if mine != theirs:
@@ -273,7 +313,12 @@ class DeclarationBuilder:
         if row.worker is None:
             return
         inss, training = row.worker
-        training = replace(training, line=row.line)
+        # What dataclasses.replace does, without its per-call field introspection.
+        training = (Training(training.training_ref, training.title, training.training_type,
+                             training.start_date, training.end_date, training.hours,
+                             training.during_working_time, training.provider_company_id,
+                             row.line)
+                    if type(training) is Training else replace(training, line=row.line))
         worker = self._workers.get(inss)
         if worker is None:
             worker = Worker(inss=inss, line=row.line)
@@ -324,7 +369,7 @@ def make_header(context: ReadContext, file_reference: str | None = None) -> File
     creation = context.creation or datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     reference = context.file_reference or file_reference
     if not reference:
-        stamp = re.sub(r"\D", "", creation)[:14]
+        stamp = _NOT_DIGIT.sub("", creation)[:14]
         reference = f"FLA-{context.sender.sender_nbr}-{stamp}"
     return FileHeader(
         sender_nbr=context.sender.sender_nbr, quality=context.sender.quality.value,
@@ -337,7 +382,7 @@ def locate(anomaly_path: str | None, declaration: Declaration) -> tuple[int | No
     if not anomaly_path:
         return declaration.line, None
     worker = training = None
-    for name, index in re.findall(r"(Worker|Training)\[(\d+)\]", anomaly_path):
+    for name, index in _ROW_POSITION.findall(anomaly_path):
         if name == "Worker":
             worker = int(index)
         else:
