@@ -539,3 +539,18 @@ def test_names_that_are_no_trigger_are_swept_with_129(fla_sim, fla_channel, fla_
     results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, strays)
     assert {n: negative(results[n]) for n in strays} == {n: "ACRF-129" for n in strays}
     assert no_uploads_left(fla_sim_home, fla_channel)
+
+
+@pytest.mark.parametrize(("settings", "code"), [
+    ({"max_declarations": 1}, "ACRF-172"),  # the 7.2 file has two
+    ({"max_file_size": 1000}, "ACRF-184"),
+])
+def test_limits_reject_the_set(fla_sim_home, fla_channel, fla_clock, tmp_path, settings, code):
+    from fla_sim.api import Simulator
+
+    data = (FLA / "valid-minimal.xml").read_bytes()
+    assert len(data) > 1000
+    with Simulator(fla_sim_home.path, clock=fla_clock, **settings) as sim:
+        upload(sim, fla_channel, [(f"INTEST/{FI}", data), (f"INTEST/{GO}", b"")])
+        results = answers(sim, fla_channel, fla_sim_home, tmp_path, [GO])
+    assert negative(results[GO]) == code
