@@ -554,3 +554,24 @@ def test_limits_reject_the_set(fla_sim_home, fla_channel, fla_clock, tmp_path, s
         upload(sim, fla_channel, [(f"INTEST/{FI}", data), (f"INTEST/{GO}", b"")])
         results = answers(sim, fla_channel, fla_sim_home, tmp_path, [GO])
     assert negative(results[GO]) == code
+
+
+def test_go_before_its_fi_is_closed_never_sees_half_a_file(fla_sim, fla_channel, fla_sim_home,
+                                                          tmp_path):
+    fi = accepted_fi()
+
+    async def interleaved() -> None:
+        async with sftp_session(fla_channel, fla_sim.port) as slow:
+            f = await slow.open(f"INTEST/{FI}", "wb")
+            await f.write(fi[:100])  # the FI is still open when the GO comes
+            assert await _upload(fla_channel, fla_sim.port, [(f"INTEST/{GO}", b"")]) == [None]
+            await asyncio.to_thread(fla_sim.drain)
+            await f.write(fi[100:], 100)
+            await f.close()
+
+    asyncio.run(interleaved())
+    fla_sim.drain()
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])
+    assert negative(results[GO]) == "ACRF-142"  # the half-written FI was invisible
+    # the FI closed after its GO stays, complete, for the orphan sweep (spec 5.7)
+    assert (fla_sim_home.channel_root(fla_channel.user) / "INTEST" / FI).read_bytes() == fi
