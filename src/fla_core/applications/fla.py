@@ -103,12 +103,61 @@ _NOSS = _Q + "NOSSRegistrationNbr"
 _REPLACED = _Q + "ReplacedDeclarationRef"
 
 
+# Every text node under an element, as plain strings: one call into libxml2 per declaration.
+_ALL_TEXTS = etree.XPath(".//text()", smart_strings=False)
+
+
 def valid_declaration_of(el: Any) -> Declaration:
     """``Declaration`` element already valid against the XSD (no comments) -> model.
 
-    The element order and cardinalities of spec 7.3 are guaranteed, so children are taken by
-    position: a third faster than looking at every tag, and this runs for every record.
+    The element order and cardinalities of spec 7.3 are guaranteed, so values are taken by
+    position: this runs for every record. The leaf values come from one XPath call, and only
+    the workers and trainings become Python elements (for their line and child count): three
+    times fewer element objects than walking every leaf.
     """
+    kids = list(el)
+    texts = _ALL_TEXTS(el)
+    d = Declaration(texts[0], texts[1], "", line=el.sourceline)
+    p = 2
+    i = 2
+    if kids[2].tag == _REPLACED:
+        d.replaced_declaration_ref = texts[2]
+        p = i = 3
+    d.reporting_year = texts[p]
+    p += 1
+    i += 1
+    if i < len(kids) and kids[i].tag == _EMPLOYER:
+        n = len(kids[i])
+        d.employer = Employer(texts[p], texts[p + 1] if n > 1 else None)
+        p += n
+        i += 1
+    workers = d.workers
+    for w in kids[i:]:
+        worker = Worker(texts[p], line=w.sourceline)
+        p += 1
+        trainings = worker.trainings
+        for t in w[1:]:
+            if len(t) == 8:  # with ProviderCompanyID (second)
+                v = texts[p:p + 8]
+                p += 8
+                trainings.append(Training(v[0], v[2], v[3], v[4], v[5], v[6], v[7] == "true",
+                                          v[1], t.sourceline))
+            else:
+                v = texts[p:p + 7]
+                p += 7
+                trainings.append(Training(v[0], v[1], v[2], v[3], v[4], v[5], v[6] == "true",
+                                          None, t.sourceline))
+        workers.append(worker)
+    # Each leaf has a non-empty value (no simple type allows ""), so there are at least as many
+    # text nodes as leaves, and exactly as many unless a value is split into several nodes
+    # (text and CDATA) or a container kept some white space: then the positions are wrong.
+    if p != len(texts):
+        return _declaration_by_children(el)
+    return d
+
+
+def _declaration_by_children(el: Any) -> Declaration:
+    """``valid_declaration_of`` reading each leaf element's text (any text layout)."""
     kids = list(el)
     d = Declaration(kids[0].text, kids[1].text, "", line=el.sourceline)
     i = 2

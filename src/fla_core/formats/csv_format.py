@@ -75,7 +75,9 @@ def _rows(path: Path, header: list[str], delimiter: str,
         next(reader, None)
         try:
             for record in reader:
-                if not record or all(not cell.strip() for cell in record):
+                # The first cell decides for almost every row without a generator.
+                if not record or (not record[0].strip()
+                                  and all(not cell.strip() for cell in record)):
                     continue  # blank line
                 line = reader.line_num
                 if len(record) != len(header):

@@ -74,6 +74,8 @@ _ROW_POSITION = re.compile(r"(Worker|Training)\[(\d+)\]")
 _NOT_DIGIT = re.compile(r"\D")
 # Exports repeat the same dates and hours on many rows: their parsing is cached (bounded).
 _CACHE_SIZE = 4096
+_ACTIONS = frozenset(Action.__members__)
+_TRAINING_TYPES = frozenset(TrainingType.__members__)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def check_columns(columns: list[str], path: object, context: ReadContext,
     return not missing
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def normalize_kbo(text: str) -> str:
     """Strip dots, spaces, dashes and a ``BE`` prefix; pad a 9-digit number to 10 (spec 10.2)."""
     value = _SEPARATORS.sub("", text).upper()
@@ -206,7 +209,7 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
         if v[col] and not _REF35.fullmatch(v[col]):
             problem(col, f"{v[col]!r} is not a reference (1-35 of A-Z a-z 0-9 . _ / -)")
     action = v["action"].upper() or Action.NEW.value
-    if action not in Action.__members__:
+    if action not in _ACTIONS:
         problem("action", f"action {v['action']!r} is not one of NEW, REPLACE, CANCEL")
     year = v["reporting_year"]
     if year and not _DIGITS4.fullmatch(year):
@@ -244,7 +247,7 @@ def _parse_worker(v: dict[str, str], problem: Callable[[str, str], None]
     if len(v["title"]) > 200:
         problem("title", f"title is {len(v['title'])} characters long (at most 200)")
     ttype = v["training_type"].upper()
-    if v["training_type"] and ttype not in TrainingType.__members__:
+    if v["training_type"] and ttype not in _TRAINING_TYPES:
         problem("training_type", f"training type {v['training_type']!r} is not FORMAL or "
                 "INFORMAL")
     dates = {}
