@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from fla_core import pki
 from fla_core.responses import Acrf, Noti, parse_answer
 from fla_sim.pytest_plugin import FixedClock
 
@@ -114,13 +115,25 @@ def sftp_batch(sim, channel, batch: str, cwd: Path) -> str:
                 f"{channel.user}@127.0.0.1"], cwd).stdout.decode()
 
 
-def openssl_sign(fi: Path, channel, work: Path) -> Path:
+def signer_files(fla_pki, channel, work: Path) -> tuple[Path, Path]:
+    """Certificate and key PEM files of a signer for the channel's enterprise number.
+
+    openssl stamps the real time as signingTime, which the simulator checks (S7) while its
+    clock stays on the fixed day: the certificate must cover both, for years to come.
+    """
+    ck = fla_pki.signer(channel.company, not_after=AT + timedelta(days=3000))
+    cert, key = work / "signer-cert.pem", work / "signer-key.pem"
+    cert.write_bytes(ck.cert.public_bytes(Encoding.PEM))
+    pki.write_pem(key, ck.key)
+    return cert, key
+
+
+def openssl_sign(fi: Path, signer: tuple[Path, Path], work: Path) -> Path:
     """The FS of ``fi``: ``openssl cms -sign`` (DER, detached) then ``openssl base64 -A``."""
-    cert = work / "signer-cert.pem"
-    cert.write_bytes(channel.certified.cert.public_bytes(Encoding.PEM))
+    cert, key = signer
     der = work / (fi.name + ".der")
     run(["openssl", "cms", "-sign", "-binary", "-md", "sha256", "-outform", "DER",
-         "-signer", str(cert), "-inkey", str(channel.signer_key), "-in", str(fi),
+         "-signer", str(cert), "-inkey", str(key), "-in", str(fi),
          "-out", str(der)], work)
     fs = fi.with_name("FS." + fi.name[3:])
     run(["openssl", "base64", "-A", "-in", str(der), "-out", str(fs)], work)
@@ -138,7 +151,7 @@ def openssl_verify(answer: Path, ca: Path, work: Path, content: Path | None = No
 
 
 def test_hand_written_fi_signed_by_openssl_round_trips_through_openssh(
-        fla_sim, fla_channel, fla_sim_home, tmp_path):
+        fla_sim, fla_channel, fla_sim_home, fla_pki, tmp_path):
     assert FI_TEXT.encode() == FIXTURE.read_bytes()  # the fixture is the spec text
     outbox, inbox = tmp_path / "outbox", tmp_path / "inbox"
     outbox.mkdir()
@@ -146,7 +159,7 @@ def test_hand_written_fi_signed_by_openssl_round_trips_through_openssh(
     stem = f"FLAC.123456.{DAY}.00001.T"
     fi = outbox / f"FI.{stem}.1.1"
     fi.write_text(FI_TEXT, encoding="utf-8", newline="\n")
-    fs = openssl_sign(fi, fla_channel, tmp_path)
+    fs = openssl_sign(fi, signer_files(fla_pki, fla_channel, tmp_path), tmp_path)
     go = outbox / f"GO.{stem}.1"
     go.write_bytes(b"")
 
@@ -212,7 +225,8 @@ def test_production_set_without_fs_is_answered_122_in_out(fla_sim, fla_channel, 
     pytest.param(None, "sha1", "00000-609", id="sha1-digest-warning"),
     pytest.param("pem", "sha256", "ACRF-601", id="pem-armour"),
 ])
-def test_what_openssl_users_commonly_send(fla_sim, fla_channel, tmp_path, encode, md, verdict):
+def test_what_openssl_users_commonly_send(fla_sim, fla_channel, fla_pki, tmp_path, encode, md,
+                                         verdict):
     """Other openssl spellings: 64-column base64 passes (6.1), SHA-1 warns, PEM armour is 601."""
     outbox, inbox = tmp_path / "outbox", tmp_path / "inbox"
     outbox.mkdir()
@@ -221,10 +235,9 @@ def test_what_openssl_users_commonly_send(fla_sim, fla_channel, tmp_path, encode
     fi = outbox / f"FI.{stem}.1.1"
     fi.write_bytes(FI_TEXT.encode())
     fs = fi.with_name("FS." + fi.name[3:])
-    cert = tmp_path / "signer-cert.pem"
-    cert.write_bytes(fla_channel.certified.cert.public_bytes(Encoding.PEM))
+    cert, key = signer_files(fla_pki, fla_channel, tmp_path)
     sign = ["openssl", "cms", "-sign", "-binary", "-md", md, "-signer", str(cert),
-            "-inkey", str(fla_channel.signer_key), "-in", str(fi)]
+            "-inkey", str(key), "-in", str(fi)]
     if encode == "pem":
         run([*sign, "-outform", "PEM", "-out", str(fs)], tmp_path)
         assert fs.read_bytes().startswith(b"-----BEGIN CMS-----")
