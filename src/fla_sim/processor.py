@@ -178,8 +178,7 @@ class Processor:
         forced = await self._upload_fault(name, path)
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
-        veto = await asyncio.to_thread(self._received_hook, event) or forced
-        ev = await asyncio.to_thread(self._journal_close, user, directory, name, size, now, veto)
+        ev = await asyncio.to_thread(self._receive, event, now, forced)
         if ev is None:  # FI, FS or any other file: stored, waits for its GO or the sweep
             return
         self.checkpoint("event-journaled")
@@ -205,6 +204,12 @@ class Processor:
         elif fault.action == "force-anomaly":
             return fault.code or "312"
         return None
+
+    def _receive(self, event: FileReceived, now: datetime, forced: str | None) -> EventRow | None:
+        """The plugin hook, then the journal: one worker-thread hop per closed upload."""
+        veto = self._received_hook(event) or forced
+        return self._journal_close(event.user, event.directory, event.name, event.size, now,
+                                   veto)
 
     def _received_hook(self, event: FileReceived) -> str | None:
         try:
@@ -291,11 +296,38 @@ class Processor:
         event = self.journal.event(eid)
         if event.state == "done":  # cancelled by a TD while queued (P3)
             return
+        if self._nothing_to_wait_for():
+            # the whole set in one worker-thread hop (a hop costs more than a journal commit)
+            if await asyncio.to_thread(self._run_event_now, eid):
+                return
+            event = self.journal.event(eid)  # a write failed: retried below, with back-off
         if event.state == "pending":
             await asyncio.to_thread(self._plan_go, event)
             self.checkpoint("answers-planned")
         await self._write_answers(self.journal.answers(written=False, event_id=eid))
         await asyncio.to_thread(self._finish_event, eid)
+
+    def _nothing_to_wait_for(self) -> bool:
+        """No NOTI delay and no answer-delay fault: answers can be written back to back."""
+        if self.settings.noti_delay_ms > 0:
+            return False
+        return not any(f.when == "answer" and f.action == "delay" for f in self.faults.faults)
+
+    def _run_event_now(self, eid: int) -> bool:
+        """Judge, write the answers and clean up, in this thread; False when a write failed
+        (the caller retries the answers not yet written)."""
+        event = self.journal.event(eid)
+        if event.state == "pending":
+            self._plan_go(event)
+            self.checkpoint("answers-planned")
+        for answer in self.journal.answers(written=False, event_id=eid):
+            try:
+                self._write_one(answer)
+            except OSError as exc:
+                log.error("writing answer %s failed (%s); retrying", answer.name, exc)
+                return False
+        self._finish_event(eid)
+        return True
 
     # --- GO pipeline ---------------------------------------------------------------------------
 
@@ -481,11 +513,20 @@ class Processor:
             names = sorted({f.name for f in self.journal.files(user, directory)
                             if f.name.startswith(prefixes)} | {event.name})
         if not self.settings.keep_uploads:
-            self._archive(user, directory, names, "archived")
-        self.journal.set_event_state(eid, "done")
+            self._move_to_archive(user, directory, names)
+        # one transaction: a crash before it re-runs this clean-up (moves skip missing files)
+        with self.journal.transaction():
+            if not self.settings.keep_uploads:
+                self.journal.set_file_state(user, directory, names, "archived")
+            self.journal.set_event_state(eid, "done")
 
     def _archive(self, user: str, directory: str, names: Sequence[str], state: str) -> None:
         """Move uploads out of the sender's view into the home's archive."""
+        self._move_to_archive(user, directory, names)
+        self.journal.set_file_state(user, directory, names, state)
+
+    def _move_to_archive(self, user: str, directory: str, names: Sequence[str]) -> None:
+        """Move the files still in the upload directory to the archive (never overwriting)."""
         folder = self.root(user) / directory
         target = self.home.archive_dir / user / directory
         target.mkdir(parents=True, exist_ok=True)
@@ -498,7 +539,6 @@ class Processor:
                 n += 1
                 dest = target / f"{name}~{n}"
             os.replace(src, dest)
-        self.journal.set_file_state(user, directory, names, state)
 
     # --- TD (spec 5.5) ---------------------------------------------------------------------------
 
