@@ -82,6 +82,17 @@ class ConcatStream(io.RawIOBase):
         """Up to ``size`` bytes (all when negative); short only at the end of the last file."""
         if size is None or size < 0:
             return self.readall()
+        if self._current is not None:
+            # The usual case: the current file alone fills the request (one copy, no zeroing).
+            first = self._current.read(size)
+            if first is not None and len(first) == size:
+                return first
+            if first:
+                return first + self._fill(size - len(first))
+        return self._fill(size)
+
+    def _fill(self, size: int) -> bytes:
+        """Up to ``size`` bytes across files, short only at the end of the last file."""
         out = bytearray(size)
         view = memoryview(out)
         got = 0

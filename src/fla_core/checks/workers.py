@@ -27,14 +27,14 @@ def fla_check_declaration(declaration: Declaration, position: int,
                                   catalogue=cat))
     seen: set[str] = set()
     for w, worker in enumerate(declaration.workers, start=1):
-        path = worker_path(d, w, "INSS")
         problem = inss_problem(worker.inss)
         if problem is not None:
-            found.append(rule_anomaly(problem, "00122", path, worker.inss,
+            found.append(rule_anomaly(problem, "00122", worker_path(d, w, "INSS"), worker.inss,
                                       row=16 if problem == "901" else 17,
                                       declaration=d, worker=w, catalogue=cat))
         if worker.inss in seen:
-            found.append(rule_anomaly("932", "00122", path, worker.inss, row=18,
+            found.append(rule_anomaly("932", "00122", worker_path(d, w, "INSS"), worker.inss,
+                                      row=18,
                                       declaration=d, worker=w, catalogue=cat))
         seen.add(worker.inss)
     return found
