@@ -202,26 +202,18 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
         bad += 1
         context.problem(path, row.line, field, message)
 
-    for col in REQUIRED_COLUMNS:
-        if not v[col]:
-            problem(col, f"{col} is empty (required)")
-    for col in ("declaration_ref", "replaced_declaration_ref", "training_ref"):
-        if v[col] and not _REF35.fullmatch(v[col]):
-            problem(col, f"{v[col]!r} is not a reference (1-35 of A-Z a-z 0-9 . _ / -)")
-    action = v["action"].upper() or Action.NEW.value
-    if action not in _ACTIONS:
-        problem("action", f"action {v['action']!r} is not one of NEW, REPLACE, CANCEL")
+    # The declaration fields repeat on every row of a declaration: judged once (cached).
+    before, after, action, employer, noss = _declaration_fields(
+        v["declaration_ref"], v["action"], v["replaced_declaration_ref"], v["reporting_year"],
+        v["employer_company_id"], v["employer_noss_nbr"])
+    for field, message in before:
+        problem(field, message)
+    ref = v["training_ref"]
+    if ref and not _REF35.fullmatch(ref):
+        problem("training_ref", f"{ref!r} is not a reference (1-35 of A-Z a-z 0-9 . _ / -)")
+    for field, message in after:
+        problem(field, message)
     year = v["reporting_year"]
-    if year and not _DIGITS4.fullmatch(year):
-        problem("reporting_year", f"reporting year {year!r} is not 4 digits")
-    employer = normalize_kbo(v["employer_company_id"]) if v["employer_company_id"] else None
-    if employer is not None and not _DIGITS10.fullmatch(employer):
-        problem("employer_company_id",
-                f"{v['employer_company_id']!r} is not an enterprise number (10 digits)")
-    noss = _SEPARATORS.sub("", v["employer_noss_nbr"]) or None
-    if noss is not None and not _DIGITS9.fullmatch(noss):
-        problem("employer_noss_nbr", f"{v['employer_noss_nbr']!r} is not a NOSS number "
-                "(9 digits)")
     worker = None
     if any(v[c] for c in WORKER_FIELDS):
         worker = _parse_worker(v, problem)
@@ -230,6 +222,39 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
     return ParsedRow(row.line, v["declaration_ref"], action,
                      v["replaced_declaration_ref"] or None, year, employer, noss, worker,
                      row.declaration_line)
+
+
+_Problems = tuple[tuple[str, str], ...]
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _declaration_fields(declaration_ref: str, action_text: str, replaced: str, year: str,
+                        employer_text: str, noss_text: str
+                        ) -> tuple[_Problems, _Problems, str, str | None, str | None]:
+    """Problems of a row's declaration fields (those reported before the training reference,
+    those after) and the normalised action, employer and NOSS number."""
+    before: list[tuple[str, str]] = []
+    after: list[tuple[str, str]] = []
+    for col, value in (("declaration_ref", declaration_ref), ("reporting_year", year)):
+        if not value:
+            before.append((col, f"{col} is empty (required)"))
+    for col, value in (("declaration_ref", declaration_ref),
+                       ("replaced_declaration_ref", replaced)):
+        if value and not _REF35.fullmatch(value):
+            before.append((col, f"{value!r} is not a reference (1-35 of A-Z a-z 0-9 . _ / -)"))
+    action = action_text.upper() or Action.NEW.value
+    if action not in _ACTIONS:
+        after.append(("action", f"action {action_text!r} is not one of NEW, REPLACE, CANCEL"))
+    if year and not _DIGITS4.fullmatch(year):
+        after.append(("reporting_year", f"reporting year {year!r} is not 4 digits"))
+    employer = normalize_kbo(employer_text) if employer_text else None
+    if employer is not None and not _DIGITS10.fullmatch(employer):
+        after.append(("employer_company_id",
+                      f"{employer_text!r} is not an enterprise number (10 digits)"))
+    noss = _SEPARATORS.sub("", noss_text) or None
+    if noss is not None and not _DIGITS9.fullmatch(noss):
+        after.append(("employer_noss_nbr", f"{noss_text!r} is not a NOSS number (9 digits)"))
+    return tuple(before), tuple(after), action, employer, noss
 
 
 def _parse_worker(v: dict[str, str], problem: Callable[[str, str], None]
