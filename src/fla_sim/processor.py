@@ -320,13 +320,16 @@ class Processor:
         if event.state == "pending":
             self._plan_go(event)
             self.checkpoint("answers-planned")
-        for answer in self.journal.answers(written=False, event_id=eid):
+        answers = self.journal.answers(written=False, event_id=eid)
+        for n, answer in enumerate(answers, 1):
             try:
-                self._write_one(answer)
+                # the last answer's journal entry also closes the event: one commit less
+                self._write_one(answer, finish=eid if n == len(answers) else None)
             except OSError as exc:
                 log.error("writing answer %s failed (%s); retrying", answer.name, exc)
                 return False
-        self._finish_event(eid)
+        if not answers:
+            self._finish_event(eid)
         return True
 
     # --- GO pipeline ---------------------------------------------------------------------------
@@ -479,7 +482,9 @@ class Processor:
                               attempt)
                     await asyncio.sleep(min(2.0, 0.02 * 2 ** attempt))
 
-    def _write_one(self, answer: AnswerRow) -> None:
+    def _write_one(self, answer: AnswerRow, *, finish: int | None = None) -> None:
+        """Write one planned answer and journal it; with ``finish`` (the event id, for its last
+        answer) the event's clean-up is committed in the same transaction."""
         folder = self.root(answer.channel) / answer.directory
         now = self.now()
 
@@ -491,7 +496,13 @@ class Processor:
         write_answer(folder, answer.name, answer.content, self._answer_signer(),
                      signing_time=now, before_write=before, corrupt=corrupt,
                      durable=self.config.durability == "power")
-        self.journal.answer_written(answer.id, now)
+        if finish is None:
+            self.journal.answer_written(answer.id, now)
+        else:
+            uploads = self._clean_up(finish)  # the moves: a crash before the commit redoes them
+            with self.journal.transaction():
+                self.journal.answer_written(answer.id, now)
+                self._clean_up_done(finish, *uploads)
         self.checkpoint(f"written:{answer.name}")
         event = AnswerWritten(user=answer.channel, directory=answer.directory, name=answer.name,
                               kind=answer.kind, trigger=answer.trigger,
@@ -503,6 +514,13 @@ class Processor:
 
     def _finish_event(self, eid: int) -> None:
         """Clean-up of spec 5.3 (archive the set's files), then the event is done."""
+        uploads = self._clean_up(eid)
+        # one transaction: a crash before it re-runs this clean-up (moves skip missing files)
+        with self.journal.transaction():
+            self._clean_up_done(eid, *uploads)
+
+    def _clean_up(self, eid: int) -> tuple[str, str, list[str]]:
+        """Move the event's set files to the archive; returns what to journal as archived."""
         event = self.journal.event(eid)
         user, directory = event.channel, event.directory
         names = [event.name]
@@ -514,11 +532,13 @@ class Processor:
                             if f.name.startswith(prefixes)} | {event.name})
         if not self.settings.keep_uploads:
             self._move_to_archive(user, directory, names)
-        # one transaction: a crash before it re-runs this clean-up (moves skip missing files)
-        with self.journal.transaction():
-            if not self.settings.keep_uploads:
-                self.journal.set_file_state(user, directory, names, "archived")
-            self.journal.set_event_state(eid, "done")
+        return user, directory, names
+
+    def _clean_up_done(self, eid: int, user: str, directory: str, names: list[str]) -> None:
+        """Journal the clean-up (call inside a transaction): files archived, event done."""
+        if not self.settings.keep_uploads:
+            self.journal.set_file_state(user, directory, names, "archived")
+        self.journal.set_event_state(eid, "done")
 
     def _archive(self, user: str, directory: str, names: Sequence[str], state: str) -> None:
         """Move uploads out of the sender's view into the home's archive."""
