@@ -5,9 +5,11 @@ each set, consumed set keys, the events (GO/TD closes) still to process, the ans
 whether their files exist, the answer and ticket counters, and the declaration registry.
 Every state change is one transaction, so a crash leaves either the old or the new state.
 
-Writes go through ONE connection guarded by a lock (threads queue on the lock instead of
-spinning on SQLite's busy handler at ``BEGIN IMMEDIATE``); reads outside a transaction use one
-connection per thread (``threading.local``), which WAL lets run beside the writer.
+ONE connection, guarded by a reentrant lock, serves every thread (the processor runs its
+blocking work in ``asyncio.to_thread``): threads queue on the lock instead of spinning on
+SQLite's busy handler at ``BEGIN IMMEDIATE``, a reader never sees half a transaction, and the
+connection's page cache stays valid (with one connection per thread, every write of another
+made each reader re-read its pages from disk).
 
 Durability (``[server] durability``): ``"process"`` (default) commits with
 ``synchronous=NORMAL``: a committed transaction is in the WAL file in the OS page cache, which
@@ -17,7 +19,6 @@ survives a SIGKILL of the simulator, not a power cut. ``"power"`` commits with
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -127,90 +128,66 @@ class Journal:
     def __init__(self, path: str | Path, *, durability: str = "process"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._writer_thread: int | None = None  # the thread inside transaction(), if any
-        self._writer: sqlite3.Connection | None = None
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, "
                              f"not {durability!r}")
         self.durability = durability
-        # executescript commits on its own: it must not run inside our transaction
-        with self._write_lock:
-            self._writer_conn().executescript(_SCHEMA)
-
-    # --- connections ----------------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.row_factory = sqlite3.Row
+        # reentrant: a transaction's own reads (and nested transactions) take it again
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
         with self._lock:
-            self._all.append(conn)
-        return conn
+            # executescript commits on its own: it must not run inside our transaction
+            self._conn().executescript(_SCHEMA)
+
+    # --- the connection -------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        """The one connection (opened on first use; call with the lock held)."""
+        if self._db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
+            db.row_factory = sqlite3.Row
+            self._db = db
+        return self._db
 
     def set_durability(self, durability: str) -> None:
         """``"process"`` (survive a SIGKILL) or ``"power"`` (also a power cut: fsync commits)."""
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, "
                              f"not {durability!r}")
-        with self._write_lock:
+        with self._lock:
             self.durability = durability
-            if self._writer is not None:
-                self._writer.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
-
-    def _writer_conn(self) -> sqlite3.Connection:
-        """The one write connection (opened on first use; call with the write lock held)."""
-        if self._writer is None:
-            self._writer = self._open()
-            self._writer.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
-        return self._writer
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._writer_thread == threading.get_ident() and self._writer is not None:
-            return self._writer  # inside our transaction: read what it wrote so far
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._open()
-        return conn
+            if self._db is not None:
+                self._db.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; committed on success, rolled back on error."""
-        me = threading.get_ident()
-        if self._writer_thread == me and self._writer is not None:  # nested: join the outer
-            yield self._writer
-            return
-        with self._write_lock:
-            conn = self._writer_conn()
-            self._writer_thread = me
+        with self._lock:
+            conn = self._conn()
+            if conn.in_transaction:  # only this thread can be inside: join the outer one
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")  # another process may hold the write lock
             try:
-                conn.execute("BEGIN IMMEDIATE")  # another process may hold the write lock
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                self._writer_thread = None
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection opened by any thread."""
-        with self._write_lock, self._lock:
-            conns, self._all = self._all, []
-            self._writer = None
-        for conn in conns:
-            # a connection of another thread may refuse; the process exit closes it anyway
-            with contextlib.suppress(sqlite3.ProgrammingError):
-                conn.close()
-        self._local = threading.local()
+        """Close the connection (the next use opens it again)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
-        return self._conn().execute(sql, tuple(args)).fetchall()
+        with self._lock:
+            return self._conn().execute(sql, tuple(args)).fetchall()
 
     # --- files ------------------------------------------------------------------------------
 
