@@ -500,6 +500,7 @@ class Processor:
             self.journal.answer_written(answer.id, now)
         else:
             uploads = self._clean_up(finish)  # the moves: a crash before the commit redoes them
+            self.checkpoint("uploads-archived")
             with self.journal.transaction():
                 self.journal.answer_written(answer.id, now)
                 self._clean_up_done(finish, *uploads)
@@ -515,6 +516,7 @@ class Processor:
     def _finish_event(self, eid: int) -> None:
         """Clean-up of spec 5.3 (archive the set's files), then the event is done."""
         uploads = self._clean_up(eid)
+        self.checkpoint("uploads-archived")
         # one transaction: a crash before it re-runs this clean-up (moves skip missing files)
         with self.journal.transaction():
             self._clean_up_done(eid, *uploads)

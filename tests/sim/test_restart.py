@@ -116,6 +116,8 @@ async def _restart(home, clock) -> Journal:
     "before-write:GO.ACRF",  # FO and FS there, GO not
     "written:FO.ACRF",  # ACRF complete and journaled, NOTI not written
     "before-write:GO.NOTI",  # NOTI's FO and FS there, GO not
+    # NOTI complete, set files moved to the archive, but neither journaled (one transaction)
+    "uploads-archived",
 ])
 def test_killed_processor_answers_every_go_exactly_once(fla_sim_home, fla_channel, fla_clock,
                                                         durability, kill_at):
