@@ -421,14 +421,39 @@ class _ChannelSSHServer(asyncssh.SSHServer):
         key.verify = checked  # type: ignore[method-assign]
 
 
+def discard_partial_uploads(home: SimulatorHome, config: SimulatorConfig,
+                            log: logging.Logger) -> int:
+    """Remove temporary uploads left by a server that died mid-upload (spec 5.7: discarded).
+
+    Nobody can be writing them: this runs before the listener accepts anyone. Without it they
+    would count against the channel's quota forever.
+    """
+    removed = 0
+    for channel in config.channels:
+        root = home.path / "channels" / channel.user
+        for directory in UPLOAD_DIRS:
+            folder = root / directory
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for entry in os.scandir(folder):
+                if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+                        log.warning("channel %s: discarded partial upload %s/%s left by an "
+                                    "earlier run", channel.user, directory, entry.name)
+    return removed
+
+
 async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_closed: FileClosed,
                        *, host: str | None = None, port: int | None = None,
                        log: logging.Logger | None = None,
                        legacy_ssh_rsa: bool | None = None) -> asyncssh.SSHAcceptor:
     """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port."""
     legacy = config.legacy_ssh_rsa if legacy_ssh_rsa is None else legacy_ssh_rsa
-    ctx = _Context(home, config, on_file_closed, log or logging.getLogger("fla_sim.server"),
-                   legacy_ssh_rsa=legacy)
+    log = log or logging.getLogger("fla_sim.server")
+    discard_partial_uploads(home, config, log)
+    ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy)
     host_key = asyncssh.read_private_key(home.host_key_path)
     options: dict[str, Any] = {}
     if not legacy:

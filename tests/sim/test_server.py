@@ -471,3 +471,21 @@ def test_setstat_is_accepted_and_ignored(env: Env, tmp_path: Path) -> None:
     run(scenario())
     assert env.calls == [(OWNER, "INTEST", FI, 4)]
     assert os.stat(env.root() / "INTEST" / FI).st_mode & 0o777 != 0o777
+
+
+def test_partial_uploads_of_an_earlier_run_are_discarded_at_start(env: Env) -> None:
+    """A server killed mid-upload leaves a temp file: the next start removes it (spec 5.7)."""
+    leftover = env.root() / "INTEST" / f"{TEMP_PREFIX}crashed"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"x" * 1000)
+    kept = env.root() / "INTEST" / "FI.FLAC.123456.20260316.00001.T.1.1"
+    kept.write_bytes(b"<a/>")
+
+    async def scenario() -> None:
+        async with serving(env) as port, session(env, port) as sftp:
+            assert [n for n in await sftp.listdir("INTEST") if n not in (".", "..")] == [
+                kept.name]
+
+    run(scenario())
+    assert not leftover.exists()
+    assert kept.read_bytes() == b"<a/>"
