@@ -17,6 +17,9 @@ FsPolicy = Literal["required", "optional", "forbidden"]
 
 DEFAULT_FS_POLICY: dict[str, FsPolicy] = {"R": "required", "T": "optional", "S": "optional"}
 
+# The business limits keep their defaults in one place: the checks' Limits.
+_LIMITS = Limits()
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -31,10 +34,10 @@ class Settings:
     max_declarations: int = 10_000
     fs_policy: dict[str, FsPolicy] = field(default_factory=lambda: dict(DEFAULT_FS_POLICY))
     fs_layout: Literal["lenient", "strict"] = "lenient"
-    two_level_qualities: tuple[str, ...] = (Quality.SOCIAL_SECRETARIAT.value,)
-    daily_max_hours: Decimal = Decimal("10.00")
-    daily_warn_hours: Decimal = Decimal("8.00")
-    first_reporting_year: int = 2024
+    two_level_qualities: tuple[str, ...] = tuple(sorted(_LIMITS.two_level_qualities))
+    daily_max_hours: Decimal = _LIMITS.daily_max_hours
+    daily_warn_hours: Decimal = _LIMITS.daily_warn_hours
+    first_reporting_year: int = _LIMITS.first_reporting_year
     keep_uploads: bool = False
     compress_answers: bool = False
     timezone: str = "Europe/Brussels"

@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from fla_core.anomalies import Catalogue, default_catalogue
-from fla_core.model import Quality, Sender
+from fla_core.model import Sender
+from fla_core.qualities.builtin import qualities_with
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class Limits:
     daily_max_hours: Decimal = Decimal("10.00")
     daily_warn_hours: Decimal = Decimal("8.00")
     first_reporting_year: int = 2024
-    two_level_qualities: frozenset[str] = frozenset({Quality.SOCIAL_SECRETARIAT.value})
+    # M3 default: the qualities marked two_level in the built-in table of spec 2.2.
+    two_level_qualities: frozenset[str] = frozenset(q.value for q in qualities_with("two_level"))
 
 
 class MandateView(Protocol):

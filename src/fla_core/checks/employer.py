@@ -1,8 +1,9 @@
 """Rules 8-13 of spec 8.3: the employer and the mandate rules M1-M3 of spec 2.2.
 
-Which quality needs what is decided here from the spec's table (2.2) rather than from the
-``QualityInfo`` plugins: a check only sees the ``CheckContext``, which carries no plugin
-manager. The level-2 list is configurable through ``context.limits.two_level_qualities``.
+Which quality needs what comes from the built-in table of spec 2.2 (``qualities.builtin``)
+rather than from the ``QualityInfo`` plugins: a check only sees the ``CheckContext``, which
+carries no plugin manager. The level-2 list is configurable through
+``context.limits.two_level_qualities``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from fla_core.anomalies import Anomaly, rule_anomaly
 from fla_core.checks.context import CheckContext
 from fla_core.checks.engine import declaration_path
 from fla_core.identifiers import kbo_problem
-from fla_core.model import Declaration, Quality
+from fla_core.model import Declaration
+from fla_core.qualities.builtin import qualities_with
 
 # M1: the employer sends only for itself.
-OWN_COMPANY_ONLY = frozenset({Quality.EMPLOYER})
+OWN_COMPANY_ONLY = qualities_with("own_company_only")
 # M2: a level-1 mandate per employer.
-NEEDS_MANDATE = frozenset({Quality.SERVICE_PROVIDER, Quality.SOCIAL_SECRETARIAT})
+NEEDS_MANDATE = qualities_with("needs_mandate")
 # M5: the employer may be left out.
-EMPLOYER_OPTIONAL = frozenset({Quality.TRAINING_PROVIDER})
+EMPLOYER_OPTIONAL = qualities_with("employer_optional")
 
 
 @hookimpl

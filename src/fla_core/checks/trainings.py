@@ -16,11 +16,12 @@ from fla_core.anomalies import Anomaly, rule_anomaly
 from fla_core.checks.context import CheckContext
 from fla_core.checks.engine import parse_date, parse_year, training_path
 from fla_core.identifiers import kbo_problem
-from fla_core.model import Declaration, Quality, Training
+from fla_core.model import Declaration, Training
+from fla_core.qualities.builtin import qualities_with
 
 ZERO = Decimal("0")
-# M5 of spec 2.2 (mirrors QualityInfo.own_trainings_only of the built-in qualities).
-OWN_TRAININGS_ONLY = frozenset({Quality.TRAINING_PROVIDER})
+# M5 of spec 2.2.
+OWN_TRAININGS_ONLY = qualities_with("own_trainings_only")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ QUALITIES: tuple[QualityInfo, ...] = (
 )
 
 
+def qualities_with(flag: str) -> frozenset[Quality]:
+    """The built-in qualities whose ``QualityInfo`` has ``flag`` set (e.g. ``"needs_mandate"``)."""
+    return frozenset(q.quality for q in QUALITIES if getattr(q, flag))
+
+
 @hookimpl
 def fla_qualities() -> list[QualityInfo]:
     """The four qualities of spec 2.1."""
