@@ -94,6 +94,14 @@ def _ski(key: PrivateKey) -> x509.SubjectKeyIdentifier:
     return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 
 
+def _ca_subject(name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "BE"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "FLA test PKI"),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ])
+
+
 def make_ca(
     name: str = "FLA Test Root CA",
     *,
@@ -109,11 +117,7 @@ def make_ca(
     """
     not_after = not_after or not_before + timedelta(days=3650)
     key = generate_key(key_type)
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "BE"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "FLA test PKI"),
-        x509.NameAttribute(NameOID.COMMON_NAME, name),
-    ])
+    subject = _ca_subject(name)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -138,11 +142,7 @@ def issue_ca(
     """An intermediate CA certificate issued by ``ca``."""
     not_after = not_after or not_before + timedelta(days=3650)
     key = generate_key(key_type)
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "BE"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "FLA test PKI"),
-        x509.NameAttribute(NameOID.COMMON_NAME, name),
-    ])
+    subject = _ca_subject(name)
     cert = (
         _builder(ca, subject, key, not_before, not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
