@@ -232,14 +232,15 @@ def parse_answer(name: str) -> FileName:
     return FileName(*m.groups())
 
 
-def _date_text(value: date | str) -> str:
+def date_text(value: date | str) -> str:
+    """A date as the ``YYYYMMDD`` of a file name; text is taken as already written so."""
     return value.strftime("%Y%m%d") if isinstance(value, date) else value
 
 
 def upload_name(prefix: str, appl: str, sender: str, date: date | str, seq: str, env: str,
                 total: int, index: int | None = None) -> str:
     """Format an upload name; ValueError when the result would not match spec 4.2."""
-    name = str(FileName(prefix, appl, sender, _date_text(date), seq, env, total, index))
+    name = str(FileName(prefix, appl, sender, date_text(date), seq, env, total, index))
     pattern = UPLOAD_FI_FS if prefix in ("FI", "FS") else UPLOAD_GO_TD
     if not pattern.fullmatch(name) or (index is not None and index > total):
         raise ValueError(f"{name!r} is not a well-formed upload name")
@@ -249,7 +250,7 @@ def upload_name(prefix: str, appl: str, sender: str, date: date | str, seq: str,
 def answer_name(prefix: str, appl: str, date: date | str, seq: str | int, env: str) -> str:
     """Format an answer name; an integer ``seq`` is written as 5 decimal digits."""
     seq_text = f"{seq:05d}" if isinstance(seq, int) else seq
-    name = f"{prefix}.{appl}.{ANSWER_SENDER}.{_date_text(date)}.{seq_text}.{env}"
+    name = f"{prefix}.{appl}.{ANSWER_SENDER}.{date_text(date)}.{seq_text}.{env}"
     if not ANSWER.fullmatch(name):
         raise ValueError(f"{name!r} is not a well-formed answer name")
     return name
@@ -389,7 +390,7 @@ def _ahead_of(seq: str, ordinal: int) -> bool:
 
 def _allocation_key(sender: str, day: date | str, env: str) -> str:
     """``SENDER.DATE.ENV``: the set key without its SEQ (uniqueness spans applications, 4.6)."""
-    text = _date_text(day)
+    text = date_text(day)
     if not (_SENDER.fullmatch(sender) and _DATE.fullmatch(text) and env in ENVIRONMENTS):
         raise ValueError(f"not a sender/date/environment: {sender!r} {text!r} {env!r}")
     return f"{sender}.{text}.{env}"

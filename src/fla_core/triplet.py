@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from fla_core.anomalies import ChannelError
 from fla_core.model import FileContent
+from fla_core.names import SequenceAllocator, date_text, upload_name
 from fla_core.settings import DEFAULT_FS_POLICY
 
 SEQUENCES_FILE = ".fla-sequences"
@@ -64,10 +65,6 @@ class Folder:
     unknown: list[Path]
 
 
-def _date_text(value: str | Date) -> str:
-    return value.strftime("%Y%m%d") if isinstance(value, Date) else value
-
-
 def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write through a hidden temporary file, fsync, then rename into place."""
     tmp = target.with_name(f".{target.name}.part")
@@ -95,8 +92,6 @@ def _default_renderer(appl: str) -> Renderer:
 def allocate_seq(out_dir: Path, sender: str, date: str, env: str,
                  state: Path | None = None) -> str:
     """Next unused sequence for (sender, date, env), kept in ``out_dir/.fla-sequences``."""
-    from fla_core.names import SequenceAllocator
-
     return SequenceAllocator(state or Path(out_dir) / SEQUENCES_FILE).allocate(sender, date, env)
 
 
@@ -110,8 +105,6 @@ def write_triplet(out_dir: str | Path, content: FileContent, *, sender: str, dat
     The environment's FS policy applies: ``required`` without signer raises ChannelError 122,
     ``forbidden`` with a signer raises 121, before anything is written.
     """
-    from fla_core.names import upload_name
-
     out = Path(out_dir)
     policy = fs_policy.get(env, "optional")
     if policy == "required" and signer is None:
@@ -120,7 +113,7 @@ def write_triplet(out_dir: str | Path, content: FileContent, *, sender: str, dat
     if policy == "forbidden" and signer is not None:
         raise ChannelError("121", f"environment {env} forbids signatures (FS)")
     out.mkdir(parents=True, exist_ok=True)
-    day = _date_text(date)
+    day = date_text(date)
     seq = seq or allocate_seq(out, sender, day, env, state)
     fi = out / upload_name("FI", appl, sender, day, seq, env, 1, 1)
     renderer = render or _default_renderer(appl)
@@ -156,11 +149,9 @@ def write_fs(fi: Path, signer: object, *, signing_time: datetime | None = None,
 def write_td(out_dir: str | Path, *, sender: str, date: str | Date, seq: str, env: str,
              appl: str = "FLAC", total: int = 1) -> Path:
     """Write an empty TD that cancels the set with this stem (spec 5.5)."""
-    from fla_core.names import upload_name
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = upload_name("TD", appl, sender, _date_text(date), seq, env, total)
+    name = upload_name("TD", appl, sender, date, seq, env, total)
     return _atomic_write(out / name, lambda stream: None)
 
 
