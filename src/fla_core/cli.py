@@ -46,6 +46,12 @@ app = typer.Typer(name="fla", no_args_is_help=True, add_completion=False,
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+# Options several commands share (here and in the modules of COMMAND_MODULES).
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Key = Annotated[Path | None, typer.Option(help="Private key (PEM/DER).")]
+Cert = Annotated[Path | None, typer.Option(help="Signer certificate (+ chain).")]
+P12 = Annotated[Path | None, typer.Option(help="PKCS#12 file instead of key+cert.")]
+
 
 @dataclass
 class _State:
@@ -283,14 +289,14 @@ def build_command(
                                             "the suffix).")] = None,
     env: Annotated[str, typer.Option(help="Environment letter R, T or S.")] = "T",
     sign: Annotated[bool, typer.Option("--sign", help="Sign the FI (FS).")] = False,
-    key: Annotated[Path | None, typer.Option(help="Private key (PEM/DER).")] = None,
-    cert: Annotated[Path | None, typer.Option(help="Signer certificate (+ chain).")] = None,
-    p12: Annotated[Path | None, typer.Option(help="PKCS#12 file instead of key+cert.")] = None,
+    key: Key = None,
+    cert: Cert = None,
+    p12: P12 = None,
     file_reference: Annotated[str | None, typer.Option(help="FileReference of the header.")]
     = None,
     day: Annotated[str | None, typer.Option("--date", help="Date of the name (YYYY-MM-DD, "
                                             "default today).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Convert an export into a triplet FI [+ FS] + GO in --out."""
     with errors():
@@ -320,9 +326,9 @@ def build_command(
 @app.command("sign")
 def sign_command(
     fi: Annotated[Path, typer.Argument(metavar="FI", help="FI file to sign.")],
-    key: Annotated[Path | None, typer.Option(help="Private key (PEM/DER).")] = None,
-    cert: Annotated[Path | None, typer.Option(help="Signer certificate (+ chain).")] = None,
-    p12: Annotated[Path | None, typer.Option(help="PKCS#12 file instead of key+cert.")] = None,
+    key: Key = None,
+    cert: Cert = None,
+    p12: P12 = None,
     digest: Annotated[str, typer.Option(help="sha256, sha384 or sha512.")] = "sha256",
 ) -> None:
     """Write the FS (detached CMS signature) beside an FI."""
@@ -354,7 +360,7 @@ def verify_command(
     = None,
     strict: Annotated[bool, typer.Option("--strict", help="Strict FS layout (spec 6.1).")]
     = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Verify an FS against its FI: exit 0 valid, 1 invalid (the spec code says why)."""
     from fla_core.formats.layout import normalize_kbo
@@ -524,7 +530,7 @@ def check_command(
                                                      "signatures.")] = None,
     today: Annotated[str | None, typer.Option(help="Processing date (default today).")]
     = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Check exports or triplet folders: names, schema, rules, signatures; exit 1 if any fail."""
     from fla_core.settings import ChannelProfile
@@ -581,7 +587,7 @@ def _report(findings: list[Finding], as_json: bool) -> None:
 
 @app.command("plugins")
 def plugins_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List the installed plugins, their versions and the hooks they implement."""
     with errors():

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from fla_core.cli import EXIT_INVALID, Failure, _emit, app, err, errors, out
+from fla_core.cli import EXIT_INVALID, Failure, Json, _emit, app, err, errors, out
 from fla_core.responses import Acrf, Noti, parse_answer
 from fla_core.transport import (
     ANSWER_DIRS,
@@ -190,7 +190,6 @@ KnownHosts = Annotated[Path | None, typer.Option(
 Trust = Annotated[Path | None, typer.Option(
     "--trust", help="CA certificate to verify the FS of each answer (simulator: "
                     "HOME/pki/ca.pem).")]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @app.command("send")

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.rule import Rule
 
-from fla_core.cli import EXIT_INVALID, BuildResult, Failure, app, build, errors, out
+from fla_core.cli import EXIT_INVALID, BuildResult, Failure, Json, app, build, errors, out
 from fla_core.cli_channel import SetResult, collect_results, complete, show_results
 from fla_core.model import Quality, Sender
 from fla_core.signing import Signer
@@ -169,7 +169,7 @@ def demo_command(
     keep: Annotated[Path | None, typer.Option(
         "--keep", help="Work in this folder and keep it (home, keys, exports, answers).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 30,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Round trip against an embedded simulator: build, sign, upload, answers; then bad files."""
     from fla_sim.api import Simulator
