@@ -27,6 +27,8 @@ FILE_ZONE = "00000"
 
 @dataclass(frozen=True)
 class CodeInfo:
+    """One code of the catalogue: where it is answered, its severity and message."""
+
     code: str
     where: Literal["ACRF", "NOTI"]
     severity: Severity
@@ -71,6 +73,7 @@ class Catalogue:
         return self.info(code).message
 
     def codes(self) -> list[CodeInfo]:
+        """Every code of the catalogue, in code order."""
         return sorted(self._codes.values(), key=lambda c: c.code)
 
 
@@ -112,6 +115,7 @@ class Anomaly:
 
     @property
     def blocking(self) -> bool:
+        """True when the anomaly rejects its file or declaration (not a warning)."""
         return self.severity in ("file", "B")
 
     def sort_key(self) -> tuple[int, int, int, int]:
@@ -119,6 +123,7 @@ class Anomaly:
         return (self.declaration, self.worker, self.training, self.row)
 
     def to_dict(self) -> dict[str, object]:
+        """The anomaly as JSON-ready fields."""
         d: dict[str, object] = {
             "error_id": self.error_id,
             "code": self.code,
@@ -168,6 +173,7 @@ class ChannelError(Exception):
 
     @property
     def error_id(self) -> str:
+        """The code as an ACRF error id (``ACRF-nnn``)."""
         return f"ACRF-{self.code}"
 
     def describe(self, catalogue: Catalogue | None = None) -> str:
@@ -185,4 +191,5 @@ class ChannelError(Exception):
         return line
 
     def to_anomaly(self) -> Anomaly:
+        """This error as a file-level anomaly naming its subject."""
         return file_anomaly(self.code, self.detail, source=self.subject)

@@ -243,6 +243,8 @@ def _emit(data: Any, as_json: bool) -> None:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """The files written by ``build`` and how many declarations the FI holds."""
+
     fi: Path
     fs: Path | None
     go: Path
@@ -417,11 +419,13 @@ class Finding:
     message: str
 
     def as_dict(self) -> dict[str, str]:
+        """The finding as JSON-ready fields."""
         return {"file": self.file, "where": self.where, "code": self.code,
                 "severity": self.severity, "message": self.message}
 
     @property
     def failing(self) -> bool:
+        """True when the finding makes ``check`` exit 1 (an error or a blocking anomaly)."""
         return self.severity in ("error", "B")
 
 

@@ -43,11 +43,13 @@ class SetResult:
 
     @property
     def rejected(self) -> bool:
+        """True when the ACRF refused the set or the NOTI ResultCode is not 1."""
         if self.acrf is not None and not self.acrf.accepted:
             return True
         return self.noti is not None and self.noti.result_code != 1
 
     def to_dict(self) -> dict[str, object]:
+        """The result as JSON-ready fields."""
         d: dict[str, object] = {"trigger": self.trigger, "answers": self.answers}
         if self.acrf is not None:
             d["acrf"] = {"result_code": self.acrf.result_code, "error_id": self.acrf.error_id,

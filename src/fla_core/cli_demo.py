@@ -42,6 +42,8 @@ class DemoChannel:
 
 @dataclass(frozen=True)
 class Step:
+    """One demo upload: a folder to send and the answer it must get."""
+
     title: str
     folder: Path
     expect: str  # what the step must show for the demo to succeed

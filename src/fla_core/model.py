@@ -46,6 +46,8 @@ class Action(enum.StrEnum):
 
 
 class TrainingType(enum.StrEnum):
+    """Kind of training (spec 7.3 zone 00134)."""
+
     FORMAL = "FORMAL"
     INFORMAL = "INFORMAL"
 
@@ -59,10 +61,12 @@ class Environment(enum.StrEnum):
 
     @property
     def upload_dir(self) -> str:
+        """The channel directory uploads of this environment go to."""
         return {"R": "IN", "T": "INTEST", "S": "INTEST-S"}[self.value]
 
     @property
     def answer_dir(self) -> str:
+        """The channel directory answers of this environment come from."""
         return {"R": "OUT", "T": "OUTTEST", "S": "OUTTEST-S"}[self.value]
 
     @classmethod
@@ -121,6 +125,8 @@ class Training:
 
 @dataclass
 class Worker:
+    """A worker of a declaration (INSZ) with the trainings declared for it."""
+
     inss: str
     trainings: list[Training] = field(default_factory=list)
     line: int | None = None
@@ -128,6 +134,8 @@ class Worker:
 
 @dataclass
 class Employer:
+    """The employer of a declaration: enterprise number and optional NOSS number."""
+
     company_id: str
     noss_registration_nbr: str | None = None
 

@@ -52,6 +52,8 @@ class PluginError(Exception):
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """A registered plugin: name, version, the hooks it implements, built-in or not."""
+
     name: str
     version: str | None
     hooks: tuple[str, ...]
@@ -159,6 +161,7 @@ class FlaPlugins:
         return None
 
     def sim_answer(self, event: object) -> None:
+        """Tell every plugin that the simulator wrote an answer (``fla_sim_answer``)."""
         self.pm.hook.fla_sim_answer(event=event)
 
     def plugins(self) -> list[PluginInfo]:

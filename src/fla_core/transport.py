@@ -53,11 +53,14 @@ class UploadSet:
 
     @property
     def trigger(self) -> str:
+        """The name of the set's trigger file (GO or TD), uploaded last."""
         return self.files[-1].name
 
 
 @dataclass
 class SendReport:
+    """What one send did: files uploaded, files skipped, triggers sent."""
+
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already sent by an earlier run
     triggers: list[str] = field(default_factory=list)

@@ -34,6 +34,7 @@ DEFAULT_TZ = "Europe/Brussels"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--fla-clock`` and its ini default ``fla_clock``."""
     group = parser.getgroup("fla_sim", "BATCH channel simulator")
     group.addoption("--fla-clock", dest="fla_clock", default=None,
                     help="fix the simulator clock (ISO date-time, local to Europe/Brussels "
@@ -42,6 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a malformed ``--fla-clock`` before any test runs."""
     # a bad clock is a usage error of the whole run, reported once, not an error per test
     text = _clock_text(config)
     if text:
@@ -168,6 +170,7 @@ class ChannelInfo:
 
     @property
     def signer(self) -> Signer:
+        """The channel's signing key and certificate, ready for ``sign_file``."""
         return self.certified.signer()
 
     def address(self, sim: Simulator | int, host: str = "127.0.0.1") -> ChannelAddress:

@@ -49,6 +49,7 @@ class MemoryRegistry:
         self.entries: dict[str, str] = dict(initial or {})
 
     def status(self, declaration_ref: str) -> str | None:
+        """The recorded status of a declaration, None when unknown."""
         return self.entries.get(declaration_ref)
 
 
@@ -57,10 +58,12 @@ class NoMandates:
 
     def has_level1(self, employer: str, representative: str, application: str,
                    on: date) -> bool:
+        """Always False: no mandates are known."""
         return False
 
     def has_level2(self, employer: str, representative: str, application: str,
                    sender: str) -> bool:
+        """Always False: no mandates are known."""
         return False
 
 

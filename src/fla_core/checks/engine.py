@@ -91,6 +91,7 @@ class DeclarationVerdict:
 
     @property
     def accepted(self) -> bool:
+        """True when the declaration is accepted (possibly with warnings)."""
         return self.status == ACCEPTED
 
 
