@@ -134,34 +134,42 @@ class SimulatorHome:
 
     @property
     def config_path(self) -> Path:
+        """The ``simulator.toml`` of this home."""
         return self.path / CONFIG_NAME
 
     @property
     def journal_path(self) -> Path:
+        """The SQLite journal of uploads, sets and answers."""
         return self.path / "journal.sqlite"
 
     @property
     def archive_dir(self) -> Path:
+        """Where processed uploads go (spec 5.3 clean-up)."""
         return self.path / "archive"
 
     @property
     def host_key_path(self) -> Path:
+        """The SSH host key of the simulator."""
         return self.path / "host_key"
 
     @property
     def ca_cert_path(self) -> Path:
+        """The simulator test CA certificate (trusted for senders' signatures)."""
         return self.path / "pki" / "ca.pem"
 
     @property
     def ca_key_path(self) -> Path:
+        """The private key of the simulator CA."""
         return self.path / "pki" / "ca-key.pem"
 
     @property
     def answer_cert_path(self) -> Path:
+        """The certificate that signs the answers (FS of ACRF/NOTI)."""
         return self.path / "pki" / "answer.pem"
 
     @property
     def answer_key_path(self) -> Path:
+        """The private key that signs the answers."""
         return self.path / "pki" / "answer-key.pem"
 
     # -- creation, loading, saving -------------------------------------------------------------
