@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fla_sim.config import ConfigError, GiB, SimulatorHome
+from fla_sim.config import ConfigError, GiB, SimulatorConfig, SimulatorHome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Local simulator of the social-security BATCH channel (SFTP).")
@@ -45,16 +45,22 @@ class _Out:
 out = _Out()
 
 Home = Annotated[Path, typer.Argument(help="Simulator home directory.")]
+Json = Annotated[bool, typer.Option("--json", help="JSON output.")]
 
 
 class CliError(Exception):
     """An error of the command line itself (bad file given, ...): exit code 2."""
 
 
-def _home(path: Path) -> SimulatorHome:
+def _loaded(path: Path) -> tuple[SimulatorHome, SimulatorConfig]:
     home = SimulatorHome(path)
-    home.load()  # fails early, naming the file, when the home is missing or broken
-    return home
+    # Fails early, naming the file, when the home is missing or broken; the configuration read
+    # here is handed on so a command does not read it a second time.
+    return home, home.load()
+
+
+def _home(path: Path) -> SimulatorHome:
+    return _loaded(path)[0]
 
 
 @app.callback()
@@ -114,11 +120,9 @@ def _key_lines(path: Path) -> list[str]:
 
 
 @channel_app.command("list")
-def channel_list(home: Home,
-                 as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
-                 ) -> None:
+def channel_list(home: Home, as_json: Json = False) -> None:
     """List the channels of a home."""
-    config = _home(home).load()
+    _, config = _loaded(home)
     rows = [{"user": c.user, "quality": c.quality.value, "company": c.company,
              "sender": c.sender, "applications": sorted(c.applications),
              "ssh_keys": len(c.ssh_keys), "certificates": c.certificates,
@@ -160,11 +164,9 @@ def mandate_add(
 
 
 @mandate_app.command("list")
-def mandate_list(home: Home,
-                 as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
-                 ) -> None:
+def mandate_list(home: Home, as_json: Json = False) -> None:
     """List the mandates of a home."""
-    records = _home(home).load().mandates
+    records = _loaded(home)[1].mandates
     if as_json:
         print(json.dumps([r.to_mapping() for r in records], indent=2))
         return
@@ -188,8 +190,7 @@ def serve(home: Home,
     """Run the simulator until interrupted (Ctrl-C)."""
     from fla_sim.api import Simulator
 
-    target = _home(home)
-    config = target.load()
+    target, config = _loaded(home)
     listen_host = config.host if host is None else host
     listen_port = config.port if port is None else port
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way out
@@ -214,8 +215,7 @@ async def _serve(sim: Any) -> None:
 
 
 @app.command()
-def status(home: Home,
-           as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+def status(home: Home, as_json: Json = False) -> None:
     """Show the journal: sets and their states, received files, answers."""
     target = _home(home)
     report = _status_report(target)
