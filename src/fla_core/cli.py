@@ -137,7 +137,7 @@ def parse_day(text: str | None, *, default: date) -> date:
 
 def make_sender(sender: str, quality: str, company: str) -> Sender:
     """A Sender from command-line text; bad values are usage errors naming the option."""
-    from fla_core.formats.layout import normalize_kbo
+    from fla_core.identifiers import normalize_kbo
 
     if not (len(sender) == 6 and sender.isdigit()):
         raise Failure(f"--sender {sender!r} must be the 6-digit sender number of the channel")
@@ -365,7 +365,7 @@ def verify_command(
     as_json: Json = False,
 ) -> None:
     """Verify an FS against its FI: exit 0 valid, 1 invalid (the spec code says why)."""
-    from fla_core.formats.layout import normalize_kbo
+    from fla_core.identifiers import normalize_kbo
     from fla_core.signing import verify_fs
     from fla_core.triplet import fs_name_for
 

@@ -136,15 +136,16 @@ def normalize_inss(text: str) -> str:
     return _SEPARATORS_INSS.sub("", text)
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def normalize_kbo(text: str) -> str:
-    """Strip dots, spaces and a ``BE`` prefix from an enterprise number; pad 9 digits to 10."""
-    cleaned = _SEPARATORS_KBO.sub("", text.strip())
-    if cleaned[:2].upper() == "BE":
-        cleaned = cleaned[2:]
+    """Strip dots, spaces, dashes and a ``BE`` prefix; pad a 9-digit number to 10 (spec 10.2)."""
+    value = _SEPARATORS_KBO.sub("", text).upper()
+    if value.startswith("BE"):
+        value = value[2:]
     # Numbers issued before 2023 are often written with 9 digits (the leading 0 dropped).
-    if _DIGITS9.fullmatch(cleaned):
-        cleaned = "0" + cleaned
-    return cleaned
+    if len(value) == 9 and value.isdigit():
+        value = "0" + value
+    return value
 
 
 def format_inss(value: str) -> str:

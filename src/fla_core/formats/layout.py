@@ -18,6 +18,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 from fla_core.formats import ReadContext
+from fla_core.identifiers import normalize_kbo
 from fla_core.model import (
     Action,
     Declaration,
@@ -122,17 +123,6 @@ def check_columns(columns: list[str], path: object, context: ReadContext,
     for col in missing:
         context.problem(path, line, col, f"required column {col!r} is missing")
     return not missing
-
-
-@lru_cache(maxsize=_CACHE_SIZE)
-def normalize_kbo(text: str) -> str:
-    """Strip dots, spaces, dashes and a ``BE`` prefix; pad a 9-digit number to 10 (spec 10.2)."""
-    value = _SEPARATORS.sub("", text).upper()
-    if value.startswith("BE"):
-        value = value[2:]
-    if len(value) == 9 and value.isdigit():
-        value = "0" + value
-    return value
 
 
 def normalize_inss(text: str) -> str:
