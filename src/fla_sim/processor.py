@@ -89,6 +89,8 @@ class Processor:
         self._signer: Any = None
         self._trust: Any = None
         self._mandates: Any = None
+        # per channel user: the profile with its certificates read once (not per set)
+        self._profiles: dict[str, Any] = {}
 
     # --- clock and paths ------------------------------------------------------------------------
 
@@ -403,7 +405,7 @@ class Processor:
         channel = self.config.channel(user)
         assert channel is not None
         env = _env_of(directory)
-        return judge_set(go, files, channel=channel.profile(self.home), settings=self.settings,
+        return judge_set(go, files, channel=self._profile(channel), settings=self.settings,
                          trust=self._trust_store(), today=now.date(), at=now,
                          registry=self.journal.registry(channel.sender, env),
                          mandates=self._mandate_book(), plugins=self.plugins)
@@ -683,11 +685,19 @@ class Processor:
     def reset_material(self) -> None:
         """Forget cached trust, mandates and signer (the configuration changed)."""
         self._signer = self._trust = self._mandates = None
+        self._profiles = {}
 
     def _answer_signer(self) -> Any:
         if self._signer is None:
             self._signer = self.home.answer_signer()
         return self._signer
+
+    def _profile(self, channel: Any) -> Any:
+        """The channel's profile; cached while the same configuration object is in use."""
+        cached = self._profiles.get(channel.user)
+        if cached is None or cached[0] is not channel:
+            cached = self._profiles[channel.user] = (channel, channel.profile(self.home))
+        return cached[1]
 
     def _trust_store(self) -> Any:
         if self._trust is None:
