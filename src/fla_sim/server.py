@@ -155,10 +155,11 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPFailure(self._broken)
         rel = self.map_path(path)[len(self._root):].strip(b"/")
         try:
-            parts = tuple(rel.decode("utf-8").split("/")) if rel else ()
+            text = rel.decode("utf-8")
         except UnicodeDecodeError:
             raise _denied("file names must be UTF-8") from None
-        if _CONTROL.search(rel.decode("utf-8")):
+        parts = tuple(text.split("/")) if text else ()
+        if _CONTROL.search(text):
             # NUL fails only at the final rename; other control characters cannot be written
             # into the XML answer naming the file, so the set would never be answered
             raise _denied("file names cannot contain control characters")
