@@ -12,13 +12,19 @@ fsynced, so the answer survives a power cut too.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import threading
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from fla_core.signing import Signer, encode_fs, sign_stream
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from fla_core.signing import Signer, build_signed_data, encode_fs, sign_stream
 
 TEMP_PREFIX = ".answer-"
 CORRUPTION = b"<!-- altered after signing (injected fault) -->\n"
@@ -60,6 +66,112 @@ def _write_atomic(path: Path, data: bytes, before_write: BeforeWrite | None,
     return True
 
 
+# --- answer signatures -------------------------------------------------------------------------
+# Every answer is signed with the same signer: only the digest, the signing time and the
+# signature change. Building the SignedData with asn1crypto each time cost more than the
+# signature itself, so the constant DER pieces are taken once from a reference built by
+# fla_core.signing and the variable ones are encoded here (a self-check guards the template).
+
+_OID_CONTENT_TYPE = bytes.fromhex("06092a864886f70d010903")
+_OID_MESSAGE_DIGEST = bytes.fromhex("06092a864886f70d010904")
+_OID_SIGNING_TIME = bytes.fromhex("06092a864886f70d010905")
+_OID_DATA = bytes.fromhex("06092a864886f70d010701")
+_OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
+_PROBE_TIME = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes((tag, n)) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + body
+
+
+def _signed_attrs_body(message_digest: bytes, at: datetime) -> bytes:
+    """The DER content of the signed attributes SET (RFC 5652: sorted by encoding)."""
+    stamp = at.astimezone(UTC).strftime("%y%m%d%H%M%SZ").encode("ascii")
+    attrs = [
+        _tlv(0x30, _OID_CONTENT_TYPE + _tlv(0x31, _OID_DATA)),
+        _tlv(0x30, _OID_MESSAGE_DIGEST + _tlv(0x31, _tlv(0x04, message_digest))),
+        _tlv(0x30, _OID_SIGNING_TIME + _tlv(0x31, _tlv(0x17, stamp))),
+    ]
+    return b"".join(sorted(attrs))
+
+
+@dataclass(frozen=True)
+class _Template:
+    """The constant DER pieces of one signer's SHA-256 SignedData."""
+
+    signed_data_head: bytes  # version, digest algorithms, encapsulated content, certificates
+    signer_info_head: bytes  # version, sid, digest algorithm
+    signature_algorithm: bytes
+    sign: Callable[[bytes], bytes]
+
+    def assemble(self, attrs_body: bytes, signature: bytes) -> bytes:
+        info = _tlv(0x30, self.signer_info_head + _tlv(0xA0, attrs_body)
+                    + self.signature_algorithm + _tlv(0x04, signature))
+        sd = _tlv(0x30, self.signed_data_head + _tlv(0x31, info))
+        return _tlv(0x30, _OID_SIGNED_DATA + _tlv(0xA0, sd))
+
+    def sign_bytes(self, data: bytes, at: datetime) -> bytes:
+        body = _signed_attrs_body(hashlib.sha256(data).digest(), at)
+        return self.assemble(body, self.sign(_tlv(0x31, body)))
+
+
+def _make_template(signer: Signer) -> _Template | None:
+    """The template of ``signer``, None when its output would differ from fla_core.signing."""
+    key = signer.key
+    if isinstance(key, rsa.RSAPrivateKey):
+        def sign(data: bytes) -> bytes:
+            return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        def sign(data: bytes) -> bytes:
+            return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    else:
+        return None
+    probe = bytes(range(32))
+    ref = build_signed_data(probe, signer, signing_time=_PROBE_TIME)
+    sd = ref["content"]
+    si = sd["signer_infos"][0]
+    template = _Template(
+        signed_data_head=b"".join(sd[k].dump() for k in (
+            "version", "digest_algorithms", "encap_content_info", "certificates")),
+        signer_info_head=b"".join(si[k].dump() for k in (
+            "version", "sid", "digest_algorithm")),
+        signature_algorithm=si["signature_algorithm"].dump(), sign=sign)
+    body = _signed_attrs_body(probe, _PROBE_TIME)
+    if template.assemble(body, si["signature"].native) != ref.dump():
+        return None  # not byte-identical to the reference: keep the general path
+    return template
+
+
+_templates: dict[int, tuple[Signer, _Template | None]] = {}
+_templates_lock = threading.Lock()
+
+
+def sign_answer(data: bytes, signer: Signer, signing_time: datetime | None) -> bytes:
+    """DER of the detached SHA-256 CMS SignedData of an answer (spec 6.7)."""
+    usable = signing_time is not None and signing_time.tzinfo is not None \
+        and 1950 <= signing_time.year < 2050 \
+        and 1950 <= signing_time.astimezone(UTC).year < 2050
+    if not usable:
+        return sign_stream(io.BytesIO(data), signer, signing_time=signing_time)
+    with _templates_lock:
+        cached = _templates.get(id(signer))
+    if cached is None or cached[0] is not signer:
+        cached = (signer, _make_template(signer))
+        with _templates_lock:
+            if len(_templates) > 16:  # signers of a long-gone configuration
+                _templates.clear()
+            _templates[id(signer)] = cached
+    template = cached[1]
+    if template is None:
+        return sign_stream(io.BytesIO(data), signer, signing_time=signing_time)
+    assert signing_time is not None
+    return template.sign_bytes(data, signing_time)
+
+
 def answer_names(name_fo: str) -> tuple[str, str]:
     """The FS and GO names of an answer whose FO (or CO) is ``name_fo``."""
     tail = name_fo.split(".", 1)[1]
@@ -85,7 +197,7 @@ def write_answer(directory: str | Path, name_fo: str, data: bytes, signer: Signe
     _write_atomic(fo, written, before_write, durable)
     fs = directory / fs_name
     if not fs.exists():
-        der = sign_stream(io.BytesIO(data), signer, signing_time=signing_time)
+        der = sign_answer(data, signer, signing_time)
         _write_atomic(fs, encode_fs(der), before_write, durable)
     go = directory / go_name
     _write_atomic(go, b"", before_write, durable)
