@@ -116,8 +116,9 @@ def test_simulator_answer_signer(root):
 
 def test_ed25519_ca_issues_certificates():
     ca = pki.make_ca(not_before=T0, key_type="ed25519")
+    assert isinstance(ca.cert.public_key(), ed25519.Ed25519PublicKey)
     ck = pki.issue_signer(ca, company_id="0123456749", not_before=T0, key_type="ec-p256")
-    ck.cert.verify_directly_issued_by(ca.cert)
+    ck.cert.verify_directly_issued_by(ca.cert)  # raises when the Ed25519 signature is wrong
 
 
 def test_crl_lists_revoked_serials(root):
