@@ -205,14 +205,13 @@ def load_signer_from(key: Path | None, cert: Path | None, p12: Path | None) -> A
 
 def load_trust(paths: Iterable[Path]) -> Any:
     """A TrustStore from PEM/DER files (every certificate in them is an anchor)."""
+    from fla_core.pki import load_certificates
     from fla_core.signing import TrustStore
 
     anchors: list[x509.Certificate] = []
     for path in paths:
-        data = Path(path).read_bytes()
         try:
-            anchors += (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
-                        else [x509.load_der_x509_certificate(data)])
+            anchors += load_certificates(path)
         except ValueError:
             raise Failure(f"{path}: not a readable certificate (PEM or DER)") from None
     return TrustStore(anchors=anchors)
