@@ -284,12 +284,16 @@ def write_pkcs12(path: str | Path, ck: CertifiedKey, password: bytes | None,
     return path
 
 
-def load_certificates(path: str | Path) -> list[x509.Certificate]:
-    """All certificates of a PEM file (or the one certificate of a DER file)."""
-    data = Path(path).read_bytes()
+def certificates_from(data: bytes) -> list[x509.Certificate]:
+    """All certificates of PEM text (or the one certificate of DER bytes); ValueError if none."""
     if b"-----BEGIN" in data:
         return x509.load_pem_x509_certificates(data)
     return [x509.load_der_x509_certificate(data)]
+
+
+def load_certificates(path: str | Path) -> list[x509.Certificate]:
+    """All certificates of a PEM file (or the one certificate of a DER file)."""
+    return certificates_from(Path(path).read_bytes())
 
 
 def load_certificate(path: str | Path) -> x509.Certificate:

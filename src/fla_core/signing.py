@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from fla_core import pki
 from fla_core.anomalies import ChannelError
 
 Layout = Literal["lenient", "strict"]
@@ -68,8 +69,6 @@ class TrustStore:
     def load(cls, anchors: Sequence[str | Path], intermediates: Sequence[str | Path] = (),
              crls: Sequence[str | Path] = ()) -> TrustStore:
         """A TrustStore from PEM/DER files (a PEM file may hold several certificates)."""
-        from fla_core import pki
-
         def certs(paths: Sequence[str | Path]) -> list[x509.Certificate]:
             out: list[x509.Certificate] = []
             for p in paths:
@@ -144,8 +143,7 @@ def load_signer(key_path: str | Path, cert_path: str | Path,
     key = _load_key(_read(key_path, "key file"), password, str(key_path))
     data = _read(cert_path, "certificate file")
     try:
-        certs = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
-                 else [x509.load_der_x509_certificate(data)])
+        certs = pki.certificates_from(data)
     except ValueError:
         raise SigningError(f"{cert_path}: not a readable certificate (PEM or DER)") from None
     _check_pair(key, certs[0], str(cert_path))
