@@ -8,11 +8,12 @@ with the files that triggered them), which tests call directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import functools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -27,6 +28,9 @@ from fla_core.transport import (
     plan_sets,
     send_sets,
 )
+
+if TYPE_CHECKING:
+    from fla_core.signing import TrustStore
 
 T = TypeVar("T")
 
@@ -80,13 +84,17 @@ def collect_results(answers: list[FetchedAnswer], results: dict[str, SetResult],
     own name with the reason, never raised: the other answers still count.
     """
     from fla_core.anomalies import ChannelError
+    from fla_core.pki import load_certificates
     from fla_core.responses import AnswerError
+    from fla_core.signing import TrustStore
 
+    # The CA file is read once per call, when the first signed answer needs it.
+    store = functools.cache(lambda: TrustStore(anchors=load_certificates(trust)))
     for answer in answers:
         problem = None
         if trust is not None:
             try:
-                _verify_answer(answer, trust, at or datetime.now(UTC))
+                _verify_answer(answer, store, at or datetime.now(UTC))
             except ChannelError as exc:
                 problem = exc.describe()  # "FO...: ACRF-nnn ...": names the answer
         try:
@@ -106,15 +114,14 @@ def collect_results(answers: list[FetchedAnswer], results: dict[str, SetResult],
             result.signature_problem = problem
 
 
-def _verify_answer(answer: FetchedAnswer, trust: Path, at: datetime) -> None:
+def _verify_answer(answer: FetchedAnswer, trust: Callable[[], TrustStore],
+                   at: datetime) -> None:
     from fla_core.anomalies import ChannelError
-    from fla_core.pki import load_certificates
-    from fla_core.signing import TrustStore, verify_fs
+    from fla_core.signing import verify_fs
 
     if answer.signature is None:
         raise ChannelError("122", "the answer has no FS", subject=answer.path.name)
-    verify_fs(answer.path, answer.signature.read_bytes(),
-              trust=TrustStore(anchors=load_certificates(trust)), at=at,
+    verify_fs(answer.path, answer.signature.read_bytes(), trust=trust(), at=at,
               sender_company=None, subject=answer.path.name)
 
 
