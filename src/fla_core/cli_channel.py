@@ -132,6 +132,19 @@ def _expects_noti(trigger: str) -> bool:
     return any(a.code == appl for a in get_plugins().applications())
 
 
+def until_complete(results: dict[str, SetResult], triggers: list[str], trust: Path | None
+                   ) -> Callable[[list[FetchedAnswer]], bool]:
+    """A ``want`` for ``fetch_answers``: collects each new answer, True once ``complete``."""
+    seen: list[FetchedAnswer] = []
+
+    def done(fetched: list[FetchedAnswer]) -> bool:
+        collect_results(fetched[len(seen):], results, trust)
+        seen.extend(fetched[len(seen):])
+        return complete(results, triggers)
+
+    return done
+
+
 def complete(results: dict[str, SetResult], triggers: list[str]) -> bool:
     """Every GO has its ACRF, and its NOTI when the ACRF is positive and one is due."""
     for trigger in triggers:
@@ -237,14 +250,8 @@ def send_command(
         collect_results(saved_answers(target), earlier, trust)
         results = {t: earlier[t] for t in report.triggers
                    if t in earlier and t not in report.uploaded}
-
-        def done(fetched: list[FetchedAnswer]) -> bool:
-            collect_results(fetched[len(seen):], results, trust)
-            seen.extend(fetched[len(seen):])
-            return complete(results, report.triggers)
-
-        seen: list[FetchedAnswer] = []
-        _run(fetch_answers(address, target, want=done, timeout=timeout))
+        _run(fetch_answers(address, target, want=until_complete(results, report.triggers, trust),
+                           timeout=timeout))
         if not complete(results, report.triggers):
             missing = [t for t in report.triggers if not complete(results, [t])]
             raise Failure(f"no complete answer after {timeout:g} s for: {', '.join(missing)}")

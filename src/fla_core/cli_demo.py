@@ -21,10 +21,10 @@ import typer
 from rich.rule import Rule
 
 from fla_core.cli import EXIT_INVALID, BuildResult, Failure, Json, app, build, errors, out
-from fla_core.cli_channel import SetResult, collect_results, complete, show_results
+from fla_core.cli_channel import SetResult, complete, show_results, until_complete
 from fla_core.model import Quality, Sender
 from fla_core.signing import Signer
-from fla_core.transport import ChannelAddress, FetchedAnswer, fetch_answers, plan_sets, send_sets
+from fla_core.transport import ChannelAddress, fetch_answers, plan_sets, send_sets
 from fla_sim.config import SimulatorHome
 
 USER, SENDER, COMPANY = "acme-payroll", "123456", "0123456749"
@@ -142,14 +142,8 @@ async def run_step(address: ChannelAddress, step: Step, trust: Path,
     sets = plan_sets(step.folder)
     report = await send_sets(address, step.folder, sets)
     results: dict[str, SetResult] = {}
-    seen: list[FetchedAnswer] = []
-
-    def done(fetched: list[FetchedAnswer]) -> bool:
-        collect_results(fetched[len(seen):], results, trust)
-        seen.extend(fetched[len(seen):])
-        return complete(results, report.triggers)
-
-    await fetch_answers(address, step.folder / "answers", want=done, timeout=timeout,
+    await fetch_answers(address, step.folder / "answers",
+                        want=until_complete(results, report.triggers, trust), timeout=timeout,
                         interval=0.05)
     if not complete(results, report.triggers):
         raise Failure(f"{step.title}: no complete answer within {timeout:g} s")
