@@ -192,9 +192,14 @@ def write_answer(directory: str | Path, name_fo: str, data: bytes, signer: Signe
     fo = directory / name_fo
     fs_name, go_name = answer_names(name_fo)
     written = data + CORRUPTION if corrupt else data
-    if fo.exists() and fo.read_bytes() != written:
-        raise AnswerConflict(f"{fo} exists with other content; refusing to overwrite an answer")
-    _write_atomic(fo, written, before_write, durable)
+    try:
+        present = fo.read_bytes()
+    except FileNotFoundError:  # the usual case: one failed open instead of a stat and an open
+        _write_atomic(fo, written, before_write, durable)
+    else:
+        if present != written:
+            raise AnswerConflict(f"{fo} exists with other content; refusing to overwrite an "
+                                 "answer")
     fs = directory / fs_name
     if not fs.exists():
         der = sign_answer(data, signer, signing_time)

@@ -91,6 +91,7 @@ class Processor:
         self._mandates: Any = None
         # per channel user: the profile with its certificates read once (not per set)
         self._profiles: dict[str, Any] = {}
+        self._archive_dirs: set[Path] = set()
 
     # --- clock and paths ------------------------------------------------------------------------
 
@@ -553,7 +554,9 @@ class Processor:
         """Move the files still in the upload directory to the archive (never overwriting)."""
         folder = self.root(user) / directory
         target = self.home.archive_dir / user / directory
-        target.mkdir(parents=True, exist_ok=True)
+        if target not in self._archive_dirs:  # one mkdir per directory, not per set
+            target.mkdir(parents=True, exist_ok=True)
+            self._archive_dirs.add(target)
         for name in names:
             src = folder / name
             if not src.exists():
@@ -562,7 +565,13 @@ class Processor:
             while dest.exists():
                 n += 1
                 dest = target / f"{name}~{n}"
-            os.replace(src, dest)
+            try:
+                os.replace(src, dest)
+            except FileNotFoundError:
+                if target.is_dir():
+                    raise
+                target.mkdir(parents=True, exist_ok=True)  # removed while we ran: again
+                os.replace(src, dest)
 
     # --- TD (spec 5.5) ---------------------------------------------------------------------------
 
