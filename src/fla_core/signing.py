@@ -237,7 +237,7 @@ def build_signed_data(message_digest: bytes, signer: Signer, *, digest: str = "s
         ]
         if signing_time is not None:
             # RFC 5652: UTCTime for 1950..2049, GeneralizedTime otherwise
-            kind = "utc_time" if 1950 <= signing_time.year < 2050 else "general_time"
+            kind = "utc_time" if 1950 <= signing_time.year < 2050 else "generalized_time"
             attrs.append(cms.CMSAttribute({"type": "signing_time",
                                            "values": [cms.Time({kind: signing_time})]}))
         # DER orders a SET OF by encoding; verifiers (OpenSSL) re-encode before checking.

@@ -211,6 +211,19 @@ def test_sign_and_verify_ec(ca, trust, key_type):
     assert verify(sign(ck), trust).signer == ck.cert
 
 
+@pytest.mark.parametrize(("when", "kind"), [
+    (datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC), "utc_time"),
+    (datetime(2050, 1, 1, tzinfo=UTC), "generalized_time"),
+    (datetime(1949, 12, 31, tzinfo=UTC), "generalized_time"),
+])
+def test_signing_time_encoding_follows_rfc_5652(signer, when, kind):
+    """UTCTime for 1950-2049, GeneralizedTime outside (RFC 5652 11.3)."""
+    der = sign(signer, signing_time=when)
+    (attr,) = [a for a in attrs_of(der) if a["type"].native == "signing_time"]
+    assert attr["values"][0].name == kind
+    assert attr["values"][0].native == when
+
+
 def test_signed_attributes_content(signer):
     der = sign(signer, signing_time=datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC))
     values = {a["type"].native: a["values"][0].native for a in attrs_of(der)}
