@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -58,15 +57,16 @@ def test_readme_lists_every_fixture():
 
 @pytest.mark.parametrize(("name", "code"), sorted(readme_table().items()))
 def test_each_fixture_gives_the_code_its_readme_names(name, code):
-    started = time.perf_counter()
     try:
         fla.scan([FIXTURES / name], expect=EXPECT, max_declarations=10_000)
         got = None
     except ChannelError as exc:
         got = exc.code
         assert exc.detail  # a readable reason, not only a code
+        if b"<!ENTITY" in (FIXTURES / name).read_bytes():
+            # refused at the DOCTYPE, before any entity is declared, let alone expanded
+            assert "DOCTYPE" in exc.detail
     assert got == code
-    assert time.perf_counter() - started < 2  # bombs are refused at once, not expanded
 
 
 def test_valid_minimal_is_exactly_the_example_of_spec_7_2():
