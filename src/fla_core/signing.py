@@ -445,7 +445,11 @@ def _find_signer_cert(sid: cms.SignerIdentifier,
     if sid.name == "issuer_and_serial_number":
         want = sid.chosen
         for c in certs:
-            if c.serial_number == want["serial_number"].native and c.issuer == want["issuer"]:
+            if c.serial_number != want["serial_number"].native:
+                continue
+            # identical encodings are the common case and cheap to compare; asn1crypto's
+            # Name equality (string preparation of every attribute) is the fallback
+            if c.issuer.dump() == want["issuer"].dump() or c.issuer == want["issuer"]:
                 return c
     else:
         for c in certs:
