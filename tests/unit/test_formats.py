@@ -265,3 +265,16 @@ def test_hours_written_either_way_normalise_to_two_decimals(value, separator):
     normalised, why = parse_hours(text)
     assert why is None
     assert Decimal(normalised) == value and len(normalised.split(".")[1]) == 2
+
+
+@pytest.mark.parametrize(("refs", "adjacent"), [
+    ([], True),
+    (["A", "A", "B", "B"], True),
+    (["A", "", "A", "B"], True),  # rows without a reference do not break a run
+    (["A", "B", "A"], False),
+    (["A", "B", "B", "C", "B"], False),
+])
+def test_refs_adjacent_decides_whether_an_export_can_be_streamed(refs, adjacent):
+    from fla_core.formats.layout import refs_adjacent
+
+    assert refs_adjacent(iter(refs)) is adjacent

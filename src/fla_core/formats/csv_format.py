@@ -21,6 +21,7 @@ from fla_core.formats.layout import (
     group_consecutive,
     make_header,
     parsed_rows,
+    refs_adjacent,
 )
 from fla_core.hookspecs import hookimpl
 from fla_core.model import Declaration, FileContent
@@ -97,24 +98,14 @@ def _adjacent(path: Path, header: list[str], delimiter: str) -> bool:
     if "declaration_ref" not in header:
         return True
     index = header.index("declaration_ref")
-    done: set[str] = set()
-    current = None
     with _open(path) as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         next(reader, None)
+        refs = (record[index].strip() if len(record) > index else "" for record in reader)
         try:
-            for record in reader:
-                ref = record[index].strip() if len(record) > index else ""
-                if not ref or ref == current:
-                    continue
-                if ref in done:
-                    return False
-                if current is not None:
-                    done.add(current)
-                current = ref
+            return refs_adjacent(refs)
         except (csv.Error, UnicodeDecodeError):
             return True  # the reading pass reports it
-    return True
 
 
 def _declarations(path: Path, header: list[str], delimiter: str,

@@ -345,6 +345,24 @@ class DeclarationBuilder:
         worker.trainings.append(training)
 
 
+def refs_adjacent(refs: Iterable[str]) -> bool:
+    """True when equal declaration references come in one run (the rows can be streamed).
+
+    ``refs`` is the ``declaration_ref`` column in row order; empty values are skipped.
+    """
+    done: set[str] = set()
+    current = None
+    for ref in refs:
+        if not ref or ref == current:
+            continue
+        if ref in done:
+            return False
+        if current is not None:
+            done.add(current)
+        current = ref
+    return True
+
+
 def group_consecutive(rows: Iterable[ParsedRow], path: object,
                       context: ReadContext) -> Iterator[Declaration]:
     """Yield each declaration as soon as its rows end; rows of one declaration are adjacent."""

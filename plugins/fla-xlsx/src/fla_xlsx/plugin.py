@@ -22,6 +22,7 @@ from fla_core.formats.layout import (
     group_consecutive,
     make_header,
     parsed_rows,
+    refs_adjacent,
 )
 from fla_core.hookspecs import hookimpl
 from fla_core.model import Declaration, FileContent
@@ -122,21 +123,11 @@ def _adjacent(path: Path, header: list[str]) -> bool:
     if "declaration_ref" not in header:
         return True
     index = header.index("declaration_ref")
-    done: set[str] = set()
-    current = None
     with _SheetRows(path) as rows:
         next(rows, None)
-        for cells in rows:
-            value = cells[index] if len(cells) > index else None
-            ref = str(value).strip() if value is not None else ""
-            if not ref or ref == current:
-                continue
-            if ref in done:
-                return False
-            if current is not None:
-                done.add(current)
-            current = ref
-    return True
+        return refs_adjacent(
+            str(cells[index]).strip() if len(cells) > index and cells[index] is not None
+            else "" for cells in rows)
 
 
 def _declarations(path: Path, header: list[str], context: ReadContext
