@@ -70,9 +70,12 @@ def test_each_fixture_gives_the_code_its_readme_names(name, code):
 
 
 def test_valid_minimal_is_exactly_the_example_of_spec_7_2():
-    spec = Path("/work/shared/spec/batch-channel.md")
-    if not spec.exists():
-        pytest.skip("the team copy of the spec is not on this machine")
+    # the team's shared/ folder sits beside the clone (CI and developers alike)
+    root = Path(__file__).resolve().parents[2]
+    spec = next((p for p in (root.parent / "shared" / "spec" / "batch-channel.md",
+                             Path("/work/shared/spec/batch-channel.md")) if p.exists()), None)
+    if spec is None:
+        pytest.skip("the team copy of the spec (../shared/spec) is not beside this clone")
     block = re.search(r"### 7\.2.*?```xml\n(.*?)```", spec.read_text("utf-8"), re.S)
     assert block is not None
     assert VALID.decode() == block.group(1)
