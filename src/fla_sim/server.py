@@ -456,7 +456,7 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
     discard_partial_uploads(home, config, log)
     ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy)
     host_key = asyncssh.read_private_key(home.host_key_path)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"encryption_algs": list(config.ciphers)}
     if not legacy:
         # RSA keys still work, with SHA-2 signatures (spec 3.2: SHA-1 "ssh-rsa" is opt-in)
         options["signature_algs"] = [a.decode() for a in _default_sig_algs() if a != b"ssh-rsa"]

@@ -210,6 +210,22 @@ def test_sha1_ssh_rsa_signatures_only_in_legacy_mode(env: Env, rsa_key: asyncssh
     run(scenario())
 
 
+def test_only_the_configured_ciphers_are_negotiated(env: Env) -> None:
+    async def scenario() -> None:
+        async with serving(env) as port:
+            # the default leaves chacha20-poly1305 out (its per-packet cost in asyncssh)
+            with pytest.raises(asyncssh.KeyExchangeFailed):
+                await connect(port, OWNER, env.keys[OWNER],
+                              encryption_algs=["chacha20-poly1305@openssh.com"])
+            async with connect(port, OWNER, env.keys[OWNER]) as conn:
+                assert conn.get_extra_info("send_cipher").endswith("-gcm@openssh.com")
+        env.config.ciphers = ("chacha20-poly1305@openssh.com",)
+        async with serving(env) as port:
+            async with connect(port, OWNER, env.keys[OWNER]) as conn:
+                assert conn.get_extra_info("send_cipher") == "chacha20-poly1305@openssh.com"
+    run(scenario())
+
+
 def test_shell_and_exec_are_not_offered(env: Env) -> None:
     async def scenario() -> None:
         async with serving(env) as port, connect(port, OWNER, env.keys[OWNER]) as conn:
