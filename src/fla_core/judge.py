@@ -9,11 +9,11 @@ declaration object outlives its checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from fla_core.anomalies import FILE_ZONE, Anomaly, ChannelError, rule_anomaly
 from fla_core.checks.context import CheckContext, MandateView, NoMandates, RegistryView
@@ -33,6 +33,26 @@ if TYPE_CHECKING:
 MAX_FS_BYTES = 16 * 1024 * 1024
 
 SHA1_WARNING = "609"
+
+# What P10-P16 compute for a data file: its FileReference, the declarations' verdicts in
+# document order and the registry changes of the accepted ones.
+ScanOutcome = tuple[str | None, list[DeclarationVerdict], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PrescanResult:
+    """The FI of a single-part set, read once by someone else before :func:`judge_set` runs.
+
+    ``fi_name`` names the FI part it was computed from; ``digests`` maps hashlib algorithm names
+    to digests of its bytes (P9 uses the one of the FS's algorithm); ``outcome`` is what
+    :func:`scan_outcome` returned for those bytes, in the same context (processing date,
+    channel, settings, registry, mandates, plugins). The caller vouches for that sameness:
+    :func:`judge_set` only checks that the set is that one FI.
+    """
+
+    fi_name: str
+    digests: Mapping[str, bytes]
+    outcome: ScanOutcome | ChannelError
 
 
 @dataclass
@@ -144,15 +164,20 @@ def sha1_warning() -> Anomaly:
 
 def _check_signatures(fis: dict[str | None, Path], fss: list[tuple[FileName, Path]], *,
                       channel: ChannelProfile, settings: Settings, trust: TrustStore,
-                      at: datetime) -> list[Anomaly]:
-    """P9: each FS against its FI part, INDEX order; returns the file-level warnings."""
+                      at: datetime, digests: Mapping[str | None, Mapping[str, bytes]] | None = None
+                      ) -> list[Anomaly]:
+    """P9: each FS against its FI part, INDEX order; returns the file-level warnings.
+
+    ``digests`` holds digests of FI parts already computed, by part tail.
+    """
     from fla_core.signing import verify_fs  # pyHanko import is costly: only when signing
 
     sha1 = False
     for name, path in sorted(fss, key=lambda item: item[0].index or 0):
+        known = digests.get(name.tail) if digests else None
         result = verify_fs(fis[name.tail], _read_fs(path, name), trust=trust, at=at,
                            sender_company=channel.company_id, registered=channel.certificates,
-                           layout=settings.fs_layout, subject=str(name))
+                           layout=settings.fs_layout, subject=str(name), digests=known)
         sha1 = sha1 or SHA1_WARNING in result.warnings
     return [sha1_warning()] if sha1 else []
 
@@ -163,7 +188,8 @@ def _application(plugins: FlaPlugins, code: str) -> Application | None:
     return next((app for app in plugins.applications() if app.code == code), None)
 
 
-def _scan(app: Application, go: FileName, parts: list[Path], *, channel: ChannelProfile,
+def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
+          channel: ChannelProfile,
           settings: Settings, today: date, registry: RegistryView, mandates: MandateView,
           plugins: FlaPlugins, check_mandates: bool
           ) -> tuple[str | None, list[DeclarationVerdict], dict[str, str]]:
@@ -186,11 +212,36 @@ def _scan(app: Application, go: FileName, parts: list[Path], *, channel: Channel
     return result.header.file_reference, verdicts, dict(context.file_registry)
 
 
+def scan_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
+                 settings: Settings, today: date, registry: RegistryView,
+                 mandates: MandateView, plugins: FlaPlugins, check_mandates: bool = True
+                 ) -> ScanOutcome | ChannelError | None:
+    """P10-P16 of a set's data (what :func:`judge_set` runs after P9), for a pre-scan.
+
+    ``go`` may be the FI's own name (same stem). Returns the outcome, the P10-P15 ChannelError
+    (subject as the scan left it), or None when the application has no plugin (no scan).
+    A stream ``source`` must deliver the bytes as a file would: full reads until its end.
+    """
+    app = _application(plugins, go.appl)
+    if app is None:
+        return None
+    try:
+        return _scan(app, go, source, channel=channel, settings=settings, today=today,
+                     registry=registry, mandates=mandates, plugins=plugins,
+                     check_mandates=check_mandates)
+    except ChannelError as exc:
+        return exc
+
+
 def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
               settings: Settings, trust: TrustStore | None, today: date, at: datetime,
               registry: RegistryView, mandates: MandateView, plugins: FlaPlugins,
-              check_mandates: bool = True) -> SetVerdict:
-    """Run P4..P16 for a GO that passed P1-P3; ``files`` may hold other names (ignored)."""
+              check_mandates: bool = True, prescan: PrescanResult | None = None) -> SetVerdict:
+    """Run P4..P16 for a GO that passed P1-P3; ``files`` may hold other names (ignored).
+
+    ``prescan`` (see :class:`PrescanResult`) replaces reading the FI for P9's digest and for
+    P10-P16 when the set is exactly its one FI part; P4-P9 still run first, in order.
+    """
     verdict = SetVerdict(application=go.appl, signatures_checked=trust is not None)
     fi_paths: list[Path] = []
     try:
@@ -205,17 +256,27 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
         _check_fs_policy(go, fi_names, [n for n, _ in fss], settings)  # P7
         fis.sort(key=lambda item: item[0].index or 0)
         _check_sizes(fis, settings)  # P8
+        if prescan is not None and (len(fis) != 1 or fis[0][1].name != prescan.fi_name):
+            prescan = None  # about another file: worthless here
         if trust is not None and fss:  # P9
             by_tail = {n.tail: p for n, p in fis}
+            digests = {fis[0][0].tail: prescan.digests} if prescan is not None else None
             verdict.file_warnings = _check_signatures(by_tail, fss, channel=channel,
-                                                      settings=settings, trust=trust, at=at)
+                                                      settings=settings, trust=trust, at=at,
+                                                      digests=digests)
         app = _application(plugins, go.appl)
         if app is None:  # spec 4.3: routed, positive ACRF, no NOTI
             return verdict
-        reference, declarations, updates = _scan(
-            app, go, [p for _, p in fis], channel=channel, settings=settings, today=today,
-            registry=registry, mandates=mandates, plugins=plugins,
-            check_mandates=check_mandates)
+        if prescan is None:
+            reference, declarations, updates = _scan(
+                app, go, [p for _, p in fis], channel=channel, settings=settings,
+                today=today, registry=registry, mandates=mandates, plugins=plugins,
+                check_mandates=check_mandates)
+        elif isinstance(prescan.outcome, ChannelError):
+            found = prescan.outcome  # a fresh exception: the result may be used only once
+            raise ChannelError(found.code, found.detail, subject=found.subject)
+        else:
+            reference, declarations, updates = prescan.outcome
     except FileNotFoundError as exc:
         # A part removed while the set is judged: the set no longer has its announced parts.
         error = ChannelError("120", f"{Path(exc.filename or '?').name} disappeared during "

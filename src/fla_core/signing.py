@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -502,7 +502,8 @@ def _verify_signature(key: object, si: cms.SignerInfo, digest: str, data: bytes,
         raise InvalidSignature
 
 
-def _check_signature(fi: str | Path | BinaryIO, p: _Parsed, key: object) -> None:
+def _check_signature(fi: str | Path | BinaryIO, p: _Parsed, key: object,
+                     digests: Mapping[str, bytes] | None = None) -> None:
     """S5: FI digest matches and the signature value verifies."""
     si = p.signer_info
     try:
@@ -510,7 +511,9 @@ def _check_signature(fi: str | Path | BinaryIO, p: _Parsed, key: object) -> None
     except ValueError:
         raise ChannelError("604", "unsupported signature algorithm "
                                   f"{si['signature_algorithm']['algorithm'].dotted}") from None
-    actual = digest_stream(fi, p.digest)
+    # a digest computed while the FI was uploaded spares reading it again (fla_sim.prescan)
+    known = digests.get(p.digest) if digests else None
+    actual = known if known is not None else digest_stream(fi, p.digest)
     try:
         if p.message_digest is not None:
             if not hmac.compare_digest(actual, p.message_digest):
@@ -655,10 +658,13 @@ def _describe(cert: x509.Certificate) -> str:
 
 def verify_fs(fi: str | Path | BinaryIO, fs: bytes, *, trust: TrustStore, at: datetime,
               sender_company: str | None, registered: Sequence[bytes] = (),
-              layout: Layout = "lenient", subject: str | None = None) -> VerifyResult:
+              layout: Layout = "lenient", subject: str | None = None,
+              digests: Mapping[str, bytes] | None = None) -> VerifyResult:
     """Check an FS against its FI part, S1..S11 in order; the first failure raises ChannelError.
 
     ``sender_company`` None skips S10; ``registered`` are the channel's DER certificates (6.6).
+    ``digests`` maps hashlib algorithm names to digests of the FI bytes already computed by the
+    caller; S5 uses the one of the FS's algorithm instead of reading ``fi`` (read otherwise).
     """
     if at.tzinfo is None:
         raise ValueError("verify_fs: 'at' must be a timezone-aware datetime")
@@ -669,7 +675,7 @@ def verify_fs(fi: str | Path | BinaryIO, fs: bytes, *, trust: TrustStore, at: da
             raise ChannelError("603", f"digest algorithm {p.digest} is not accepted; "
                                       "use SHA-256, SHA-384 or SHA-512")
         key = _check_key(p.cert)  # S4
-        _check_signature(fi, p, key)  # S5
+        _check_signature(fi, p, key, digests)  # S5
         path = _validate_path(p, trust, at)  # S6
         _check_validity(path, at, p.signing_time)  # S7
         _check_crls(path, trust.crls)  # S8
