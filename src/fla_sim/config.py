@@ -98,6 +98,9 @@ class ChannelConfig:
 
 
 DURABILITY_MODES = ("process", "power")
+# An FI upload this big is validated while it arrives, by a process following the file
+# (fla_sim.prescan); smaller ones are read at their GO as before. 0 turns the pre-scan off.
+DEFAULT_PRESCAN_MIN_BYTES = 8 * 1024 * 1024
 # SSH ciphers offered by default. The client's order decides among them, so leaving a cipher out
 # is the only way to steer: asyncssh builds chacha20-poly1305 from primitives per packet (about 5x
 # the cost of AES-GCM measured here), and every SFTP client we know speaks AES-GCM or AES-CTR.
@@ -120,6 +123,7 @@ class SimulatorConfig:
     legacy_ssh_rsa: bool = False  # spec 3.2 "ssh-rsa only" compatibility mode
     # "process": answers survive a SIGKILL of the simulator; "power": also a power cut (slower)
     durability: str = "process"
+    prescan_min_bytes: int = DEFAULT_PRESCAN_MIN_BYTES  # see DEFAULT_PRESCAN_MIN_BYTES
     ciphers: tuple[str, ...] = DEFAULT_CIPHERS  # SSH encryption algorithms offered
 
     def channel(self, user: str) -> ChannelConfig | None:
@@ -436,6 +440,7 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     port = server.pop("port", 8022)
     legacy = server.pop("legacy_ssh_rsa", False)
     durability = server.pop("durability", "process")
+    prescan_min_bytes = server.pop("prescan_min_bytes", DEFAULT_PRESCAN_MIN_BYTES)
     ciphers = _ciphers(server.pop("ciphers", list(DEFAULT_CIPHERS)), source)
     if not isinstance(host, str):
         raise ConfigError(f"{source} [server]: key 'host' must be a string")
@@ -446,6 +451,10 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     if durability not in DURABILITY_MODES:
         raise ConfigError(f"{source} [server]: key 'durability' must be "
                           f"{' or '.join(repr(m) for m in DURABILITY_MODES)}, not {durability!r}")
+    if (not isinstance(prescan_min_bytes, int) or isinstance(prescan_min_bytes, bool)
+            or prescan_min_bytes < 0):
+        raise ConfigError(f"{source} [server]: key 'prescan_min_bytes' must be a number of "
+                          "bytes >= 0 (0: never validate an FI while it is uploaded)")
     try:
         settings = Settings.from_mapping(server, source=f"{source} [server]")
     except ValueError as exc:
@@ -469,7 +478,8 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
             raise ConfigError(f"{source} [[fault]] #{n}: {exc}") from None
     return SimulatorConfig(host=host, port=port, settings=settings, channels=channels,
                            mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
-                           legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers)
+                           legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers,
+                           prescan_min_bytes=prescan_min_bytes)
 
 
 def _ciphers(value: Any, source: str) -> tuple[str, ...]:
@@ -550,6 +560,7 @@ def _render_config(config: SimulatorConfig, base: Path) -> str:
            "[server]", f"host = {_toml(config.host)}", f"port = {config.port}",
            f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}",
            f"durability = {_toml(config.durability)}",
+           f"prescan_min_bytes = {config.prescan_min_bytes}",
            f"ciphers = {_toml(list(config.ciphers))}"]
     out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
     for channel in config.channels:

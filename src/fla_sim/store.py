@@ -135,6 +135,9 @@ class Journal:
         # reentrant: a transaction's own reads (and nested transactions) take it again
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        # changes of the registry per (sender, env) made through this object (in memory only):
+        # what fla_sim.prescan compares to know no set changed it while it scanned
+        self._registry_gen: dict[tuple[str, str], int] = {}
         with self._lock:
             # executescript commits on its own: it must not run inside our transaction
             self._conn().executescript(_SCHEMA)
@@ -399,10 +402,25 @@ class Journal:
     def apply_registry(self, sender: str, env: str, updates: dict[str, str]) -> None:
         """Apply accepted declarations' effects (within the NOTI's transaction)."""
         with self.transaction() as db:
+            if updates:
+                # counted under the journal lock, which the transaction holds until its commit:
+                # a reader of the generation (registry_generation takes the lock) sees either
+                # the old count and the old registry, or both new
+                key = (sender, env)
+                self._registry_gen[key] = self._registry_gen.get(key, 0) + 1
             db.executemany(
                 "INSERT INTO registry (sender, env, declaration_ref, status) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (sender, env, declaration_ref) DO UPDATE SET status=excluded.status",
                 [(sender, env, ref, status) for ref, status in updates.items()])
+
+    def registry_generation(self, sender: str, env: str) -> int:
+        """How often this journal changed the registry of (sender, env) since it was opened.
+
+        Equal values read before and after a scan mean the scan saw one state of the registry
+        (a change in progress is waited for: the value is read under the journal lock).
+        """
+        with self._lock:
+            return self._registry_gen.get((sender, env), 0)
 
     def registry_entries(self, sender: str, env: str) -> dict[str, str]:
         return {r["declaration_ref"]: r["status"] for r in self._query(
