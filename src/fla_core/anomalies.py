@@ -162,6 +162,11 @@ def rule_anomaly(code: str, zone: str, path: str, value: str | None, *, row: int
     )
 
 
+def _rebuild_channel_error(cls: type[ChannelError], code: str, detail: str | None,
+                           subject: str | None) -> ChannelError:
+    return cls(code, detail, subject=subject)
+
+
 class ChannelError(Exception):
     """A file-level rejection: one spec code (``ACRF-nnn``) and a human explanation."""
 
@@ -189,6 +194,11 @@ class ChannelError(Exception):
         if self.subject:
             line = f"{self.subject}: {line}"
         return line
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exception pickles its args (the message): rebuild from the fields instead, so that a
+        # verdict can come back from a worker process (the simulator judges in a pool)
+        return (_rebuild_channel_error, (type(self), self.code, self.detail, self.subject))
 
     def to_anomaly(self) -> Anomaly:
         """This error as a file-level anomaly naming its subject."""

@@ -125,6 +125,8 @@ class SimulatorConfig:
     durability: str = "process"
     prescan_min_bytes: int = DEFAULT_PRESCAN_MIN_BYTES  # see DEFAULT_PRESCAN_MIN_BYTES
     ciphers: tuple[str, ...] = DEFAULT_CIPHERS  # SSH encryption algorithms offered
+    # processes judging sets (signature, schema, rules) beside the SSH/SFTP process; 0: in it
+    judge_workers: int = 1
 
     def channel(self, user: str) -> ChannelConfig | None:
         """The channel of a username, None when unknown."""
@@ -442,6 +444,11 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     durability = server.pop("durability", "process")
     prescan_min_bytes = server.pop("prescan_min_bytes", DEFAULT_PRESCAN_MIN_BYTES)
     ciphers = _ciphers(server.pop("ciphers", list(DEFAULT_CIPHERS)), source)
+    judge_workers = server.pop("judge_workers", 1)
+    if (not isinstance(judge_workers, int) or isinstance(judge_workers, bool)
+            or not 0 <= judge_workers <= 64):
+        raise ConfigError(f"{source} [server]: key 'judge_workers' must be a number 0-64 "
+                          "(0: judge in the simulator process)")
     if not isinstance(host, str):
         raise ConfigError(f"{source} [server]: key 'host' must be a string")
     if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -479,7 +486,8 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     return SimulatorConfig(host=host, port=port, settings=settings, channels=channels,
                            mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
                            legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers,
-                           prescan_min_bytes=prescan_min_bytes)
+                           prescan_min_bytes=prescan_min_bytes,
+                           judge_workers=judge_workers)
 
 
 def _ciphers(value: Any, source: str) -> tuple[str, ...]:
@@ -561,7 +569,8 @@ def _render_config(config: SimulatorConfig, base: Path) -> str:
            f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}",
            f"durability = {_toml(config.durability)}",
            f"prescan_min_bytes = {config.prescan_min_bytes}",
-           f"ciphers = {_toml(list(config.ciphers))}"]
+           f"ciphers = {_toml(list(config.ciphers))}",
+           f"judge_workers = {config.judge_workers}"]
     out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
     for channel in config.channels:
         key_paths = []

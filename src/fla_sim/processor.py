@@ -92,6 +92,13 @@ class Processor:
         # per channel user: the profile with its certificates read once (not per set)
         self._profiles: dict[str, Any] = {}
         self._archive_dirs: set[Path] = set()
+        # fla_sim.prescan.Prescanner when big FIs are validated while uploaded (set by api)
+        self.prescanner: Any = None
+        # judge worker processes load the entry-point plugins: only when the caller gave none
+        self._pool_allowed = plugins is None
+        self._receive_hooked = bool(
+            self.plugins.pm.hook.fla_sim_file_received.get_hookimpls())
+        self._pool: Any = None
 
     # --- clock and paths ------------------------------------------------------------------------
 
@@ -125,6 +132,9 @@ class Processor:
                 await self._track(asyncio.to_thread(self._handle_td, event))
             else:
                 self._enqueue(event, delay=0.0)
+        pool = self._judge_pool()
+        if pool is not None:
+            pool.warm_up()
         interval = max(0.2, min(30.0, self.settings.orphan_timeout_s / 10))
         self._sweeper = asyncio.create_task(self._sweep_loop(interval))
 
@@ -137,6 +147,9 @@ class Processor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
+            self._pool = None
         self._workers.clear()
         self._queues.clear()
         self._sweeper = None
@@ -181,7 +194,10 @@ class Processor:
         forced = await self._upload_fault(name, path)
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
-        ev = await asyncio.to_thread(self._receive, event, now, forced)
+        if self._receive_hooked:  # a plugin's hook might block: not on the event loop
+            ev = await asyncio.to_thread(self._receive, event, now, forced)
+        else:
+            ev = await self._quick(self._receive, event, now, forced)
         if ev is None:  # FI, FS or any other file: stored, waits for its GO or the sweep
             return
         self.checkpoint("event-journaled")
@@ -299,16 +315,26 @@ class Processor:
         event = self.journal.event(eid)
         if event.state == "done":  # cancelled by a TD while queued (P3)
             return
-        if self._nothing_to_wait_for():
-            # the whole set in one worker-thread hop (a hop costs more than a journal commit)
-            if await asyncio.to_thread(self._run_event_now, eid):
-                return
-            event = self.journal.event(eid)  # a write failed: retried below, with back-off
         if event.state == "pending":
-            await asyncio.to_thread(self._plan_go, event)
+            await self._plan_go_async(event)
             self.checkpoint("answers-planned")
+        # answers back to back when nothing makes them wait; False: a write failed, retried
+        # below with back-off
+        if self._nothing_to_wait_for() and await self._quick(self._write_all_now, eid):
+            return
         await self._write_answers(self.journal.answers(written=False, event_id=eid))
         await asyncio.to_thread(self._finish_event, eid)
+
+    async def _quick(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run short journal-and-file work: on the event loop when nothing in it can block
+        (``durability = "process"``: no fsync), else in a worker thread.
+
+        A worker-thread hop costs more than the work (a few hundred microseconds) and makes the
+        SFTP sessions wait for the GIL behind it; with fsync the work may take milliseconds.
+        """
+        if self.config.durability == "process":
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     def _nothing_to_wait_for(self) -> bool:
         """No NOTI delay and no answer-delay fault: answers can be written back to back."""
@@ -316,13 +342,9 @@ class Processor:
             return False
         return not any(f.when == "answer" and f.action == "delay" for f in self.faults.faults)
 
-    def _run_event_now(self, eid: int) -> bool:
-        """Judge, write the answers and clean up, in this thread; False when a write failed
-        (the caller retries the answers not yet written)."""
-        event = self.journal.event(eid)
-        if event.state == "pending":
-            self._plan_go(event)
-            self.checkpoint("answers-planned")
+    def _write_all_now(self, eid: int) -> bool:
+        """Write the event's planned answers and clean up; False when a write failed (the
+        caller retries the answers not yet written)."""
         answers = self.journal.answers(written=False, event_id=eid)
         for n, answer in enumerate(answers, 1):
             try:
@@ -338,17 +360,35 @@ class Processor:
     # --- GO pipeline ---------------------------------------------------------------------------
 
     def _plan_go(self, event: EventRow) -> None:
-        """Judge a GO and commit its outcome in one transaction (spec 5.3, 5.9)."""
+        """Judge a GO and commit its outcome (spec 5.3, 5.9), all in this thread."""
+        prepared = self._plan_go_start(event)
+        if prepared is not None:
+            go, files, now = prepared
+            verdict = self._judge(event.channel, event.directory, go, files, now)
+            self._plan_go_finish(event, go, verdict, now)
+
+    async def _plan_go_async(self, event: EventRow) -> None:
+        """:meth:`_plan_go` with the judging off the event loop (a worker process or thread)."""
+        prepared = await self._quick(self._plan_go_start, event)
+        if prepared is not None:
+            go, files, now = prepared
+            verdict = await self._judge_async(event.channel, event.directory, go, files, now)
+            await self._quick(self._plan_go_finish, event, go, verdict, now)
+
+    def _plan_go_start(self, event: EventRow) -> tuple[Any, list[Path], datetime] | None:
+        """P1-P3 and vetoes; commits the answer itself and returns None when they decide,
+        else what the judge needs. The set key is consumed (and the set PROCESSING) in one
+        transaction first: a crash while judging re-judges the set at start-up."""
         user, directory, name = event.channel, event.directory, event.name
         now = self.now()
         try:
             go = self._parse(user, directory, name, now)
         except ChannelError as exc:  # P1: no set; the GO alone is archived
             self._commit(event, None, [PlannedAnswer("ACRF", name, exc.code, exc.detail)], now)
-            return
+            return None
         with self.journal.transaction():
             if self.journal.event(event.id).state != "pending":
-                return  # P3: a TD cancelled the queued set (and closed this event) meanwhile
+                return None  # P3: a TD cancelled the queued set (and closed this event)
             row = self.journal.get_set(user, directory, go.stem)
             resumed = row is not None and row.state == "PROCESSING" and row.go_name == name
             if not resumed and self.journal.is_consumed(user, go.set_key):  # P2
@@ -358,7 +398,7 @@ class Processor:
                     self.journal.update_set(user, directory, go.stem, go.set_key, "QUEUED", now,
                                             go_name=name)
                 self._commit(event, go, [PlannedAnswer("ACRF", name, "133", None, state)], now)
-                return
+                return None
             self.journal.consume(user, go.set_key, now)
             self.journal.update_set(user, directory, go.stem, go.set_key, "PROCESSING", now,
                                     go_name=name)
@@ -366,8 +406,12 @@ class Processor:
         code = self._veto(user, directory, [name, *(p.name for p in files)])
         if code is not None:
             self._commit(event, go, [PlannedAnswer("ACRF", name, code, None, "REJECTED")], now)
-            return
-        verdict = self._judge(user, directory, go, files, now)
+            return None
+        return go, files, now
+
+    def _plan_go_finish(self, event: EventRow, go: Any, verdict: Any, now: datetime) -> None:
+        """Commit the judge's verdict: a negative ACRF, or a positive ACRF and its NOTI."""
+        name = event.name
         if verdict.error is not None:
             err = verdict.error
             self._commit(event, go, [PlannedAnswer("ACRF", name, err.code, err.detail,
@@ -378,6 +422,41 @@ class Processor:
         if has_noti:
             answers.append(PlannedAnswer("NOTI", name, None, None, "NOTIFIED"))
         self._commit(event, go, answers, now, verdict=verdict if has_noti else None)
+
+    async def _judge_async(self, user: str, directory: str, go: Any, files: list[Path],
+                           now: datetime) -> Any:
+        """P4-P16 in the judge pool when there is one, else in a worker thread."""
+        pool = self._judge_pool()
+        if pool is None or self._may_be_prescanned(files):
+            return await asyncio.to_thread(self._judge, user, directory, go, files, now)
+        from fla_sim.judging import JudgeJob
+
+        job = JudgeJob(user=user, directory=directory, env=_env_of(directory), go=go,
+                       files=tuple(files), at=now)
+        return await pool.judge(job)
+
+    def _may_be_prescanned(self, files: list[Path]) -> bool:
+        """A big single FI may have been read while it was uploaded (fla_sim.prescan); that
+        outcome lives in this process, so such a set is judged here."""
+        if self.prescanner is None:
+            return False
+        fis = [p for p in files if p.name.startswith("FI.")]
+        if len(fis) != 1:
+            return False
+        try:
+            return fis[0].stat().st_size >= self.config.prescan_min_bytes
+        except FileNotFoundError:
+            return False
+
+    def _judge_pool(self) -> Any:
+        """The pool of judge processes, started on first use; None when sets are judged in
+        this process (``judge_workers = 0``, or plugins given by the caller, which a worker
+        process could not load)."""
+        if self._pool is None and self._pool_allowed and self.config.judge_workers > 0:
+            from fla_sim.judging import JudgePool
+
+            self._pool = JudgePool(self.home, self.config, self.config.judge_workers)
+        return self._pool
 
     def _set_files(self, user: str, directory: str, stem: str) -> list[Path]:
         """FI/FS files of the stem present in the directory (P4), in ASCII order."""
@@ -409,7 +488,8 @@ class Processor:
         return judge_set(go, files, channel=self._profile(channel), settings=self.settings,
                          trust=self._trust_store(), today=now.date(), at=now,
                          registry=self.journal.registry(channel.sender, env),
-                         mandates=self._mandate_book(), plugins=self.plugins)
+                         mandates=self._mandate_book(), plugins=self.plugins,
+                         prescan=self._prescan_result(user, directory, go, files, now))
 
     def _commit(self, event: EventRow | None, go: Any, planned: list[PlannedAnswer],
                 now: datetime, *, verdict: Any = None, user: str | None = None,
@@ -695,6 +775,11 @@ class Processor:
         """Forget cached trust, mandates and signer (the configuration changed)."""
         self._signer = self._trust = self._mandates = None
         self._profiles = {}
+        if self.prescanner is not None:  # pre-scans under way used the old configuration
+            self.prescanner.bump_config()
+        if self._pool is not None:  # its workers hold the old configuration
+            self._pool.close_later()
+            self._pool = None
 
     def _answer_signer(self) -> Any:
         if self._signer is None:
@@ -719,6 +804,16 @@ class Processor:
 
             self._mandates = MandateBook(self.config.mandates)
         return self._mandates
+
+    # --- pre-scan (fla_sim.prescan) ------------------------------------------------------------
+
+    def _prescan_result(self, user: str, directory: str, go: Any, files: list[Path],
+                        now: datetime) -> Any:
+        """The set's FI as read while it was uploaded (a ``PrescanResult``) when that is safe
+        to use, else None. May block until the pre-scan ends: call it from a worker thread."""
+        if self.prescanner is None:
+            return None
+        return self.prescanner.result_for(user, directory, go, files, now.date())
 
 
 def _env_of(directory: str) -> str:

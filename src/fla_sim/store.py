@@ -395,8 +395,7 @@ class Journal:
         return JournalRegistry(self, sender, env)
 
     def registry_status(self, sender: str, env: str, declaration_ref: str) -> str | None:
-        rows = self._query("SELECT status FROM registry WHERE sender=? AND env=? AND"
-                           " declaration_ref=?", (sender, env, declaration_ref))
+        rows = self._query(_REGISTRY_STATUS, (sender, env, declaration_ref))
         return str(rows[0]["status"]) if rows else None
 
     def apply_registry(self, sender: str, env: str, updates: dict[str, str]) -> None:
@@ -446,10 +445,40 @@ class Journal:
         }
 
 
-class JournalRegistry:
-    """``RegistryView`` (checks/context.py) backed by the journal."""
+_REGISTRY_STATUS = ("SELECT status FROM registry WHERE sender=? AND env=? AND"
+                    " declaration_ref=?")
 
-    def __init__(self, journal: Journal, sender: str, env: str):
+
+class RegistryReader:
+    """Registry lookups from another process (a judge worker), on its own read-only connection.
+
+    WAL mode lets it read while the simulator writes; each lookup sees the last commit, and the
+    simulator commits a set's registry changes before the next set of that channel is judged.
+    """
+
+    def __init__(self, path: str | Path):
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+
+    def registry(self, sender: str, env: str) -> JournalRegistry:
+        """A RegistryView for one sender number and environment letter."""
+        return JournalRegistry(self, sender, env)
+
+    def registry_status(self, sender: str, env: str, declaration_ref: str) -> str | None:
+        """The registry status of one declaration reference, None when unknown."""
+        row = self._db.execute(_REGISTRY_STATUS, (sender, env, declaration_ref)).fetchone()
+        return str(row[0]) if row else None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+
+class JournalRegistry:
+    """``RegistryView`` (checks/context.py) backed by the journal (or a RegistryReader)."""
+
+    def __init__(self, journal: Journal | RegistryReader, sender: str, env: str):
         self.journal, self.sender, self.env = journal, sender, env
 
     def status(self, declaration_ref: str) -> str | None:

@@ -121,6 +121,7 @@ def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
     ("[[fault]]\nwhen = 'upload'\naction = 'explode'\n", "action"),
     ("[server]\nciphers = ['rot13']\n", "key 'ciphers': unknown ['rot13']"),
     ("[server]\nciphers = []\n", "'ciphers' must be a non-empty list"),
+    ("[server]\njudge_workers = -1\n", "'judge_workers' must be a number 0-64"),
 ])
 def test_bad_configuration_is_reported_with_file_and_key(home: SimulatorHome, text: str,
                                                          expected: str) -> None:
@@ -134,11 +135,12 @@ def test_bad_configuration_is_reported_with_file_and_key(home: SimulatorHome, te
 def test_server_settings_round_trip(home: SimulatorHome) -> None:
     write_config(home, "[server]\nport = 2222\nanswer_delay_ms = 250\nkeep_uploads = true\n"
                        "fs_policy = { T = 'required' }\ndaily_max_hours = '9.50'\n"
-                       "legacy_ssh_rsa = true\nciphers = ['aes256-ctr']\n\n[[fault]]\nwhen = 'upload'\n"
+                       "legacy_ssh_rsa = true\nciphers = ['aes256-ctr']\njudge_workers = 0\n"
+                       "\n[[fault]]\nwhen = 'upload'\n"
                        "action = 'drop-connection'\nmatch = 'FI.*'\ntimes = 1\n")
     config = home.load()
     assert config.port == 2222 and config.legacy_ssh_rsa
-    assert config.ciphers == ("aes256-ctr",)
+    assert config.ciphers == ("aes256-ctr",) and config.judge_workers == 0
     assert config.settings.answer_delay_ms == 250 and config.settings.keep_uploads
     assert config.settings.fs_policy == {"R": "required", "T": "required", "S": "optional"}
     assert config.settings.daily_max_hours == Decimal("9.50")

@@ -220,9 +220,8 @@ def test_only_the_configured_ciphers_are_negotiated(env: Env) -> None:
             async with connect(port, OWNER, env.keys[OWNER]) as conn:
                 assert conn.get_extra_info("send_cipher").endswith("-gcm@openssh.com")
         env.config.ciphers = ("chacha20-poly1305@openssh.com",)
-        async with serving(env) as port:
-            async with connect(port, OWNER, env.keys[OWNER]) as conn:
-                assert conn.get_extra_info("send_cipher") == "chacha20-poly1305@openssh.com"
+        async with serving(env) as port, connect(port, OWNER, env.keys[OWNER]) as conn:
+            assert conn.get_extra_info("send_cipher") == "chacha20-poly1305@openssh.com"
     run(scenario())
 
 

@@ -1,0 +1,102 @@
+"""Sets judged in worker processes (``[server] judge_workers``): same answers, crash-proof."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncssh
+import pytest
+
+from fla_sim.api import Simulator
+from fla_sim.config import SimulatorHome
+from fla_sim.pytest_plugin import FixedClock
+
+BRU = ZoneInfo("Europe/Brussels")
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "fla"
+
+
+@pytest.fixture
+def fla_clock() -> FixedClock:
+    return FixedClock(datetime(2026, 3, 16, 10, 15, tzinfo=BRU))
+
+
+def set_files(seq: str, fixture: str) -> list[tuple[str, bytes]]:
+    return [(f"FI.FLAC.123456.20260316.{seq}.T.1.1", (FIXTURES / fixture).read_bytes()),
+            (f"GO.FLAC.123456.20260316.{seq}.T.1", b"")]
+
+
+async def send(port: int, channel, files: list[tuple[str, bytes]]) -> None:  # type: ignore[no-untyped-def]
+    async with asyncssh.connect("127.0.0.1", port, username=channel.user,
+                                client_keys=[str(channel.ssh_key)],
+                                known_hosts=None) as conn, conn.start_sftp_client() as sftp:
+        for name, data in files:
+            async with sftp.open(f"/INTEST/{name}", "wb") as f:
+                await f.write(data)
+
+
+def with_workers(home: SimulatorHome, workers: int) -> SimulatorHome:
+    config = home.load()
+    config.judge_workers = workers
+    home.save(config)
+    return home
+
+
+def answers_of(sim: Simulator, user: str) -> dict[str, bytes]:
+    """Answer name -> bytes of the FO files (the FS files embed a signing time)."""
+    folder = sim.home.channel_root(user) / "OUTTEST"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name.startswith("FO.")}
+
+
+def run_sets(home: SimulatorHome, clock: FixedClock, channel, sets: list[list[tuple[str, bytes]]]  # type: ignore[no-untyped-def]
+             ) -> tuple[dict[str, bytes], list[int]]:
+    with Simulator(home.path, clock=clock) as sim:
+        for files in sets:
+            asyncio.run(send(sim.port, channel, files))
+            sim.drain(30)
+        assert sim.processor is not None
+        pool = sim.processor._judge_pool()
+        pids = pool.pids() if pool is not None else []
+        return answers_of(sim, channel.user), pids
+
+
+def test_the_pool_judges_in_other_processes_with_the_answers_of_in_process_judging(
+        fla_sim_home, fla_channel, fla_clock, tmp_path):
+    sets = [set_files("00001", "valid-minimal.xml"), set_files("00002", "valid-minimal.xml"),
+            set_files("00003", "schema-invalid-hours.xml")]
+    twin = SimulatorHome(tmp_path / "twin")
+    shutil.copytree(fla_sim_home.path, twin.path)
+    pooled, pids = run_sets(with_workers(fla_sim_home, 1), fla_clock, fla_channel, sets)
+    local, no_pids = run_sets(with_workers(twin, 0), fla_clock, fla_channel, sets)
+    assert pids and os.getpid() not in pids and no_pids == []
+    # the second set repeats the first one's references: judged against the registry the
+    # first set's NOTI committed, which the worker reads through its own connection
+    assert len(pooled) == 5  # ACRF + NOTI twice, then a negative ACRF
+    assert pooled == local
+
+
+def test_a_killed_judge_worker_is_replaced_and_the_next_set_answered_once(
+        fla_sim_home, fla_channel, fla_clock):
+    with_workers(fla_sim_home, 1)
+    with Simulator(fla_sim_home.path, clock=fla_clock) as sim:
+        asyncio.run(send(sim.port, fla_channel, set_files("00001", "valid-minimal.xml")))
+        sim.drain(30)
+        assert sim.processor is not None
+        pool = sim.processor._judge_pool()
+        before = pool.pids()
+        assert before
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        asyncio.run(send(sim.port, fla_channel, set_files("00002", "valid-minimal.xml")))
+        sim.drain(30)
+        answers = sim.answers(fla_channel.user)
+        after = sim.processor._judge_pool().pids()
+    assert after and not set(after) & set(before)
+    acrf = [n for n in answers if n.startswith("FO.ACRF.")]
+    noti = [n for n in answers if n.startswith("FO.NOTI.")]
+    assert len(acrf) == 2 and len(noti) == 2  # both sets, each answered once
