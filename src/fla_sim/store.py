@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS registry (
     sender TEXT NOT NULL, env TEXT NOT NULL, declaration_ref TEXT NOT NULL,
     status TEXT NOT NULL, PRIMARY KEY (sender, env, declaration_ref));
+-- The journal keeps every file, event and answer forever (evidence); the per-set lookups must
+-- not scan that history (they did: 90 sets/s fell as the tables grew).
+CREATE INDEX IF NOT EXISTS files_by_state ON files (state, channel, directory, name);
+CREATE INDEX IF NOT EXISTS events_by_state ON events (state, id);
+CREATE INDEX IF NOT EXISTS answers_by_event ON answers (event_id, id);
+CREATE INDEX IF NOT EXISTS answers_by_written ON answers (written, id);
 """
 
 
