@@ -10,6 +10,7 @@ declaration object outlives its checks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -188,6 +189,17 @@ def _application(plugins: FlaPlugins, code: str) -> Application | None:
     return next((app for app in plugins.applications() if app.code == code), None)
 
 
+def _check_context(go: FileName, *, channel: ChannelProfile, settings: Settings, today: date,
+                   registry: RegistryView, mandates: MandateView,
+                   check_mandates: bool) -> CheckContext:
+    """What the business rules of the set's declarations see (spec 8.2)."""
+    return CheckContext(
+        sender=Sender(channel.sender, channel.quality, channel.company_id),
+        environment=go.env, processing_date=today, application=go.appl,
+        limits=settings.limits, mandates=mandates, check_mandates=check_mandates,
+        registry=registry)
+
+
 def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
           channel: ChannelProfile,
           settings: Settings, today: date, registry: RegistryView, mandates: MandateView,
@@ -196,11 +208,9 @@ def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
     """P10-P15 and the business rules in one pass; ChannelError on a file-level failure."""
     from fla_core.applications.fla import HeaderExpectation
 
-    context = CheckContext(
-        sender=Sender(channel.sender, channel.quality, channel.company_id),
-        environment=go.env, processing_date=today, application=go.appl,
-        limits=settings.limits, mandates=mandates, check_mandates=check_mandates,
-        registry=registry)
+    context = _check_context(go, channel=channel, settings=settings, today=today,
+                             registry=registry, mandates=mandates,
+                             check_mandates=check_mandates)
     verdicts: list[DeclarationVerdict] = []
 
     def on_declaration(declaration: Declaration, position: int) -> None:
@@ -231,6 +241,73 @@ def scan_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: Chann
                      check_mandates=check_mandates)
     except ChannelError as exc:
         return exc
+
+
+def validate_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
+                     settings: Settings, plugins: FlaPlugins
+                     ) -> tuple[str | None, int] | ChannelError | None:
+    """P10-P15 alone, no business rules: (FileReference, declaration count), the ChannelError,
+    or None without plugin. With :func:`rules_outcome` of the same bytes, it makes
+    :func:`scan_outcome` in two processes (see :func:`split_outcome`)."""
+    from fla_core.applications.fla import HeaderExpectation
+
+    app = _application(plugins, go.appl)
+    if app is None:
+        return None
+    expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
+    try:
+        result = app.scan(source, expect=expect, max_declarations=settings.max_declarations)
+    except ChannelError as exc:
+        return exc
+    return result.header.file_reference, result.declarations
+
+
+def rules_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
+                  settings: Settings, today: date, registry: RegistryView,
+                  mandates: MandateView, plugins: FlaPlugins, check_mandates: bool = True
+                  ) -> tuple[list[DeclarationVerdict], dict[str, str], int] | None:
+    """The business rules of every declaration, reading the document WITHOUT the schema:
+    (verdicts, registry changes, declaration count), or None when the application is not the
+    built-in FLA one (whose reader this relies on).
+
+    Meaningful only for a document :func:`validate_outcome` found valid: the elements are then
+    the ones the validating reader yields (libxml2 builds the same tree with or without the
+    schema plugged in), so the verdicts are those of :func:`scan_outcome`. On another document
+    it may raise anything; the caller discards it.
+    """
+    from fla_core import fi
+    from fla_core.applications import fla
+
+    app = _application(plugins, go.appl)
+    if app is None or app.scan is not fla.scan:
+        return None
+    context = _check_context(go, channel=channel, settings=settings, today=today,
+                             registry=registry, mandates=mandates,
+                             check_mandates=check_mandates)
+    verdicts: list[DeclarationVerdict] = []
+    count = 0
+    batches = fi.stream_elements(source, namespace=fla.NAMESPACE, root=fla.ROOT, schema=None,
+                                 tags=(fla.HEADER_TAG, fla.DECLARATION_TAG))
+    with closing(batches):
+        for batch in batches:
+            for el in batch.elements:
+                if el.tag == fla.DECLARATION_TAG:
+                    count += 1
+                    verdicts.append(evaluate(fla.valid_declaration_of(el), count, context,
+                                             plugins))
+    return verdicts, dict(context.file_registry), count
+
+
+def split_outcome(validated: tuple[str | None, int] | ChannelError,
+                  rules: tuple[list[DeclarationVerdict], dict[str, str], int] | None
+                  ) -> ScanOutcome | ChannelError | None:
+    """:func:`scan_outcome` from its two halves; None when they do not fit together."""
+    if isinstance(validated, ChannelError):
+        return validated  # the rules' verdicts would be discarded (P16 not reached)
+    reference, count = validated
+    if rules is None or rules[2] != count:
+        return None
+    return reference, rules[0], rules[1]
 
 
 def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,

@@ -134,3 +134,43 @@ def test_verify_fs_uses_a_given_digest_of_the_same_algorithm_only(tmp_path, pki)
     assert err.value.code == "125"
     # a digest of another algorithm is not used: the FI is read
     assert verify_fs(fi, fs, digests={"sha512": b"\0" * 64}, **kw).digest_algorithm == "sha256"
+
+
+def _layouts() -> dict[str, bytes]:
+    """Documents whose verdicts the two halves must reproduce (and a few they must refuse)."""
+    registry_hit = VALID.replace(b"D-0897223670-2025-01", b"D-KNOWN")
+    return {
+        "valid": VALID,
+        "registry": registry_hit,
+        "cdata and spaces": VALID.replace(b"<Hours>21.00</Hours>",
+                                          b"<Hours><![CDATA[21.00]]></Hours>")
+                                 .replace(b"<Worker>\n", b"<Worker>  \n\n"),
+        "comments": VALID.replace(b"<Action>", b"<!-- c --><Action>"),
+        "schema error": VALID.replace(b"<Action>NEW", b"<Oops/><Action>NEW"),
+        "header": VALID.replace(b"<Environment>T", b"<Environment>R"),
+        "not well-formed": VALID[:-30],
+    }
+
+
+@pytest.mark.parametrize("name", list(_layouts()))
+def test_the_two_halves_make_the_single_pass_outcome(plugins, name):
+    from fla_core.judge import rules_outcome, split_outcome, validate_outcome
+
+    data = _layouts()[name]
+    registry = MemoryRegistry({"D-KNOWN": "ACTIVE"})
+    common = {"channel": CHANNEL, "settings": Settings(), "plugins": plugins}
+    single = scan_outcome(go(), io.BytesIO(data), today=TODAY, registry=registry,
+                          mandates=MANDATES, **common)
+    validated = validate_outcome(go(), io.BytesIO(data), **common)
+    try:
+        rules = rules_outcome(go(), io.BytesIO(data), today=TODAY, registry=registry,
+                              mandates=MANDATES, **common)
+    except Exception:  # an invalid document: the halves never use these verdicts
+        assert isinstance(validated, ChannelError)
+        rules = None
+    combined = split_outcome(validated, rules)
+    if isinstance(single, ChannelError):
+        assert isinstance(combined, ChannelError)
+        assert (combined.code, combined.detail) == (single.code, single.detail)
+    else:
+        assert combined == single
