@@ -50,6 +50,7 @@ class Simulator:
         self.journal: Journal | None = None
         self.processor: Processor | None = None
         self.faults: FaultInjector | None = None
+        self.prescanner: Any = None  # fla_sim.prescan.Prescanner while running
         self._server: Any = None
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,8 +117,14 @@ class Simulator:
         self.processor = Processor(self.home, self.config, self.journal, clock=self.clock,
                                    plugins=self.plugins, faults=self.faults)
         await self.processor.start()
+        if self.config.prescan_min_bytes > 0:
+            from fla_sim.prescan import Prescanner
+
+            self.prescanner = Prescanner(self.processor, self.config.prescan_min_bytes)
+            self.processor.prescanner = self.prescanner
         self._server = await start_server(self.home, self.config, self.processor.on_file_closed,
-                                          host=self.host, port=self._want_port)
+                                          host=self.host, port=self._want_port,
+                                          prescan=self.prescanner)
         self.port = self._server.get_port()
         return self
 
@@ -130,6 +137,9 @@ class Simulator:
         if self.processor is not None:
             await self.processor.stop()
             self.processor = None
+        if self.prescanner is not None:  # after the judges: one may still wait for a result
+            await self.prescanner.aclose()
+            self.prescanner = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None

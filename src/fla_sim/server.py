@@ -27,6 +27,7 @@ from fla_sim.config import ConfigError
 
 if TYPE_CHECKING:
     from fla_sim.config import SimulatorConfig, SimulatorHome
+    from fla_sim.prescan import Prescanner
 
 UPLOAD_DIRS = frozenset({"IN", "INTEST", "INTEST-S"})
 ANSWER_DIRS = frozenset({"OUT", "OUTTEST", "OUTTEST-S"})
@@ -38,6 +39,7 @@ FileClosed = Callable[[str, str, str, int], Awaitable[None]]
 
 _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")  # not allowed in names (see _parts)
 _WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
+_MAX_GAPS = 64  # out-of-order ranges an FI upload may leave open and still be pre-scanned
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Context:
     on_file_closed: FileClosed
     log: logging.Logger
     legacy_ssh_rsa: bool = False
+    prescan: Prescanner | None = None  # validates big FIs while they arrive (fla_sim.prescan)
     _parsed: dict[str, bytes | None] = field(default_factory=dict)
 
     def key_allowed(self, user: str, key: asyncssh.SSHKey) -> bool:
@@ -71,7 +74,8 @@ class _Context:
 class _Upload:
     """An upload in progress: a hidden temp file renamed to ``final`` on close."""
 
-    __slots__ = ("directory", "failed", "fd", "final", "limit", "name", "temp")
+    __slots__ = ("directory", "failed", "fd", "final", "follower", "gaps", "hwm", "limit",
+                 "mark", "name", "quota", "temp", "watched")
 
     def __init__(self, fd: int, temp: str, final: str, directory: str, name: str, limit: int):
         self.fd = fd
@@ -79,15 +83,23 @@ class _Upload:
         self.final = final
         self.directory = directory
         self.name = name
-        self.limit = limit  # highest end offset the channel quota allows for this file
+        self.quota = limit  # highest end offset the channel quota allows for this file
+        # WRITE's fast path bound: the quota, lowered to the next pre-scan mark or gap
+        self.limit = limit
+        self.hwm = 0  # end of the contiguous prefix written so far
         self.failed = False  # a write was refused: the file is incomplete, never announce it
+        # pre-scan (fla_sim.prescan): on for an FI that may get big, until anything odd happens
+        self.watched = False
+        self.mark = 0  # prefix length at which the follower is started, then told of progress
+        self.gaps: list[tuple[int, int]] = []  # ranges written beyond the prefix (out of order)
+        self.follower: Any = None
 
     def fileno(self) -> int:
         return self.fd
 
-    def finish(self) -> int:
-        """Close the temp file and rename it over the real name; return the size."""
-        size = os.fstat(self.fd).st_size
+    def finish(self) -> os.stat_result:
+        """Close the temp file and rename it over the real name; return its fstat."""
+        st = os.fstat(self.fd)
         os.close(self.fd)
         try:
             os.replace(self.temp, self.final)  # last write wins: overwrite before GO
@@ -97,7 +109,7 @@ class _Upload:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.temp)
             raise
-        return size
+        return st
 
     def discard(self) -> None:
         """Close and delete the temp file: the upload never completed."""
@@ -236,23 +248,98 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
                     open(fd, "wb", closefd=False) as dst:
                 shutil.copyfileobj(src, dst)
         upload = _Upload(fd, temp, final, directory, name, limit)
+        if existing is not None and not pflags & asyncssh.FXF_TRUNC:
+            upload.hwm = os.fstat(fd).st_size  # the copied bytes are the prefix
+        prescan = self._ctx.prescan
+        # two string tests per OPEN, no work per WRITE below the threshold: only a single-part
+        # FI (TOTAL 1, INDEX 1) that may reach prescan_min_bytes is watched
+        if (prescan is not None and name.startswith("FI.") and name.endswith(".1.1")
+                and limit >= prescan.min_bytes > upload.hwm):
+            upload.watched = True
+            upload.mark = prescan.min_bytes
+            upload.limit = min(limit, upload.mark - 1)
         self._uploads.add(upload)
         return upload
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
-        """WRITE: straight to the temp file; the quota check is one comparison."""
+        """WRITE: straight to the temp file; the fast path is two comparisons.
+
+        The end against ``limit`` (the quota, or lower: the next pre-scan mark or out-of-order
+        range), the offset against the end of the contiguous prefix; anything else is
+        :meth:`_write_noted`.
+        """
         try:
             limit = file_obj.limit  # type: ignore[attr-defined]
         except AttributeError:
             raise _denied("file is open for reading only") from None
-        if offset + len(data) > limit:
-            file_obj.failed = True  # type: ignore[attr-defined]
-            raise asyncssh.SFTPFailure("quota exceeded")
+        end = offset + len(data)
+        if end > limit or offset != file_obj.hwm:  # type: ignore[attr-defined]
+            return self._write_noted(file_obj, offset, data, end)  # type: ignore[arg-type]
+        file_obj.hwm = end  # type: ignore[attr-defined]
         fd = file_obj.fd  # type: ignore[attr-defined]
         written = os.pwrite(fd, data, offset)
         while written < len(data):  # short writes are rare on regular files, but possible
             written += os.pwrite(fd, memoryview(data)[written:], offset + written)
         return written
+
+    def _write_noted(self, upload: _Upload, offset: int, data: bytes, end: int) -> int:
+        """WRITE off the fast path: the quota, an out-of-order range, or a pre-scan mark."""
+        if end > upload.quota:
+            upload.failed = True
+            raise asyncssh.SFTPFailure("quota exceeded")
+        written = os.pwrite(upload.fd, data, offset)
+        while written < len(data):
+            written += os.pwrite(upload.fd, memoryview(data)[written:], offset + written)
+        if not upload.watched:
+            upload.hwm = end  # nobody follows this file: just keep the next write fast
+            return written
+        gaps = upload.gaps
+        if offset == upload.hwm or (offset > upload.hwm and len(gaps) < _MAX_GAPS):
+            gaps.append((offset, end))
+            # grow the prefix with every range that now touches it (overlaps above the prefix
+            # are harmless: nobody has read those bytes yet)
+            merged = True
+            while merged:
+                merged = False
+                for gap in gaps:
+                    if gap[0] <= upload.hwm:
+                        upload.hwm = max(upload.hwm, gap[1])
+                        gaps.remove(gap)
+                        merged = True
+                        break
+        else:
+            # bytes of the prefix written again (a follower may have read them), or too
+            # scattered a pattern: this upload is read at its GO like any other
+            self._unwatch(upload, "bytes below the written prefix rewritten" if
+                          offset < upload.hwm else "too many out-of-order writes")
+            return written
+        if upload.hwm >= upload.mark:
+            self._prescan_mark(upload)
+        if upload.watched:
+            upload.limit = min(upload.quota, upload.mark - 1,
+                               *(start - 1 for start, _ in gaps))
+        return written
+
+    def _prescan_mark(self, upload: _Upload) -> None:
+        """The prefix reached the next mark: start the follower, or tell it how far it may read."""
+        prescan = self._ctx.prescan
+        assert prescan is not None
+        if upload.follower is None:
+            upload.follower = prescan.start(self._user, upload.directory, upload.name, upload.fd)
+            if upload.follower is None:
+                self._unwatch(upload, None)
+                return
+        prescan.confirm(upload.follower, upload.hwm)
+        upload.mark = upload.hwm + _prescan_step()
+
+    def _unwatch(self, upload: _Upload, why: str | None) -> None:
+        """No pre-scan for this upload (any more): stop its follower, back to the fast path."""
+        if upload.follower is not None and self._ctx.prescan is not None:
+            self._ctx.prescan.abort(upload.follower, why or "upload not followed")
+        upload.follower = None
+        upload.watched = False
+        upload.gaps = []
+        upload.limit = upload.quota
 
     async def close(self, file_obj: object) -> None:
         """CLOSE: a completed upload gets its real name, then ``on_file_closed`` is awaited."""
@@ -264,9 +351,21 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             # asyncssh closes leftover handles when the session ends: not a completed upload
             self._ctx.log.info("%s: upload of %s/%s incomplete, discarded", self._user,
                                file_obj.directory, file_obj.name)
+            self._unwatch(file_obj, "upload incomplete")
             file_obj.discard()
             return
-        size = file_obj.finish()
+        try:
+            st = file_obj.finish()
+        except BaseException:
+            self._unwatch(file_obj, "upload could not be renamed")
+            raise
+        size = st.st_size
+        prescan = self._ctx.prescan
+        if file_obj.follower is not None:
+            assert prescan is not None
+            prescan.closed(file_obj.follower, st)
+        elif prescan is not None and file_obj.name.startswith("GO."):
+            prescan.go_closed(self._user, file_obj.directory, file_obj.name)
         self._ctx.log.info("%s: received %s/%s (%d bytes)", self._user, file_obj.directory,
                            file_obj.name, size)
         try:
@@ -284,6 +383,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
     def exit(self) -> None:
         """End of session: any upload still open never completed."""
         for upload in self._uploads:
+            self._unwatch(upload, "session ended during the upload")
             upload.discard()
         self._uploads.clear()
 
@@ -422,6 +522,12 @@ class _ChannelSSHServer(asyncssh.SSHServer):
         key.verify = checked  # type: ignore[method-assign]
 
 
+def _prescan_step() -> int:
+    from fla_sim.prescan import STEP
+
+    return STEP
+
+
 def discard_partial_uploads(home: SimulatorHome, config: SimulatorConfig,
                             log: logging.Logger) -> int:
     """Remove temporary uploads left by a server that died mid-upload (spec 5.7: discarded).
@@ -449,12 +555,19 @@ def discard_partial_uploads(home: SimulatorHome, config: SimulatorConfig,
 async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_closed: FileClosed,
                        *, host: str | None = None, port: int | None = None,
                        log: logging.Logger | None = None,
-                       legacy_ssh_rsa: bool | None = None) -> asyncssh.SSHAcceptor:
-    """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port."""
+                       legacy_ssh_rsa: bool | None = None,
+                       prescan: Prescanner | None = None) -> asyncssh.SSHAcceptor:
+    """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port.
+
+    With ``prescan``, single-part FI uploads of ``prescan.min_bytes`` or more are followed by a
+    pre-scan process while they arrive (fla_sim.prescan).
+    """
     legacy = config.legacy_ssh_rsa if legacy_ssh_rsa is None else legacy_ssh_rsa
     log = log or logging.getLogger("fla_sim.server")
     discard_partial_uploads(home, config, log)
-    ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy)
+    if prescan is not None and prescan.min_bytes <= 0:
+        prescan = None
+    ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy, prescan=prescan)
     host_key = asyncssh.read_private_key(home.host_key_path)
     options: dict[str, Any] = {"encryption_algs": list(config.ciphers)}
     if not legacy:

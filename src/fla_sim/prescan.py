@@ -1,0 +1,723 @@
+"""Validating a big FI while it is uploaded: the judge's read overlapped with the upload.
+
+During a big upload the simulator process is busy with SSH (one core, one GIL); at the GO the
+judge would then read the FI twice (the digest for P9, the scan for P10-P16). Here a *follower*
+process, on the other core, reads the temporary file as it grows and computes both: the SHA-256
+digest and :func:`fla_core.judge.scan_outcome` (file reference, declaration verdicts, registry
+changes, or the ChannelError of P10-P15). At the GO, :meth:`Prescanner.result_for` hands that to
+``judge_set`` as a :class:`fla_core.judge.PrescanResult`, which still runs P4-P9 first.
+
+Pieces:
+
+* the SFTP server (``fla_sim.server``) tracks the contiguous prefix of each FI upload and calls
+  :meth:`Prescanner.start` once it reaches ``[server] prescan_min_bytes``, then
+  :meth:`Prescanner.confirm` every few MiB, :meth:`Prescanner.closed` at CLOSE or
+  :meth:`Prescanner.abort` (disconnect, quota, rewrite of earlier bytes);
+* the follower is ``python -m fla_sim.prescan`` (spawned, never forked: the simulator holds
+  threads and a SQLite connection). It inherits the upload's file descriptor (the server renames
+  the file at CLOSE, the inode stays) and reads only bytes the server confirmed written;
+  registry lookups go through its own read-only connection to the journal (WAL);
+* :meth:`Prescanner.result_for` (a judge thread) uses a result only when it is provably about
+  the same bytes and context, else returns None and the judge reads the file as before.
+
+Protocol on the follower's pipes: stdin carries one length-prefixed pickled job, then lines
+``w <bytes confirmed>`` and ``c <final size>``; its end without ``c`` means the upload was
+abandoned. stdout carries length-prefixed pickled frames: ``("progress", bytes read)``, then one
+``("result", {...})`` or ``("failed", why)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import io
+import logging
+import os
+import pickle
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fla_core.judge import PrescanResult
+    from fla_core.names import FileName
+    from fla_sim.processor import Processor
+
+log = logging.getLogger("fla_sim.prescan")
+
+STEP = 4 << 20  # the server confirms progress to a follower every STEP bytes
+PROGRESS = 16 << 20  # a follower reports its reading position every PROGRESS bytes
+ALGORITHMS = ("sha256",)  # what FSs use in practice; another algorithm makes P9 read the FI
+_LEN = struct.Struct("!Q")
+
+
+def _plugin_names(plugins: Any) -> list[str]:
+    """The registered plugins by name: what a follower must find again to judge alike."""
+    return sorted(name for name, plugin in plugins.pm.list_name_plugin() if plugin is not None)
+
+
+def _write_frame(out: IO[bytes], obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_LEN.pack(len(data)) + data)
+    out.flush()
+
+
+def _read_frame(src: IO[bytes]) -> Any:
+    """The next frame, or None at the end of the stream (a cut frame counts as the end)."""
+    head = src.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    size = _LEN.unpack(head)[0]
+    data = src.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)  # our own child process wrote it
+
+
+# --- the simulator side --------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Process:
+    """One process of a follower and what it sent back."""
+
+    role: str  # "validate" + "rules" (the built-in FLA application), else "full"
+    proc: subprocess.Popen[bytes]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+
+
+@dataclass(eq=False)
+class Follower:
+    """The follower processes of one upload and what is known of them (the server keeps it on
+    the upload). The built-in FLA application is followed by two processes, one validating
+    (P10-P15 and the digest), one applying the business rules to the same bytes read without
+    the schema: the two halves of the scan on two cores."""
+
+    key: tuple[str, str, str]  # user, directory, FI name
+    procs: list[_Process]
+    today: date
+    config_gen: int
+    registry_key: tuple[str, str]  # sender, env
+    registry_gen: int
+    outbox: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
+    progress_at: float = field(default_factory=time.monotonic)
+    identity: tuple[int, int, int] | None = None  # inode, size, mtime_ns at CLOSE
+    threads: list[threading.Thread] = field(default_factory=list)
+    wanted: bool = False  # the set's GO arrived: its judge will ask for the result
+    parked: bool = False  # stopped (SIGSTOP) because no GO followed the upload
+
+
+class Prescanner:
+    """Starts, feeds, stops and harvests the followers of one simulator."""
+
+    stall_timeout = 60.0  # a follower silent this long at GO time is given up
+    wait_timeout = 1800.0  # and one still busy after this long (a 1 GB FI takes ~30 s)
+    # A follower whose upload closed without its GO following this soon is paused until the GO
+    # comes: an FI that is never sent a GO must not take a core from everyone else.
+    park_after = 1.0
+
+    def __init__(self, processor: Processor, min_bytes: int):
+        self.processor = processor
+        self.min_bytes = min_bytes
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._config_gen = 0
+        self._lock = threading.Lock()
+        self._running: set[Follower] = set()
+        self._ready: dict[tuple[str, str, str], Follower] = {}  # closed, waiting for the GO
+        self._closed = False
+
+    # -- from the SFTP server (event loop) ------------------------------------------------------
+
+    def start(self, user: str, directory: str, name: str, fd: int) -> Follower | None:
+        """Start following the upload on ``fd``; None when this FI will not be pre-scanned."""
+        try:
+            job, roles, follower_args = self._job(user, directory, name, fd)
+        except _NotEligible as exc:
+            log.debug("%s/%s: no pre-scan (%s)", directory, name, exc)
+            return None
+        procs: list[_Process] = []
+        try:
+            for role in roles:
+                procs.append(_Process(role, subprocess.Popen(  # our own module, this interpreter
+                    [sys.executable, "-m", "fla_sim.prescan"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, pass_fds=(fd,), close_fds=True)))
+        except OSError as exc:
+            log.warning("%s/%s: cannot start a pre-scan process (%s)", directory, name, exc)
+            for p in procs:
+                p.proc.kill()
+                p.proc.wait()
+            return None
+        follower = Follower(key=(user, directory, name), procs=procs, **follower_args)
+        frames = [pickle.dumps({**job, "role": p.role}, protocol=pickle.HIGHEST_PROTOCOL)
+                  for p in procs]
+        jobs = [_LEN.pack(len(frame)) + frame for frame in frames]
+        follower.threads.append(threading.Thread(target=self._feed, args=(follower, jobs),
+                                                 daemon=True, name="fla-prescan-feed"))
+        for p in procs:
+            follower.threads.append(threading.Thread(target=self._harvest, args=(follower, p),
+                                                     daemon=True, name=f"fla-prescan-{p.role}"))
+        with self._lock:
+            self._running.add(follower)
+        for thread in follower.threads:
+            thread.start()
+        self.stats["started"] += 1
+        log.info("%s/%s: pre-scan started (pids %s)", directory, name,
+                 ", ".join(str(p.proc.pid) for p in procs))
+        return follower
+
+    def confirm(self, follower: Follower, upto: int) -> None:
+        """Bytes ``[0, upto)`` of the upload are written and will not change."""
+        follower.outbox.put(b"w %d\n" % upto)
+
+    def closed(self, follower: Follower, st: os.stat_result) -> None:
+        """The upload is complete (``st``: its fstat at CLOSE) and has its real name."""
+        follower.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        follower.outbox.put(b"c %d\n" % st.st_size)
+        with self._lock:
+            older = self._ready.pop(follower.key, None)
+            self._ready[follower.key] = follower
+        if older is not None:  # the same name uploaded again before its GO: last write wins
+            self._stop(older, "replaced by a new upload")
+        with contextlib.suppress(RuntimeError):  # no running loop: never parked
+            asyncio.get_running_loop().call_later(self.park_after, self._park, follower)
+
+    def go_closed(self, user: str, directory: str, name: str) -> None:
+        """A GO was uploaded: the follower of its set's single FI is wanted (resumed if parked)."""
+        stem = name[3:].rpartition(".")[0]
+        with self._lock:
+            follower = self._ready.get((user, directory, f"FI.{stem}.1.1"))
+        if follower is not None:
+            follower.wanted = True
+            self._resume(follower)
+
+    def _park(self, follower: Follower) -> None:
+        with self._lock:
+            if follower.wanted or follower.parked or follower not in self._running:
+                return
+            follower.parked = True
+        log.info("%s: no GO yet; pre-scan paused", follower.key[2])
+        self._signal(follower, signal.SIGSTOP)
+
+    def _resume(self, follower: Follower) -> None:
+        with self._lock:
+            if not follower.parked:
+                return
+            follower.parked = False
+        follower.progress_at = time.monotonic()  # the pause is not a stall
+        self._signal(follower, signal.SIGCONT)
+
+    @staticmethod
+    def _signal(follower: Follower, signum: int) -> None:
+        for p in follower.procs:
+            if p.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    p.proc.send_signal(signum)
+
+    def abort(self, follower: Follower, why: str) -> None:
+        """The upload will not complete (or cannot be followed): stop its follower."""
+        log.info("%s/%s: pre-scan stopped: %s", follower.key[1], follower.key[2], why)
+        self.stats["aborted"] += 1
+        self._stop(follower, why)
+
+    # -- from the processor (a judge thread) -----------------------------------------------------
+
+    def bump_config(self) -> None:
+        """Channels or mandates changed: pre-scans started before are not used."""
+        with self._lock:
+            self._config_gen += 1
+
+    def result_for(self, user: str, directory: str, go: FileName, files: Sequence[Path],
+                   today: date) -> PrescanResult | None:
+        """The pre-scan of the set's FI when it is safe to use, else None (read the file).
+
+        Blocks while the follower is still reading (only this set's judge waits).
+        """
+        fis = [p for p in files if p.name.startswith(f"FI.{go.stem}.")]
+        if go.total != 1 or len(fis) != 1:
+            return None  # multi-part sets are one concatenated stream: never pre-scanned
+        fi = fis[0]
+        with self._lock:
+            follower = self._ready.pop((user, directory, fi.name), None)
+        self._forget_stale()
+        if follower is None:
+            return None
+        follower.wanted = True
+        self._resume(follower)
+        try:
+            why = self._unsafe(follower, fi, today)
+            if why is None:
+                why = self._wait(follower)
+            if why is None:  # the registry or the configuration may have changed meanwhile
+                why = self._unsafe(follower, fi, today)
+            if why is not None:
+                log.info("%s: pre-scan not used (%s); reading the file", fi.name, why)
+                self.stats["fallback"] += 1
+                return None
+            result = self._decode(fi.name, follower)
+            if result is None:
+                log.warning("%s: pre-scan halves disagree; reading the file", fi.name)
+                self.stats["fallback"] += 1
+                return None
+            self.stats["used"] += 1
+            log.info("%s: pre-scan used", fi.name)
+            return result
+        finally:
+            self._stop(follower, "result taken")
+
+    def _unsafe(self, follower: Follower, fi: Path, today: date) -> str | None:
+        """Why the follower's result cannot stand for reading ``fi`` now; None when it can."""
+        try:
+            st = os.stat(fi)
+        except OSError:
+            return "the FI is gone"
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != follower.identity:
+            return "the FI is not the file that was followed"
+        if today != follower.today:
+            return "another processing date"
+        if self._config_gen != follower.config_gen:
+            return "the configuration changed"
+        sender, env = follower.registry_key
+        if self.processor.journal.registry_generation(sender, env) != follower.registry_gen:
+            return "the registry changed"
+        return None
+
+    def _wait(self, follower: Follower) -> str | None:
+        """Wait for the follower's results; why there are none (stall, timeout, failure).
+
+        The validating (or full) process first; the rules process only when the document is
+        valid (otherwise its verdicts are not needed).
+        """
+        start = time.monotonic()
+        first = follower.procs[0]
+        for p in follower.procs:
+            if p is not first and first.result is not None \
+                    and first.result["outcome"][0] == "error":
+                break
+            while not p.done.wait(0.5):
+                now = time.monotonic()
+                if now - follower.progress_at > self.stall_timeout:
+                    return f"the pre-scan made no progress for {self.stall_timeout:.0f} s"
+                if now - start > self.wait_timeout:
+                    return f"the pre-scan took more than {self.wait_timeout:.0f} s"
+            if p.result is None:
+                return p.failure or f"the pre-scan ({p.role}) ended without a result"
+        size = first.result["size"]  # type: ignore[index]
+        if follower.identity is None or size != follower.identity[1]:
+            return "the pre-scan read another number of bytes than were uploaded"
+        return None
+
+    @staticmethod
+    def _decode(fi_name: str, follower: Follower) -> PrescanResult | None:
+        """The PrescanResult of the follower's results; None if its halves do not fit."""
+        from fla_core.anomalies import ChannelError
+        from fla_core.judge import PrescanResult, split_outcome
+
+        first = follower.procs[0].result
+        assert first is not None
+        kind, value = first["outcome"]
+        # ChannelError's own pickling keeps only its message: it travels as its fields
+        outcome: Any = ChannelError(*value[:2], subject=value[2]) if kind == "error" else value
+        if follower.procs[0].role == "validate":
+            rules = follower.procs[1].result
+            outcome = split_outcome(outcome, rules["outcome"][1] if rules else None)
+            if outcome is None:
+                return None
+        return PrescanResult(fi_name=fi_name, digests=first["digests"], outcome=outcome)
+
+    # -- observing (tests, diagnostics) ------------------------------------------------------------
+
+    def running_pids(self) -> list[int]:
+        """Process ids of the followers whose process has not been reaped yet."""
+        with self._lock:
+            return sorted(p.proc.pid for f in self._running for p in f.procs
+                          if not p.done.is_set())
+
+    def wait_finished(self, user: str, directory: str, name: str, timeout: float) -> bool:
+        """Wait until the follower of that closed upload ended; False on timeout or if none."""
+        with self._lock:
+            follower = self._ready.get((user, directory, name))
+        deadline = time.monotonic() + timeout
+        return follower is not None and all(
+            p.done.wait(max(0.0, deadline - time.monotonic())) for p in follower.procs)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every follower and reap it (no process is left behind)."""
+        with self._lock:
+            self._closed = True
+            everyone = [*self._running, *self._ready.values()]
+            self._ready.clear()
+        for follower in everyone:
+            self._stop(follower, "simulator stopping")
+        deadline = time.monotonic() + timeout
+        for follower in everyone:
+            for thread in follower.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    async def aclose(self) -> None:
+        """:meth:`close` off the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def _stop(self, follower: Follower, why: str) -> None:
+        """End the follower's process now (its harvest thread reaps it)."""
+        follower.outbox.put(None)  # closes its stdin: it stops at its next read
+        for p in follower.procs:
+            if p.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    p.proc.kill()  # a result nobody will read must not cost a core
+
+    def _forget_stale(self) -> None:
+        """Drop finished uploads whose FI left the upload directory (archived, rejected)."""
+        stale = []
+        with self._lock:
+            for key, follower in list(self._ready.items()):
+                user, directory, name = key
+                path = self.processor.root(user) / directory / name
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    st = None
+                if st is None or (st.st_ino, st.st_size, st.st_mtime_ns) != follower.identity:
+                    stale.append(self._ready.pop(key))
+        for follower in stale:
+            self._stop(follower, "its FI left the upload directory")
+
+    # -- the two threads of a follower -----------------------------------------------------------
+
+    def _feed(self, follower: Follower, jobs: list[bytes]) -> None:
+        """Write each process its job, then the outbox to every stdin (blocking writes stay off
+        the event loop); a process that ended is skipped."""
+        pipes = [p.proc.stdin for p in follower.procs]
+        open_pipes = []
+        for stdin, job in zip(pipes, jobs, strict=True):
+            assert stdin is not None
+            with contextlib.suppress(OSError, ValueError):
+                stdin.write(job)
+                stdin.flush()
+                open_pipes.append(stdin)
+        while (message := follower.outbox.get()) is not None:
+            for stdin in list(open_pipes):
+                try:
+                    stdin.write(message)
+                    stdin.flush()
+                except (OSError, ValueError):  # it ended: its harvest thread notices
+                    open_pipes.remove(stdin)
+        for stdin in pipes:
+            with contextlib.suppress(OSError, ValueError):
+                stdin.close()  # type: ignore[union-attr]
+
+    def _harvest(self, follower: Follower, p: _Process) -> None:
+        """Read one process's frames, then reap it."""
+        stdout = p.proc.stdout
+        assert stdout is not None
+        try:
+            while (frame := _read_frame(stdout)) is not None:
+                kind, value = frame
+                if kind == "progress":
+                    follower.progress_at = time.monotonic()
+                elif kind == "result":
+                    p.result = value
+                elif kind == "failed":
+                    p.failure = f"the pre-scan ({p.role}) failed: {value}"
+        except Exception as exc:  # a garbled frame: no result, the judge reads the file
+            p.failure = f"unreadable pre-scan output ({type(exc).__name__})"
+        finally:
+            stdout.close()
+            p.proc.wait()
+            p.done.set()
+            if all(q.done.is_set() for q in follower.procs):
+                follower.outbox.put(None)
+                with self._lock:
+                    self._running.discard(follower)
+            if p.result is None and p.failure is not None:
+                log.info("%s: %s", follower.key[2], p.failure)
+
+    # -- what the follower needs -----------------------------------------------------------------
+
+    def _job(self, user: str, directory: str, name: str,
+             fd: int) -> tuple[dict[str, Any], tuple[str, ...], dict[str, Any]]:
+        from fla_core.anomalies import ChannelError
+        from fla_core.names import ChannelNameContext, NameRules, parse_upload
+        from fla_core.plugins import get_plugins
+        from fla_core.settings import ChannelProfile
+        from fla_sim.processor import _env_of
+
+        processor = self.processor
+        if self._closed:
+            raise _NotEligible("the simulator is stopping")
+        # a follower loads the plugins of the entry points: the same set only for get_plugins()
+        if processor.plugins is not get_plugins():
+            raise _NotEligible("the processor has its own plugins")
+        channel = processor.config.channel(user)
+        if channel is None:
+            raise _NotEligible("unknown channel")
+        settings = processor.settings
+        today = processor.now().date()
+        rules = NameRules(today=today, max_age_days=settings.max_age_days,
+                          max_parts=settings.max_parts)
+        context = ChannelNameContext(sender=channel.sender, directory=directory,
+                                     enabled=frozenset(channel.applications))
+        try:
+            fi = parse_upload(name, rules, context)
+        except ChannelError as exc:
+            raise _NotEligible(f"name refused ({exc.code})") from None
+        if fi.total != 1 or fi.index != 1:
+            raise _NotEligible("a part of a multi-part set")
+        app = next((a for a in processor.plugins.applications() if a.code == fi.appl), None)
+        if app is None:
+            raise _NotEligible(f"no plugin for {fi.appl}: nothing to scan")
+        from fla_core.applications import fla
+
+        # the built-in FLA reader can be split in two halves (fla_core.judge.rules_outcome)
+        roles = ("validate", "rules") if app.scan is fla.scan else ("full",)
+        env = _env_of(directory)
+        profile = ChannelProfile(user=channel.user, sender=channel.sender,
+                                 quality=channel.quality, company_id=channel.company,
+                                 applications=frozenset(channel.applications))
+        with self._lock:
+            config_gen = self._config_gen
+        # read under the journal lock: a registry change being committed is waited for
+        registry_gen = processor.journal.registry_generation(channel.sender, env)
+        job = {
+            "fd": fd, "go": fi, "channel": profile, "settings": settings,
+            "mandates": list(processor.config.mandates), "today": today,
+            "journal": str(processor.journal.path), "registry": (channel.sender, env),
+            "plugins": _plugin_names(processor.plugins), "algorithms": ALGORITHMS,
+        }
+        return job, roles, {"today": today, "config_gen": config_gen,
+                            "registry_key": (channel.sender, env),
+                            "registry_gen": registry_gen}
+
+
+class _NotEligible(Exception):
+    pass
+
+
+# --- the follower process -------------------------------------------------------------------------
+
+class _Abandoned(Exception):
+    """The upload was abandoned (stdin ended without a final size)."""
+
+
+class _Feed:
+    """What the simulator confirmed: bytes written so far, the final size once closed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.confirmed = 0
+        self.final: int | None = None
+        self.ended = False
+
+    def listen(self, stdin: IO[bytes]) -> None:
+        """Read ``w``/``c`` lines until stdin ends (thread)."""
+        try:
+            for line in stdin:
+                kind, _, value = line.partition(b" ")
+                with self._cond:
+                    if kind == b"w":
+                        self.confirmed = max(self.confirmed, int(value))
+                    elif kind == b"c":
+                        self.final = self.confirmed = int(value)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def available(self, want: int) -> int:
+        """Block until ``want`` bytes are confirmed or the file is complete; the bytes usable."""
+        with self._cond:
+            while self.confirmed < want and self.final is None:
+                if self.ended:
+                    raise _Abandoned
+                self._cond.wait()
+            return self.confirmed
+
+
+class _FollowStream(io.RawIOBase):
+    """The growing file as a seekable binary stream: reads block until the bytes are confirmed
+    and are full (short only at the end), as a regular file's are, so the scan sees the same
+    chunks as when it reads the finished file."""
+
+    def __init__(self, fd: int, feed: _Feed, report: Any):
+        super().__init__()
+        self._fd, self._feed, self._report = fd, feed, report
+        self._pos = 0
+        self._next_report = PROGRESS
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < 0:
+            raise io.UnsupportedOperation("only absolute seeks")
+        self._pos = offset
+        return offset
+
+    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        available = self._feed.available(self._pos + len(view))
+        want = min(len(view), available - self._pos)
+        got = 0
+        while got < want:
+            n = os.preadv(self._fd, [view[got:want]], self._pos + got)
+            if n == 0:  # cannot happen below the confirmed size; do not loop forever
+                break
+            got += n
+        self._pos += got
+        if self._pos >= self._next_report:
+            self._next_report = self._pos + PROGRESS
+            self._report(self._pos)
+        return got
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        out = bytearray(size)
+        view = memoryview(out)
+        got = 0
+        while got < size:
+            n = self.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        del view
+        if got < size:
+            del out[got:]
+        return bytes(out)
+
+
+
+def _digest(fd: int, feed: _Feed, hashers: list[Any], done: dict[str, int]) -> None:
+    """Hash the file as it grows (a thread: hashlib releases the GIL, so this runs on the
+    core the scan leaves idle once the upload is over)."""
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    pos = 0
+    try:
+        while True:
+            available = feed.available(pos + len(buffer))
+            n = os.preadv(fd, [view[:min(len(buffer), available - pos)]], pos)
+            if n == 0:
+                break  # the end: the final size is reached (or the file is shorter)
+            for h in hashers:
+                h.update(view[:n])
+            pos += n
+    except _Abandoned:
+        return
+    done["size"] = pos
+
+
+class _ReadOnlyRegistry:
+    """``RegistryView`` over the journal, on this process's own read-only connection."""
+
+    def __init__(self, path: str, sender: str, env: str):
+        import sqlite3
+
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        self._key = (sender, env)
+
+    def status(self, declaration_ref: str) -> str | None:
+        """As ``fla_sim.store.JournalRegistry.status``."""
+        row = self._db.execute("SELECT status FROM registry WHERE sender=? AND env=? AND"
+                               " declaration_ref=?", (*self._key, declaration_ref)).fetchone()
+        return str(row[0]) if row else None
+
+
+def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    import hashlib
+
+    from fla_core.anomalies import ChannelError
+    from fla_core.judge import rules_outcome, scan_outcome, validate_outcome
+    from fla_core.mandates import MandateBook
+    from fla_core.plugins import get_plugins
+
+    def report(position: int) -> None:
+        _write_frame(stdout, ("progress", position))
+
+    report(0)  # started: the imports are done
+    plugins = get_plugins()
+    if _plugin_names(plugins) != job["plugins"]:
+        _write_frame(stdout, ("failed", "this process loads other plugins than the simulator"))
+        return 1
+    role = job["role"]
+    feed = _Feed()
+    threading.Thread(target=feed.listen, args=(stdin,), daemon=True).start()
+    hashers = [hashlib.new(name) for name in job["algorithms"]]
+    hashed: dict[str, int] = {}
+    digest = None
+    if role != "rules":  # the validating process also computes the digests
+        digest = threading.Thread(target=_digest, args=(job["fd"], feed, hashers, hashed),
+                                  daemon=True)
+        digest.start()
+    stream = _FollowStream(job["fd"], feed, report)
+    common = {"channel": job["channel"], "settings": job["settings"], "plugins": plugins}
+    try:
+        if role == "validate":
+            outcome: Any = validate_outcome(job["go"], stream, **common)
+        else:
+            context = {"today": job["today"],
+                       "registry": _ReadOnlyRegistry(job["journal"], *job["registry"]),
+                       "mandates": MandateBook(job["mandates"])}
+            run = rules_outcome if role == "rules" else scan_outcome
+            outcome = run(job["go"], stream, **common, **context)
+    except _Abandoned:
+        return 3
+    if digest is not None:
+        digest.join()
+        if hashed.get("size") != feed.final:
+            return 3  # abandoned while hashing
+    if outcome is None:
+        _write_frame(stdout, ("failed", "no plugin for the application"))
+        return 1
+    encoded = (("error", (outcome.code, outcome.detail, outcome.subject))
+               if isinstance(outcome, ChannelError) else ("ok", outcome))
+    digests = {name: h.digest() for name, h in zip(job["algorithms"], hashers, strict=True)}
+    _write_frame(stdout, ("result", {"outcome": encoded, "digests": digests,
+                                     "size": hashed.get("size")}))
+    return 0
+
+
+def main() -> int:
+    """Entry point of a follower process (``python -m fla_sim.prescan``)."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    job = _read_frame(stdin)
+    if job is None:
+        return 3
+    try:
+        return _follow(job, stdin, stdout)
+    except BrokenPipeError:
+        return 3  # the simulator went away
+    except Exception as exc:  # reported, so the simulator logs it and reads the file itself
+        with contextlib.suppress(OSError):
+            _write_frame(stdout, ("failed", f"{type(exc).__name__}: {exc}"))
+        return 2
+
+
+if __name__ == "__main__":
+    code = main()
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+    # not sys.exit: the stdin listener thread may be blocked in a read, which would make the
+    # interpreter's shutdown abort on the stdin buffer's lock
+    os._exit(code)

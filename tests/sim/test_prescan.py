@@ -1,0 +1,408 @@
+"""Big FIs validated while they are uploaded (fla_sim.prescan), through a real SFTP server.
+
+The pre-scan threshold is lowered to 64 KiB so that FIs of 1-2 MB are followed. Every test
+checks the answers themselves (and, where it matters, that they are byte for byte those of a
+simulator without pre-scan) and, through ``Prescanner.stats``, which path produced them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncssh
+import pytest
+
+from fla_core.responses import Acrf, Noti, parse_answer
+from fla_core.signing import encode_fs, sign_file
+from fla_sim.api import Simulator
+from fla_sim.config import ConfigError, SimulatorHome
+from fla_sim.processor import Processor
+from fla_sim.pytest_plugin import ChannelInfo, FixedClock, FlaPki, add_channel
+
+BRU = ZoneInfo("Europe/Brussels")
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "fla" / "valid-minimal.xml"
+DAY = "20260316"
+THRESHOLD = 64 * 1024
+TIMEOUT = 60.0
+
+# The processor hands pre-scans to judge_set in Processor._judge / _prescan_result; while that
+# change of processor.py is not committed, the tests of the judge's use of them cannot run.
+needs_judge_hook = pytest.mark.skipif(not hasattr(Processor, "_prescan_result"),
+                                      reason="Processor does not hand pre-scans to the judge")
+
+
+@pytest.fixture
+def fla_clock() -> FixedClock:
+    return FixedClock(datetime(2026, 3, 16, 10, 15, tzinfo=BRU))
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def big_fi(declarations: int = 1500, *, env: str = "T", first_ref: str | None = None,
+           broken_at: int | None = None) -> bytes:
+    """An FI of about 1 KB per declaration (the fixture's first one, under fresh references).
+
+    ``first_ref`` names the first declaration; ``broken_at`` makes that declaration invalid
+    against the schema (an unknown element), deep inside the file.
+    """
+    text = FIXTURE.read_text().replace("<Environment>T</Environment>",
+                                       f"<Environment>{env}</Environment>")
+    head, rest = text.split("  <Declaration>", 1)
+    one = "  <Declaration>" + rest.split("  <Declaration>", 1)[0]
+    parts = [head]
+    for n in range(1, declarations + 1):
+        ref = first_ref if n == 1 and first_ref else f"D-0897223670-2025-{n:05d}"
+        decl = one.replace("D-0897223670-2025-01", ref)
+        if n == broken_at:
+            decl = decl.replace("<Action>", "<Oops>x</Oops><Action>")
+        parts.append(decl)
+    parts.append("</FLAFile>\n")
+    return "".join(parts).encode()
+
+
+def small_fi(ref: str) -> bytes:
+    return big_fi(1, first_ref=ref)
+
+
+def names(seq: str) -> tuple[str, str, str]:
+    tail = f"FLAC.123456.{DAY}.{seq}.T"
+    return f"FI.{tail}.1.1", f"FS.{tail}.1.1", f"GO.{tail}.1"
+
+
+def fs_for(channel: ChannelInfo, data: bytes, tmp: Path) -> bytes:
+    path = tmp / "to-sign"
+    path.write_bytes(data)
+    return encode_fs(sign_file(path, channel.signer))
+
+
+# --- simulator and client ------------------------------------------------------------------------
+
+def configure(home: SimulatorHome, prescan_min_bytes: int) -> None:
+    config = home.load()
+    config.prescan_min_bytes = prescan_min_bytes
+    if hasattr(config, "judge_workers"):
+        # the pre-scan reaches judge_set through Processor._judge (sets judged in-process)
+        config.judge_workers = 0  # type: ignore[attr-defined]
+    home.save(config)
+
+
+@contextmanager
+def simulator(home: SimulatorHome, clock: FixedClock, prescan_min_bytes: int
+              ) -> Iterator[Simulator]:
+    configure(home, prescan_min_bytes)
+    with Simulator(home.path, clock=clock) as sim:
+        yield sim
+
+
+async def connect(sim: Simulator, channel: ChannelInfo) -> asyncssh.SSHClientConnection:
+    return await asyncssh.connect("127.0.0.1", sim.port, username=channel.user,
+                                  client_keys=[str(channel.ssh_key)], known_hosts=None)
+
+
+async def put(sftp: asyncssh.SFTPClient, name: str, data: bytes) -> None:
+    async with sftp.open(f"/INTEST/{name}", "wb") as f:
+        await f.write(data)
+
+
+def send(sim: Simulator, channel: ChannelInfo, files: list[tuple[str, bytes]]) -> None:
+    async def go() -> None:
+        async with await connect(sim, channel) as conn, conn.start_sftp_client() as sftp:
+            for name, data in files:
+                await put(sftp, name, data)
+    asyncio.run(go())
+
+
+def answers(sim: Simulator, channel: ChannelInfo) -> dict[str, bytes]:
+    """The ACRF/NOTI answer files (FO.*) of the channel's OUTTEST, by name."""
+    folder = sim.home.channel_root(channel.user) / "OUTTEST"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name.startswith("FO.")}
+
+
+def parsed(sim: Simulator, channel: ChannelInfo) -> list[Acrf | Noti]:
+    return [parse_answer(data) for data in answers(sim, channel).values()]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` is neither running nor a zombie (it was reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def second_home(tmp_path: Path, fla_clock: FixedClock, fla_pki: FlaPki
+                ) -> tuple[SimulatorHome, ChannelInfo]:
+    """Another home with the same channel: the reference run without pre-scan."""
+    home = SimulatorHome.init(tmp_path / "sim-home-2", at=fla_clock())
+    home.add_trust(fla_pki.ca_path)
+    return home, add_channel(home, fla_pki, tmp_path / "channel-2")
+
+
+def run_both(fla_sim_home, fla_channel, second_home, fla_clock, tmp_path,
+             make_files: Callable[[ChannelInfo], list[tuple[str, bytes]]]
+             ) -> tuple[dict[str, bytes], dict[str, bytes], Counter[str]]:
+    """The same files through a simulator with pre-scan and one without; answers and stats."""
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        send(sim, fla_channel, make_files(fla_channel))
+        sim.drain(TIMEOUT)
+        with_prescan, stats = answers(sim, fla_channel), Counter(sim.prescanner.stats)
+    home, channel = second_home
+    with simulator(home, fla_clock, 0) as sim:
+        assert sim.prescanner is None
+        send(sim, channel, make_files(channel))
+        sim.drain(TIMEOUT)
+        without = answers(sim, channel)
+    return with_prescan, without, stats
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+@needs_judge_hook
+def test_a_valid_big_fi_is_judged_from_its_prescan_with_the_same_answers(
+        fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+
+    def files(channel: ChannelInfo) -> list[tuple[str, bytes]]:
+        return [(fi, data), (fs, fs_for(channel, data, tmp_path)), (go, b"")]
+
+    with_prescan, without, stats = run_both(fla_sim_home, fla_channel, second_home, fla_clock,
+                                            tmp_path, files)
+    assert stats["started"] == 1 and stats["used"] == 1 and stats["fallback"] == 0
+    assert with_prescan == without  # ACRF and NOTI byte for byte
+    acrf, noti = (parse_answer(b) for b in with_prescan.values())
+    assert isinstance(acrf, Acrf) and acrf.accepted
+    assert isinstance(noti, Noti) and noti.result_code == 1 and len(noti.declarations) == 1500
+
+
+@needs_judge_hook
+def test_a_bad_signature_outranks_the_schema_error_the_prescan_found(
+        fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
+    broken = big_fi(1500, broken_at=1400)
+    fi, fs, go = names("00001")
+
+    def files(channel: ChannelInfo) -> list[tuple[str, bytes]]:
+        # signed over other bytes: S5 fails (125) before P13 could report the schema error
+        return [(fi, broken), (fs, fs_for(channel, big_fi(3), tmp_path)), (go, b"")]
+
+    with_prescan, without, stats = run_both(fla_sim_home, fla_channel, second_home, fla_clock,
+                                            tmp_path, files)
+    assert stats["used"] == 1
+    assert with_prescan == without
+    (acrf,) = (parse_answer(b) for b in with_prescan.values())
+    assert isinstance(acrf, Acrf) and acrf.error_code == "125"
+
+
+@needs_judge_hook
+def test_the_schema_error_found_by_the_prescan_is_the_verdict_when_the_signature_is_good(
+        fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
+    broken = big_fi(1500, broken_at=1400)
+    fi, fs, go = names("00001")
+
+    def files(channel: ChannelInfo) -> list[tuple[str, bytes]]:
+        return [(fi, broken), (fs, fs_for(channel, broken, tmp_path)), (go, b"")]
+
+    with_prescan, without, stats = run_both(fla_sim_home, fla_channel, second_home, fla_clock,
+                                            tmp_path, files)
+    assert stats["used"] == 1
+    assert with_prescan == without
+    (acrf,) = (parse_answer(b) for b in with_prescan.values())
+    assert isinstance(acrf, Acrf) and acrf.error_code == "312"
+
+
+@needs_judge_hook
+def test_a_reupload_of_the_fi_before_its_go_is_judged_on_the_new_bytes(
+        fla_sim_home, fla_channel, fla_clock):
+    fi, _fs, go = names("00001")
+    first, second = big_fi(1500), big_fi(1500, broken_at=700)
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        sim.prescanner.park_after = TIMEOUT  # no GO yet, and no pause either
+        send(sim, fla_channel, [(fi, first)])
+        # the first upload's pre-scan completes (a valid file) before the name is reused
+        assert sim.prescanner.wait_finished(fla_channel.user, "INTEST", fi, TIMEOUT)
+        send(sim, fla_channel, [(fi, second), (go, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(sim.prescanner.stats)
+        (acrf,) = parsed(sim, fla_channel)
+    assert isinstance(acrf, Acrf) and acrf.error_code == "312"
+    assert stats["started"] == 2 and stats["used"] == 1
+
+
+@needs_judge_hook
+def test_a_registry_change_after_the_prescan_makes_the_judge_read_the_file(
+        fla_sim_home, fla_channel, fla_clock):
+    shared = "D-0897223670-2025-SHARED"
+    big, _fs, big_go = names("00002")
+    small, _fs1, small_go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        sim.prescanner.park_after = TIMEOUT  # no GO yet, and no pause either
+        send(sim, fla_channel, [(big, big_fi(1500, first_ref=shared))])
+        # scanned while the registry did not know the reference yet
+        assert sim.prescanner.wait_finished(fla_channel.user, "INTEST", big, TIMEOUT)
+        send(sim, fla_channel, [(small, small_fi(shared)), (small_go, b"")])
+        sim.drain(TIMEOUT)  # the small set's NOTI makes the reference ACTIVE
+        send(sim, fla_channel, [(big_go, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(sim.prescanner.stats)
+        found = parsed(sim, fla_channel)
+    notis = [a for a in found if isinstance(a, Noti)]
+    assert [n.declarations[0].status for n in notis] == ["ACCEPTED", "REJECTED"]
+    assert stats["used"] == 0 and stats["fallback"] == 1
+
+
+@needs_judge_hook
+@pytest.mark.parametrize("victim", [0, 1], ids=["validating", "rules"])
+def test_a_follower_killed_mid_upload_costs_nothing_but_the_prescan(
+        fla_sim_home, fla_channel, fla_clock, tmp_path, victim):
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+    half = len(data) // 2
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        prescanner = sim.prescanner
+
+        async def scenario() -> int:
+            async with await connect(sim, fla_channel) as conn, \
+                    conn.start_sftp_client() as sftp:
+                async with sftp.open(f"/INTEST/{fi}", "wb") as f:
+                    await f.write(data[:half])
+                    pids = prescanner.running_pids()  # validating and rules processes
+                    assert len(pids) == 2
+                    pid = pids[victim]
+                    os.kill(pid, signal.SIGKILL)
+                    await f.write(data[half:], half)
+                await put(sftp, fs, fs_for(fla_channel, data, tmp_path))
+                await put(sftp, go, b"")
+                return pid
+
+        pid = asyncio.run(scenario())
+        sim.drain(TIMEOUT)
+        stats = Counter(sim.prescanner.stats)
+        found = parsed(sim, fla_channel)
+        wait_for(lambda: gone(pid), "the killed follower to be reaped")
+    assert stats["started"] == 1 and stats["used"] == 0 and stats["fallback"] == 1
+    assert [type(a) for a in found] == [Acrf, Noti]  # answered once, completely
+    assert found[0].accepted and found[1].result_code == 1
+
+
+def test_a_client_that_disconnects_mid_upload_leaves_no_follower(
+        fla_sim_home, fla_channel, fla_clock):
+    data = big_fi(1500)
+    fi, _fs, _go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        prescanner = sim.prescanner
+
+        async def scenario() -> list[int]:
+            conn = await connect(sim, fla_channel)
+            sftp = await conn.start_sftp_client()
+            f = await sftp.open(f"/INTEST/{fi}", "wb")
+            await f.write(data[:len(data) // 2])
+            pids = prescanner.running_pids()
+            conn.abort()  # no CLOSE: the upload never completes
+            await conn.wait_closed()
+            return pids
+
+        pids = asyncio.run(scenario())
+        assert len(pids) == 2
+        wait_for(lambda: all(gone(pid) for pid in pids),
+                 "the followers of the dropped upload to end")
+        assert prescanner.running_pids() == []
+        assert prescanner.stats["aborted"] == 1
+        assert sim.answers(fla_channel.user, "OUTTEST") == []
+        assert list((sim.home.channel_root(fla_channel.user) / "INTEST").iterdir()) == []
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (``T``: stopped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+@needs_judge_hook
+def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
+        fla_sim_home, fla_channel, fla_clock, tmp_path):
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        prescanner = sim.prescanner
+        prescanner.park_after = 0.0  # paused as soon as the FI is closed
+        send(sim, fla_channel, [(fi, data), (fs, fs_for(fla_channel, data, tmp_path))])
+        pids = prescanner.running_pids()
+        assert len(pids) == 2
+        wait_for(lambda: all(process_state(pid) == "T" for pid in pids),
+                 "the followers to be paused")
+        send(sim, fla_channel, [(go, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(prescanner.stats)
+        found = parsed(sim, fla_channel)
+    assert stats["used"] == 1
+    assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
+
+
+def test_small_uploads_start_no_follower(fla_sim_home, fla_channel, fla_clock):
+    fi, _fs, go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        send(sim, fla_channel, [(fi, small_fi("D-0897223670-2025-01")), (go, b"")])
+        sim.drain(TIMEOUT)
+        assert sim.prescanner.stats["started"] == 0
+        assert [type(a) for a in parsed(sim, fla_channel)] == [Acrf, Noti]
+
+
+@needs_judge_hook
+def test_out_of_order_writes_are_followed_by_their_contiguous_prefix(
+        fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+    block = 32 * 1024
+    blocks = [(o, data[o:o + block]) for o in range(0, len(data), block)]
+    # pairs swapped: every odd block arrives before the even one before it
+    shuffled = [b for i in range(0, len(blocks), 2) for b in reversed(blocks[i:i + 2])]
+
+    async def upload(sim: Simulator, channel: ChannelInfo) -> None:
+        async with await connect(sim, channel) as conn, conn.start_sftp_client() as sftp:
+            async with sftp.open(f"/INTEST/{fi}", "wb") as f:
+                for offset, piece in shuffled:
+                    await f.write(piece, offset)
+            await put(sftp, fs, fs_for(channel, data, tmp_path))
+            await put(sftp, go, b"")
+
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        asyncio.run(upload(sim, fla_channel))
+        sim.drain(TIMEOUT)
+        stats, with_prescan = Counter(sim.prescanner.stats), answers(sim, fla_channel)
+    home, channel = second_home
+    with simulator(home, fla_clock, 0) as sim:
+        asyncio.run(upload(sim, channel))
+        sim.drain(TIMEOUT)
+        without = answers(sim, channel)
+    assert stats["used"] == 1 and with_prescan == without
+
+
+def test_prescan_min_bytes_is_a_server_key(fla_sim_home):
+    assert fla_sim_home.load().prescan_min_bytes == 8 * 1024 * 1024
+    configure(fla_sim_home, 12345)
+    assert fla_sim_home.load().prescan_min_bytes == 12345
+    text = fla_sim_home.config_path.read_text()
+    for bad in ("-1", "true", "'8M'"):
+        fla_sim_home.config_path.write_text(
+            text.replace("prescan_min_bytes = 12345", f"prescan_min_bytes = {bad}"))
+        with pytest.raises(ConfigError, match="prescan_min_bytes"):
+            fla_sim_home.load()
