@@ -25,7 +25,6 @@ from fla_core.responses import Acrf, Noti, parse_answer
 from fla_core.signing import encode_fs, sign_file
 from fla_sim.api import Simulator
 from fla_sim.config import ConfigError, SimulatorHome
-from fla_sim.processor import Processor
 from fla_sim.pytest_plugin import ChannelInfo, FixedClock, FlaPki, add_channel
 
 BRU = ZoneInfo("Europe/Brussels")
@@ -33,11 +32,6 @@ FIXTURE = Path(__file__).parents[2] / "fixtures" / "fla" / "valid-minimal.xml"
 DAY = "20260316"
 THRESHOLD = 64 * 1024
 TIMEOUT = 60.0
-
-# The processor hands pre-scans to judge_set in Processor._judge / _prescan_result; while that
-# change of processor.py is not committed, the tests of the judge's use of them cannot run.
-needs_judge_hook = pytest.mark.skipif(not hasattr(Processor, "_prescan_result"),
-                                      reason="Processor does not hand pre-scans to the judge")
 
 
 @pytest.fixture
@@ -89,9 +83,6 @@ def fs_for(channel: ChannelInfo, data: bytes, tmp: Path) -> bytes:
 def configure(home: SimulatorHome, prescan_min_bytes: int) -> None:
     config = home.load()
     config.prescan_min_bytes = prescan_min_bytes
-    if hasattr(config, "judge_workers"):
-        # the pre-scan reaches judge_set through Processor._judge (sets judged in-process)
-        config.judge_workers = 0  # type: ignore[attr-defined]
     home.save(config)
 
 
@@ -176,7 +167,6 @@ def run_both(fla_sim_home, fla_channel, second_home, fla_clock, tmp_path,
 
 # --- the tests ---------------------------------------------------------------------------------
 
-@needs_judge_hook
 def test_a_valid_big_fi_is_judged_from_its_prescan_with_the_same_answers(
         fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
     data = big_fi(1500)
@@ -194,7 +184,6 @@ def test_a_valid_big_fi_is_judged_from_its_prescan_with_the_same_answers(
     assert isinstance(noti, Noti) and noti.result_code == 1 and len(noti.declarations) == 1500
 
 
-@needs_judge_hook
 def test_a_bad_signature_outranks_the_schema_error_the_prescan_found(
         fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
     broken = big_fi(1500, broken_at=1400)
@@ -212,7 +201,6 @@ def test_a_bad_signature_outranks_the_schema_error_the_prescan_found(
     assert isinstance(acrf, Acrf) and acrf.error_code == "125"
 
 
-@needs_judge_hook
 def test_the_schema_error_found_by_the_prescan_is_the_verdict_when_the_signature_is_good(
         fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
     broken = big_fi(1500, broken_at=1400)
@@ -229,7 +217,6 @@ def test_the_schema_error_found_by_the_prescan_is_the_verdict_when_the_signature
     assert isinstance(acrf, Acrf) and acrf.error_code == "312"
 
 
-@needs_judge_hook
 def test_a_reupload_of_the_fi_before_its_go_is_judged_on_the_new_bytes(
         fla_sim_home, fla_channel, fla_clock):
     fi, _fs, go = names("00001")
@@ -247,7 +234,6 @@ def test_a_reupload_of_the_fi_before_its_go_is_judged_on_the_new_bytes(
     assert stats["started"] == 2 and stats["used"] == 1
 
 
-@needs_judge_hook
 def test_a_registry_change_after_the_prescan_makes_the_judge_read_the_file(
         fla_sim_home, fla_channel, fla_clock):
     shared = "D-0897223670-2025-SHARED"
@@ -269,7 +255,6 @@ def test_a_registry_change_after_the_prescan_makes_the_judge_read_the_file(
     assert stats["used"] == 0 and stats["fallback"] == 1
 
 
-@needs_judge_hook
 @pytest.mark.parametrize("victim", [0, 1], ids=["validating", "rules"])
 def test_a_follower_killed_mid_upload_costs_nothing_but_the_prescan(
         fla_sim_home, fla_channel, fla_clock, tmp_path, victim):
@@ -336,7 +321,6 @@ def process_state(pid: int) -> str:
         return f.read().rpartition(")")[2].split()[0]
 
 
-@needs_judge_hook
 def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
         fla_sim_home, fla_channel, fla_clock, tmp_path):
     data = big_fi(1500)
@@ -366,7 +350,6 @@ def test_small_uploads_start_no_follower(fla_sim_home, fla_channel, fla_clock):
         assert [type(a) for a in parsed(sim, fla_channel)] == [Acrf, Noti]
 
 
-@needs_judge_hook
 def test_out_of_order_writes_are_followed_by_their_contiguous_prefix(
         fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
     data = big_fi(1500)
