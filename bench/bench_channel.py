@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import io
 import math
 import os
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -516,6 +519,7 @@ class Sender:
     answer: int = 1  # next answer number in the channel's OUTTEST (spec 4.8: per channel/day/env)
     sftp: object | None = None
     conn: object | None = None
+    watcher: AnswerWatcher | None = None
 
     def answer_path(self, app: str, number: int) -> Path:
         return (self.channel.root / DOWN /
@@ -531,12 +535,82 @@ def _step(what: str) -> Iterator[None]:
         raise RuntimeError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _appear(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path.name} not written within {timeout:.0f} s")
-        await asyncio.sleep(0.002)
+class AnswerWatcher:
+    """Notices answer files the moment they appear, for every sender at once.
+
+    Linux inotify on the answer directories (one file descriptor watched by the event loop):
+    the latency is measured to the rename that publishes the answer, and the senders cost no
+    CPU while they wait (polling every 2 ms from 32 senders cost about a third of a core on this
+    2-core machine, taken from the simulator being measured). Elsewhere: polling every 2 ms.
+    """
+
+    IN_CREATE, IN_MOVED_TO = 0x100, 0x80
+    _EVENT = struct.Struct("iIII")
+
+    def __init__(self, directories: list[Path]):
+        self._waiters: dict[Path, asyncio.Future[None]] = {}
+        self._dirs: dict[int, Path] = {}
+        self._fd = -1
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return  # no inotify: wait() polls
+        if fd < 0:
+            return
+        for directory in directories:
+            wd = libc.inotify_add_watch(fd, os.fsencode(directory),
+                                        self.IN_CREATE | self.IN_MOVED_TO)
+            if wd < 0:
+                os.close(fd)
+                return
+            self._dirs[wd] = directory
+        self._fd = fd
+        asyncio.get_running_loop().add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return
+        at = 0
+        while at + self._EVENT.size <= len(data):
+            wd, _mask, _cookie, length = self._EVENT.unpack_from(data, at)
+            raw = data[at + self._EVENT.size:at + self._EVENT.size + length]
+            at += self._EVENT.size + length
+            directory = self._dirs.get(wd)
+            if directory is None:
+                continue
+            waiter = self._waiters.pop(directory / os.fsdecode(raw.rstrip(b"\0")), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, path: Path, timeout: float) -> None:
+        """Return once ``path`` exists (TimeoutError after ``timeout`` seconds)."""
+        if self._fd < 0:
+            deadline = time.monotonic() + timeout
+            while not path.exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path.name} not written within {timeout:.0f} s")
+                await asyncio.sleep(0.002)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[path] = waiter  # registered before the check: no event can be missed
+        if path.exists():
+            self._waiters.pop(path, None)
+            return
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            self._waiters.pop(path, None)
+            raise TimeoutError(f"{path.name} not written within {timeout:.0f} s") from None
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self._fd >= 0:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
 
 async def send_one(s: Sender) -> tuple[float | None, str | None]:
@@ -575,14 +649,15 @@ async def _send_one(s: Sender) -> tuple[float, str | None]:
         async with sftp.open(f"{UP}/{name}", "wb"):  # type: ignore[attr-defined]
             pass
     acrf_go = s.answer_path("ACRF", s.answer)
-    await _appear(acrf_go, ANSWER_TIMEOUT_S)
+    assert s.watcher is not None
+    await s.watcher.wait(acrf_go, ANSWER_TIMEOUT_S)
     latency = time.perf_counter() - start
     acrf = parse_answer(acrf_go.with_name("FO" + acrf_go.name[2:]).read_bytes())
     s.answer += 1
     if not isinstance(acrf, Acrf) or acrf.result_code != 1:
         return latency, f"negative ACRF {getattr(acrf, 'error_id', '?')}"
     noti_go = s.answer_path("NOTI", s.answer)
-    await _appear(noti_go, ANSWER_TIMEOUT_S)  # one set at a time per sender, as in real use
+    await s.watcher.wait(noti_go, ANSWER_TIMEOUT_S)  # one set at a time per sender, as in real use
     s.answer += 1
     return latency, None
 
@@ -606,8 +681,9 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
                          duration: float, sustain: int, raw: dict[str, object]) -> list[Row]:
     """(c): latency at each concurrency level, then sustained throughput."""
     day = today()
-    senders = [Sender(ch, render_fi(ch, day, 1, None, ref=f"BENCH-{ch.sender}"), day)
-               for ch in setup.small]
+    watcher = AnswerWatcher([ch.root / DOWN for ch in setup.small])
+    senders = [Sender(ch, render_fi(ch, day, 1, None, ref=f"BENCH-{ch.sender}"), day,
+                      watcher=watcher) for ch in setup.small]
     await asyncio.gather(*(connect(s, port, setup.ssh_key) for s in senders))
     rows: list[Row] = []
     errors_all: list[str] = []
@@ -676,6 +752,7 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
             row.status = "MISS"
         rows.append(row)
     finally:
+        watcher.close()
         for s in senders:
             if s.conn is not None:
                 s.conn.close()  # type: ignore[attr-defined]

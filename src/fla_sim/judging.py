@@ -11,17 +11,16 @@ registry through its own read-only connection to the journal
 
 Only decisions cross the process boundary: a :class:`JudgeJob` (names and paths) goes out, a
 ``SetVerdict`` comes back; the journal is written by the simulator alone, so the exactly-once
-machinery of ``processor.py`` is unchanged. A pool that breaks (a worker killed) is replaced and
-the job runs again: judging has no side effects.
+machinery of ``processor.py`` is unchanged. A worker that dies (killed) is replaced and its
+job given to another: judging has no side effects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,61 +56,173 @@ def _context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+class JudgeWorkerError(RuntimeError):
+    """judge_set raised something other than a ChannelError in a worker (a bug): its
+    traceback, as the worker printed it."""
+
+
+class _Handle:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, ctx: Any, args: tuple[Any, ...]):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, *args), daemon=True,
+                                name="fla-sim judge")
+        self.proc.start()
+        child.close()
+        self.job: tuple[JudgeJob, asyncio.Future[Any], int] | None = None
+
+
 class JudgePool:
-    """``judge_set`` in ``workers`` spawned processes, for one configuration."""
+    """``judge_set`` in ``workers`` processes, for one configuration, driven by the event loop.
+
+    Jobs and verdicts travel over one pipe per worker that the event loop writes and watches
+    itself: no executor threads, whose hand-offs would queue for the GIL behind the SFTP
+    sessions (they added tens of milliseconds to a set under load).
+    """
 
     def __init__(self, home: SimulatorHome, config: SimulatorConfig, workers: int):
-        self._home_path = str(home.path)
-        self._journal_path = str(home.journal_path)
-        self._config = config
-        self._workers = workers
-        self._executor = self._new_executor()
+        self._args = (str(home.path), str(home.journal_path), config)
+        self._size = workers
+        self._ctx = _context()
+        self._handles: list[_Handle] = []
+        self._idle: list[_Handle] = []
+        self._queue: collections.deque[tuple[JudgeJob, asyncio.Future[Any], int]] = \
+            collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            self._workers, mp_context=_context(),
-            initializer=_init_worker,
-            initargs=(self._home_path, self._journal_path, self._config))
+    def _start(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        while len(self._handles) < self._size:
+            handle = _Handle(self._ctx, self._args)
+            self._handles.append(handle)
+            self._idle.append(handle)
+            self._loop.add_reader(handle.conn.fileno(), self._on_readable, handle)
 
     def warm_up(self) -> None:
-        """Start the workers now (imports take ~0.5 s), not at the first set."""
-        for _ in range(self._workers):
-            self._executor.submit(_ready)
+        """Start the workers now (call on the event loop), not at the first set."""
+        self._start()
 
     async def judge(self, job: JudgeJob) -> SetVerdict:
-        """The verdict of one set; a broken pool is replaced and the job tried once more."""
-        loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            executor = self._executor
+        """The verdict of one set. A worker that dies is replaced and the job given to
+        another, once (judging has no side effects)."""
+        if self._closing:
+            raise RuntimeError("the judge pool is closed")
+        self._start()
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.append((job, future, 1))
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            handle = self._idle.pop()
+            job, future, attempt = self._queue.popleft()
+            if future.done():  # the waiting set was cancelled (simulator stopping)
+                self._idle.append(handle)
+                continue
+            handle.job = (job, future, attempt)
             try:
-                return await loop.run_in_executor(executor, _judge, job)
-            except BrokenProcessPool:
-                if attempt == 2:
-                    raise
-                log.error("a judge worker died while judging %s; starting a new pool", job.go)
-                if self._executor is executor:
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._new_executor()
-        raise AssertionError("unreachable")
+                handle.conn.send(job)
+            except OSError:
+                self._lost(handle)
+
+    def _on_readable(self, handle: _Handle) -> None:
+        try:
+            status, value = handle.conn.recv()
+        except (EOFError, OSError):
+            self._lost(handle)
+            return
+        assert handle.job is not None
+        _job, future, _attempt = handle.job
+        handle.job = None
+        if not future.done():
+            if status == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(JudgeWorkerError(value))
+        if self._closing:
+            self._retire(handle)
+        else:
+            self._idle.append(handle)
+            self._dispatch()
+
+    def _lost(self, handle: _Handle) -> None:
+        """A worker died (killed, out of memory): replace it, give its job another go."""
+        self._retire(handle)
+        if handle.job is not None:
+            job, future, attempt = handle.job
+            handle.job = None
+            if future.done():
+                pass
+            elif attempt >= 2:
+                future.set_exception(JudgeWorkerError(
+                    f"judge workers died twice while judging {job.go}"))
+            else:
+                log.error("a judge worker died while judging %s; judging it again", job.go)
+                self._queue.appendleft((job, future, attempt + 1))
+        if not self._closing:
+            self._start()
+            self._dispatch()
+
+    def _retire(self, handle: _Handle) -> None:
+        if handle in self._handles:
+            self._handles.remove(handle)
+        if handle in self._idle:
+            self._idle.remove(handle)
+        if self._loop is not None:
+            self._loop.remove_reader(handle.conn.fileno())
+        handle.conn.close()  # the worker reads EOF and exits
+        handle.proc.join(0)  # reap it if it is gone already (no zombie)
 
     def pids(self) -> list[int]:
         """Process ids of the running workers (for status output and tests)."""
-        processes = getattr(self._executor, "_processes", None) or {}
-        return sorted(p.pid for p in processes.values() if p.pid is not None and p.is_alive())
-
-    def close(self) -> None:
-        """Stop the workers (jobs under way finish first)."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        return sorted(h.proc.pid for h in self._handles if h.proc.pid and h.proc.is_alive())
 
     def close_later(self) -> None:
-        """Let jobs under way finish, then stop the workers, without waiting here."""
-        self._executor.shutdown(wait=False)
+        """Stop idle workers now, busy ones once their verdict is in (any thread)."""
+        self._closing = True
+        if self._loop is None:
+            return  # never started
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self._loop:
+            self._retire_idle()
+        else:  # e.g. Simulator.reload() from the caller's thread
+            self._loop.call_soon_threadsafe(self._retire_idle)
+
+    def _retire_idle(self) -> None:
+        for handle in list(self._idle):
+            self._retire(handle)
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Stop the workers, waiting (bounded) for verdicts under way."""
+        self._closing = True
+        procs = [h.proc for h in self._handles]
+        for handle in list(self._idle):
+            self._retire(handle)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._handles and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for handle in list(self._handles):
+            self._retire(handle)
+        await asyncio.to_thread(_join_all, procs, timeout)
+
+
+def _join_all(procs: list[Any], timeout: float) -> None:
+    for proc in procs:
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 # --- inside a worker process ---------------------------------------------------------------------
-
-_worker: _Worker | None = None
-
 
 class _Worker:
     """What judging needs, built once per worker from the configuration it was given."""
@@ -150,18 +261,22 @@ class _Worker:
                          mandates=self.mandates, plugins=self.plugins)
 
 
-def _init_worker(home_path: str, journal_path: str, config: SimulatorConfig) -> None:
-    global _worker
-    _worker = _Worker(home_path, journal_path, config)
-    # the first set would otherwise pay these imports
-    import fla_core.judge
-    import fla_core.signing  # noqa: F401
+def _serve(conn: Any, home_path: str, journal_path: str, config: SimulatorConfig) -> None:
+    """Worker main loop: a job in, ``("ok", verdict)`` or ``("error", traceback)`` out, until
+    the simulator closes the pipe."""
+    import traceback
 
-
-def _ready() -> bool:
-    return _worker is not None
-
-
-def _judge(job: JudgeJob) -> SetVerdict:
-    assert _worker is not None, "judge worker not initialised"
-    return _worker.judge(job)
+    worker = _Worker(home_path, journal_path, config)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", worker.judge(job))
+        except Exception:
+            reply = ("error", traceback.format_exc())
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return

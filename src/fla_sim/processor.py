@@ -148,7 +148,7 @@ class Processor:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*list(self._inflight), return_exceptions=True)
         if self._pool is not None:
-            await asyncio.to_thread(self._pool.close)
+            await self._pool.aclose()
             self._pool = None
         self._workers.clear()
         self._queues.clear()
