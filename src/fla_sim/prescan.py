@@ -58,6 +58,10 @@ log = logging.getLogger("fla_sim.prescan")
 
 STEP = 4 << 20  # the server confirms progress to a follower every STEP bytes
 PROGRESS = 16 << 20  # a follower reports its reading position every PROGRESS bytes
+# Followers start this much nicer than the simulator: during the upload they must take only CPU
+# the SSH/SFTP work leaves (WRITE throughput comes first); once the set's GO arrives and its
+# judge waits for them, they are put back to the simulator's priority where the OS allows it.
+NICE = 10
 ALGORITHMS = ("sha256",)  # what FSs use in practice; another algorithm makes P9 read the FI
 _LEN = struct.Struct("!Q")
 
@@ -199,8 +203,18 @@ class Prescanner:
         with self._lock:
             follower = self._ready.get((user, directory, f"FI.{stem}.1.1"))
         if follower is not None:
-            follower.wanted = True
-            self._resume(follower)
+            self._want(follower)
+
+    def _want(self, follower: Follower) -> None:
+        """The set's judge will wait for this follower: full speed from now on."""
+        follower.wanted = True
+        self._resume(follower)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        for p in follower.procs:
+            # lowering a nice value needs CAP_SYS_NICE: without it they stay nicer (they still
+            # get every idle cycle, and all of them when nothing else runs)
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, p.proc.pid, own)
 
     def _park(self, follower: Follower) -> None:
         with self._lock:
@@ -253,8 +267,8 @@ class Prescanner:
         self._forget_stale()
         if follower is None:
             return None
-        follower.wanted = True
-        self._resume(follower)
+        if not follower.wanted:
+            self._want(follower)
         try:
             why = self._unsafe(follower, fi, today)
             if why is None:
@@ -700,6 +714,8 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
 
 def main() -> int:
     """Entry point of a follower process (``python -m fla_sim.prescan``)."""
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     job = _read_frame(stdin)
     if job is None:
