@@ -131,6 +131,9 @@ class Prescanner:
     # A follower whose upload closed without its GO following this soon is paused until the GO
     # comes: an FI that is never sent a GO must not take a core from everyone else.
     park_after = 1.0
+    # Finished uploads whose GO has not come yet keep their (paused) followers, at most this
+    # many: the oldest are stopped first (their sets are then judged by reading the file).
+    max_waiting = 4
 
     def __init__(self, processor: Processor, min_bytes: int):
         self.processor = processor
@@ -194,6 +197,7 @@ class Prescanner:
             self._ready[follower.key] = follower
         if older is not None:  # the same name uploaded again before its GO: last write wins
             self._stop(older, "replaced by a new upload")
+        self._forget_stale()
         with contextlib.suppress(RuntimeError):  # no running loop: never parked
             asyncio.get_running_loop().call_later(self.park_after, self._park, follower)
 
@@ -285,7 +289,11 @@ class Prescanner:
                 self.stats["fallback"] += 1
                 return None
             self.stats["used"] += 1
-            log.info("%s: pre-scan used", fi.name)
+            peak = max(p.result["peak_rss_kb"] for p in follower.procs if p.result)
+            self.stats["follower_peak_rss_kb"] = max(self.stats["follower_peak_rss_kb"], peak)
+            log.info("%s: pre-scan used (followers' peak RSS %s MB)", fi.name,
+                     " + ".join(f"{p.result['peak_rss_kb'] / 1024:.0f}"
+                                for p in follower.procs if p.result))
             return result
         finally:
             self._stop(follower, "result taken")
@@ -394,9 +402,13 @@ class Prescanner:
                     p.proc.kill()  # a result nobody will read must not cost a core
 
     def _forget_stale(self) -> None:
-        """Drop finished uploads whose FI left the upload directory (archived, rejected)."""
+        """Drop finished uploads whose FI left the upload directory (archived, rejected), and
+        the oldest of those still waiting for their GO beyond ``max_waiting``."""
         stale = []
         with self._lock:
+            waiting = [f for f in self._ready.values() if not f.wanted]
+            for follower in waiting[:max(0, len(waiting) - self.max_waiting)]:
+                stale.append(self._ready.pop(follower.key))
             for key, follower in list(self._ready.items()):
                 user, directory, name = key
                 path = self.processor.root(user) / directory / name
@@ -658,6 +670,19 @@ class _ReadOnlyRegistry:
         return str(row[0]) if row else None
 
 
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory in KiB (0 if unknown)."""
+    # VmHWM, not ru_maxrss: Linux carries the spawning process's peak over exec into the latter
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
     import hashlib
 
@@ -708,7 +733,7 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
                if isinstance(outcome, ChannelError) else ("ok", outcome))
     digests = {name: h.digest() for name, h in zip(job["algorithms"], hashers, strict=True)}
     _write_frame(stdout, ("result", {"outcome": encoded, "digests": digests,
-                                     "size": hashed.get("size")}))
+                                     "size": hashed.get("size"), "peak_rss_kb": _peak_rss_kb()}))
     return 0
 
 

@@ -178,6 +178,7 @@ def test_a_valid_big_fi_is_judged_from_its_prescan_with_the_same_answers(
     with_prescan, without, stats = run_both(fla_sim_home, fla_channel, second_home, fla_clock,
                                             tmp_path, files)
     assert stats["started"] == 1 and stats["used"] == 1 and stats["fallback"] == 0
+    assert 0 < stats["follower_peak_rss_kb"] < 100 * 1024
     assert with_prescan == without  # ACRF and NOTI byte for byte
     acrf, noti = (parse_answer(b) for b in with_prescan.values())
     assert isinstance(acrf, Acrf) and acrf.accepted
@@ -339,6 +340,29 @@ def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
         found = parsed(sim, fla_channel)
     assert stats["used"] == 1
     assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
+
+
+def test_followers_of_fis_waiting_for_their_go_are_capped(
+        fla_sim_home, fla_channel, fla_clock, tmp_path):
+    first, _fs1, go1 = names("00001")
+    second, _fs2, go2 = names("00002")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        prescanner = sim.prescanner
+        prescanner.max_waiting = 1
+        send(sim, fla_channel, [(first, big_fi(1500))])
+        old = prescanner.running_pids()
+        send(sim, fla_channel, [(second, big_fi(1500))])  # the first one's followers go
+        wait_for(lambda: all(gone(pid) for pid in old), "the oldest followers to be stopped")
+        # the second set first: the first one's NOTI would change the registry (same refs)
+        send(sim, fla_channel, [(go2, b""), (go1, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(prescanner.stats)
+        found = parsed(sim, fla_channel)
+    assert stats["started"] == 2 and stats["used"] == 1 and stats["fallback"] == 0
+    acrfs = [a for a in found if isinstance(a, Acrf)]
+    notis = [a for a in found if isinstance(a, Noti)]
+    assert len(acrfs) == len(notis) == 2 and all(a.accepted for a in acrfs)
+    assert notis[0].result_code == 1  # the second set, judged first, from its pre-scan
 
 
 def test_small_uploads_start_no_follower(fla_sim_home, fla_channel, fla_clock):
