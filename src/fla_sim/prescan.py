@@ -61,7 +61,7 @@ PROGRESS = 16 << 20  # a follower reports its reading position every PROGRESS by
 # Followers start this much nicer than the simulator: during the upload they must take only CPU
 # the SSH/SFTP work leaves (WRITE throughput comes first); once the set's GO arrives and its
 # judge waits for them, they are put back to the simulator's priority where the OS allows it.
-NICE = 10
+NICE = 19
 ALGORITHMS = ("sha256",)  # what FSs use in practice; another algorithm makes P9 read the FI
 _LEN = struct.Struct("!Q")
 
@@ -177,6 +177,13 @@ class Prescanner:
                                                      daemon=True, name=f"fla-prescan-{p.role}"))
         with self._lock:
             self._running.add(follower)
+            # paused followers hold memory (~50 MB each) for sets whose GO may never come: a new
+            # big upload is the better use of it (those sets are judged by reading the file)
+            parked = [f for f in self._ready.values() if f.parked]
+            for f in parked:
+                del self._ready[f.key]
+        for f in parked:
+            self._stop(f, "a new upload is followed")
         for thread in follower.threads:
             thread.start()
         self.stats["started"] += 1
@@ -291,8 +298,10 @@ class Prescanner:
             self.stats["used"] += 1
             peak = max(p.result["peak_rss_kb"] for p in follower.procs if p.result)
             self.stats["follower_peak_rss_kb"] = max(self.stats["follower_peak_rss_kb"], peak)
-            log.info("%s: pre-scan used (followers' peak RSS %s MB)", fi.name,
-                     " + ".join(f"{p.result['peak_rss_kb'] / 1024:.0f}"
+            log.info("%s: pre-scan used (followers' peak RSS %s MB; at the end PSS %s MB)",
+                     fi.name, " + ".join(f"{p.result['peak_rss_kb'] / 1024:.0f}"
+                                         for p in follower.procs if p.result),
+                     " + ".join(f"{p.result['pss_kb'] / 1024:.0f}"
                                 for p in follower.procs if p.result))
             return result
         finally:
@@ -683,6 +692,18 @@ def _peak_rss_kb() -> int:
     return 0
 
 
+def _pss_kb() -> int:
+    """This process's proportional set size in KiB (shared pages split among their users)."""
+    try:
+        with open("/proc/self/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
     import hashlib
 
@@ -733,7 +754,8 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
                if isinstance(outcome, ChannelError) else ("ok", outcome))
     digests = {name: h.digest() for name, h in zip(job["algorithms"], hashers, strict=True)}
     _write_frame(stdout, ("result", {"outcome": encoded, "digests": digests,
-                                     "size": hashed.get("size"), "peak_rss_kb": _peak_rss_kb()}))
+                                     "size": hashed.get("size"), "peak_rss_kb": _peak_rss_kb(),
+                                     "pss_kb": _pss_kb()}))
     return 0
 
 
