@@ -322,6 +322,27 @@ def process_state(pid: int) -> str:
         return f.read().rpartition(")")[2].split()[0]
 
 
+@pytest.mark.parametrize("change", ["configuration", "date"])
+def test_a_prescan_made_in_another_context_is_not_used(
+        fla_sim_home, fla_channel, fla_clock, tmp_path, change):
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        sim.prescanner.park_after = TIMEOUT
+        send(sim, fla_channel, [(fi, data), (fs, fs_for(fla_channel, data, tmp_path))])
+        assert sim.prescanner.wait_finished(fla_channel.user, "INTEST", fi, TIMEOUT)
+        if change == "configuration":
+            sim.reload()  # channels and mandates read again: Processor.reset_material()
+        else:
+            fla_clock.advance(days=1)  # the GO is processed the next day
+        send(sim, fla_channel, [(go, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(sim.prescanner.stats)
+        found = parsed(sim, fla_channel)
+    assert stats["used"] == 0 and stats["fallback"] == 1
+    assert [type(a) for a in found] == [Acrf, Noti] and found[0].accepted
+
+
 def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
         fla_sim_home, fla_channel, fla_clock, tmp_path):
     data = big_fi(1500)
