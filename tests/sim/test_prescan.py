@@ -386,6 +386,16 @@ def test_followers_of_fis_waiting_for_their_go_are_capped(
     assert notis[0].result_code == 1  # the second set, judged first, from its pre-scan
 
 
+def test_stopping_the_simulator_reaps_every_follower(fla_sim_home, fla_channel, fla_clock):
+    first, _fs, _go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        sim.prescanner.park_after = 0.0
+        send(sim, fla_channel, [(first, big_fi(1500))])  # finished, paused, waiting for a GO
+        pids = sim.prescanner.running_pids()
+        wait_for(lambda: all(process_state(pid) == "T" for pid in pids), "a paused follower")
+    assert len(pids) == 2 and all(gone(pid) for pid in pids)  # reaped by astop, no zombie
+
+
 def test_small_uploads_start_no_follower(fla_sim_home, fla_channel, fla_clock):
     fi, _fs, go = names("00001")
     with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
