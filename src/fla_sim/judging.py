@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import multiprocessing
+import sys
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -68,9 +72,29 @@ class _Handle:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, *args), daemon=True,
                                 name="fla-sim judge")
-        self.proc.start()
+        with _main_not_reimported():
+            self.proc.start()
         child.close()
         self.job: tuple[JudgeJob, asyncio.Future[Any], int] | None = None
+        self.ready = False  # the worker said it has loaded the configuration
+
+
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start a process without multiprocessing re-importing the parent's ``__main__``.
+
+    multiprocessing makes every child import the parent's main script (so that functions
+    defined there can be targets). Our target lives in this module; re-importing an embedding
+    script would run its unguarded top-level code again, and a main read from stdin cannot be
+    imported at all (the worker then dies at start-up, forever).
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 class JudgePool:
@@ -91,6 +115,8 @@ class JudgePool:
             collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._failed_starts = 0
+        self.broken: str | None = None  # why the pool gave up (workers cannot start)
 
     def _start(self) -> None:
         if self._loop is None:
@@ -110,6 +136,8 @@ class JudgePool:
         another, once (judging has no side effects)."""
         if self._closing:
             raise RuntimeError("the judge pool is closed")
+        if self.broken is not None:
+            raise JudgeWorkerError(self.broken)
         self._start()
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -136,6 +164,10 @@ class JudgePool:
         except (EOFError, OSError):
             self._lost(handle)
             return
+        if status == "ready":
+            handle.ready = True
+            self._failed_starts = 0
+            return
         assert handle.job is not None
         _job, future, _attempt = handle.job
         handle.job = None
@@ -151,8 +183,22 @@ class JudgePool:
             self._dispatch()
 
     def _lost(self, handle: _Handle) -> None:
-        """A worker died (killed, out of memory): replace it, give its job another go."""
+        """A worker died (killed, out of memory): replace it, give its job another go.
+
+        Workers that die before they are ready (the configuration or an import fails in them)
+        are not restarted for ever: after three in a row the pool gives up, and every set is
+        answered a JudgeWorkerError (the processor then judges in its own process).
+        """
         self._retire(handle)
+        if not handle.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= 3 and self.broken is None:
+                self.broken = ("judge worker processes exit before they are ready; their "
+                               "error is in the simulator's log (stderr)")
+                log.error("%s: judging in the simulator process instead", self.broken)
+        if self.broken is not None:
+            self._fail_all(handle)
+            return
         if handle.job is not None:
             job, future, attempt = handle.job
             handle.job = None
@@ -167,6 +213,17 @@ class JudgePool:
         if not self._closing:
             self._start()
             self._dispatch()
+
+    def _fail_all(self, handle: _Handle) -> None:
+        pending = [handle.job] if handle.job is not None else []
+        handle.job = None
+        pending += list(self._queue)
+        self._queue.clear()
+        for _job, future, _attempt in pending:
+            if not future.done():
+                future.set_exception(JudgeWorkerError(self.broken or "judge pool broken"))
+        for other in list(self._handles):
+            self._retire(other)
 
     def _retire(self, handle: _Handle) -> None:
         if handle in self._handles:
@@ -267,6 +324,10 @@ def _serve(conn: Any, home_path: str, journal_path: str, config: SimulatorConfig
     import traceback
 
     worker = _Worker(home_path, journal_path, config)
+    try:
+        conn.send(("ready", None))
+    except (OSError, ValueError):  # the simulator stopped meanwhile
+        return
     while True:
         try:
             job = conn.recv()

@@ -662,23 +662,6 @@ def _digest(fd: int, feed: _Feed, hashers: list[Any], done: dict[str, int]) -> N
     done["size"] = pos
 
 
-class _ReadOnlyRegistry:
-    """``RegistryView`` over the journal, on this process's own read-only connection."""
-
-    def __init__(self, path: str, sender: str, env: str):
-        import sqlite3
-
-        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-        self._key = (sender, env)
-
-    def status(self, declaration_ref: str) -> str | None:
-        """As ``fla_sim.store.JournalRegistry.status``."""
-        row = self._db.execute("SELECT status FROM registry WHERE sender=? AND env=? AND"
-                               " declaration_ref=?", (*self._key, declaration_ref)).fetchone()
-        return str(row[0]) if row else None
-
-
 def _peak_rss_kb() -> int:
     """This process's peak resident memory in KiB (0 if unknown)."""
     # VmHWM, not ru_maxrss: Linux carries the spawning process's peak over exec into the latter
@@ -711,6 +694,7 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
     from fla_core.judge import rules_outcome, scan_outcome, validate_outcome
     from fla_core.mandates import MandateBook
     from fla_core.plugins import get_plugins
+    from fla_sim.store import RegistryReader
 
     def report(position: int) -> None:
         _write_frame(stdout, ("progress", position))
@@ -737,7 +721,7 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
             outcome: Any = validate_outcome(job["go"], stream, **common)
         else:
             context = {"today": job["today"],
-                       "registry": _ReadOnlyRegistry(job["journal"], *job["registry"]),
+                       "registry": RegistryReader(job["journal"]).registry(*job["registry"]),
                        "mandates": MandateBook(job["mandates"])}
             run = rules_outcome if role == "rules" else scan_outcome
             outcome = run(job["go"], stream, **common, **context)

@@ -429,11 +429,20 @@ class Processor:
         pool = self._judge_pool()
         if pool is None or self._may_be_prescanned(files):
             return await asyncio.to_thread(self._judge, user, directory, go, files, now)
-        from fla_sim.judging import JudgeJob
+        from fla_sim.judging import JudgeJob, JudgeWorkerError
 
         job = JudgeJob(user=user, directory=directory, env=_env_of(directory), go=go,
                        files=tuple(files), at=now)
-        return await pool.judge(job)
+        try:
+            return await pool.judge(job)
+        except JudgeWorkerError as exc:
+            if pool.broken is not None:  # workers cannot start here: stop trying them
+                self._pool_allowed = False
+                self._pool = None
+                await pool.aclose()
+            log.error("judging %s in a worker failed (%s); judging it in this process",
+                      go, str(exc).strip().splitlines()[-1] if str(exc).strip() else exc)
+            return await asyncio.to_thread(self._judge, user, directory, go, files, now)
 
     def _may_be_prescanned(self, files: list[Path]) -> bool:
         """A big single FI may have been read while it was uploaded (fla_sim.prescan); that

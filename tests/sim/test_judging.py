@@ -100,3 +100,47 @@ def test_a_killed_judge_worker_is_replaced_and_the_next_set_answered_once(
     acrf = [n for n in answers if n.startswith("FO.ACRF.")]
     noti = [n for n in answers if n.startswith("FO.NOTI.")]
     assert len(acrf) == 2 and len(noti) == 2  # both sets, each answered once
+
+
+EMBEDDING_SCRIPT = r"""
+import asyncio, sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+import asyncssh
+from fla_sim.api import Simulator
+
+home, user, key, fixture = sys.argv[1:]
+day = datetime.now(ZoneInfo("Europe/Brussels")).strftime("%Y%m%d")
+
+async def main():
+    async with Simulator(home) as sim:
+        async with asyncssh.connect("127.0.0.1", sim.port, username=user, client_keys=[key],
+                                    known_hosts=None) as conn, conn.start_sftp_client() as sftp:
+            for name, data in [(f"FI.FLAC.123456.{day}.00001.T.1.1", open(fixture, "rb").read()),
+                               (f"GO.FLAC.123456.{day}.00001.T.1", b"")]:
+                async with sftp.open(f"/INTEST/{name}", "wb") as f:
+                    await f.write(data)
+        await sim.adrain(60)
+        pool = sim.processor._judge_pool()
+        print("WORKERS", len(pool.pids()) if pool is not None else 0)
+        print("ANSWERS", len(sim.answers(user)))
+
+asyncio.run(main())
+"""
+
+
+def test_a_script_read_from_stdin_can_embed_the_simulator(fla_sim_home, fla_channel):
+    # multiprocessing children re-import the parent's __main__, which a script read from stdin
+    # does not have: the workers must not need it (they died at start-up, over and over)
+    import subprocess
+    import sys
+
+    with_workers(fla_sim_home, 1)
+    result = subprocess.run(
+        [sys.executable, "-", str(fla_sim_home.path), fla_channel.user,
+         str(fla_channel.ssh_key), str(FIXTURES / "valid-minimal.xml")],
+        input=EMBEDDING_SCRIPT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "WORKERS 1" in result.stdout
+    assert "ANSWERS 6" in result.stdout  # ACRF and NOTI, each FO + FS + GO
+    assert "Traceback" not in result.stderr
