@@ -359,17 +359,14 @@ class Processor:
 
     # --- GO pipeline ---------------------------------------------------------------------------
 
-    def _plan_go(self, event: EventRow) -> None:
-        """Judge a GO and commit its outcome (spec 5.3, 5.9), all in this thread."""
-        prepared = self._plan_go_start(event)
-        if prepared is not None:
-            go, files, now = prepared
-            verdict = self._judge(event.channel, event.directory, go, files, now)
-            self._plan_go_finish(event, go, verdict, now)
-
     async def _plan_go_async(self, event: EventRow) -> None:
-        """:meth:`_plan_go` with the judging off the event loop (a worker process or thread)."""
-        prepared = await self._quick(self._plan_go_start, event)
+        """Judge a GO and commit its outcome (spec 5.3, 5.9); the judging runs off the event
+        loop (a worker process or thread)."""
+        if any(f.when == "process" and f.action == "delay" for f in self.faults.faults):
+            # an injected processing delay sleeps in _veto: only this channel may wait
+            prepared = await asyncio.to_thread(self._plan_go_start, event)
+        else:
+            prepared = await self._quick(self._plan_go_start, event)
         if prepared is not None:
             go, files, now = prepared
             verdict = await self._judge_async(event.channel, event.directory, go, files, now)

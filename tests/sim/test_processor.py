@@ -383,6 +383,23 @@ def test_forced_anomaly_fault(rig):
     assert r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T").error_code == "102"
 
 
+def test_a_processing_delay_fault_holds_its_set_not_the_simulator(rig):
+    stalls: list[float] = []
+
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T", fs=False)  # its judging waits 2 s
+        for _ in range(5):  # meanwhile the event loop (every SFTP session) keeps running
+            start = time.monotonic()
+            await asyncio.sleep(0.05)
+            stalls.append(time.monotonic() - start)
+        await r.processor.drain(10)
+
+    faults = [FaultSpec(when="process", action="delay", delay_ms=2000, match="GO.*")]
+    r = run(rig, scenario, faults=faults)
+    assert max(stalls) < 1.0  # a blocked loop would have waited the whole 2 s once
+    assert "FO.ACRF.999999.20260316.00001.T" in r.answers()
+
+
 def test_compressed_noti(rig):
     import gzip
 
