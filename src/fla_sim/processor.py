@@ -96,8 +96,10 @@ class Processor:
         self.prescanner: Any = None
         # judge worker processes load the entry-point plugins: only when the caller gave none
         self._pool_allowed = plugins is None
+        # hooks implemented by plugins might block: their steps stay off the event loop
         self._receive_hooked = bool(
             self.plugins.pm.hook.fla_sim_file_received.get_hookimpls())
+        self._answer_hooked = bool(self.plugins.pm.hook.fla_sim_answer.get_hookimpls())
         self._pool: Any = None
 
     # --- clock and paths ------------------------------------------------------------------------
@@ -194,7 +196,7 @@ class Processor:
         forced = await self._upload_fault(name, path)
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
-        if self._receive_hooked:  # a plugin's hook might block: not on the event loop
+        if self._receive_hooked:
             ev = await asyncio.to_thread(self._receive, event, now, forced)
         else:
             ev = await self._quick(self._receive, event, now, forced)
@@ -320,8 +322,11 @@ class Processor:
             self.checkpoint("answers-planned")
         # answers back to back when nothing makes them wait; False: a write failed, retried
         # below with back-off
-        if self._nothing_to_wait_for() and await self._quick(self._write_all_now, eid):
-            return
+        if self._nothing_to_wait_for():
+            write = (asyncio.to_thread(self._write_all_now, eid) if self._answer_hooked
+                     else self._quick(self._write_all_now, eid))
+            if await write:
+                return
         await self._write_answers(self.journal.answers(written=False, event_id=eid))
         await asyncio.to_thread(self._finish_event, eid)
 
