@@ -121,8 +121,16 @@ class JudgePool:
     def _start(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        while len(self._handles) < self._size:
-            handle = _Handle(self._ctx, self._args)
+        while len(self._handles) < self._size and self.broken is None:
+            try:
+                handle = _Handle(self._ctx, self._args)
+            except (OSError, ValueError) as exc:
+                # e.g. the working directory was removed: multiprocessing needs it to start
+                # a child. The simulator must keep running: it judges in-process instead.
+                self.broken = f"judge worker processes cannot be started ({exc})"
+                log.error("%s: judging in the simulator process instead", self.broken)
+                self._fail_queued()
+                return
             self._handles.append(handle)
             self._idle.append(handle)
             self._loop.add_reader(handle.conn.fileno(), self._on_readable, handle)
@@ -139,6 +147,8 @@ class JudgePool:
         if self.broken is not None:
             raise JudgeWorkerError(self.broken)
         self._start()
+        if self.broken is not None:
+            raise JudgeWorkerError(self.broken)
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.append((job, future, 1))
@@ -215,15 +225,19 @@ class JudgePool:
             self._dispatch()
 
     def _fail_all(self, handle: _Handle) -> None:
-        pending = [handle.job] if handle.job is not None else []
-        handle.job = None
-        pending += list(self._queue)
+        if handle.job is not None:
+            self._queue.appendleft(handle.job)
+            handle.job = None
+        self._fail_queued()
+        for other in list(self._handles):
+            self._retire(other)
+
+    def _fail_queued(self) -> None:
+        pending = list(self._queue)
         self._queue.clear()
         for _job, future, _attempt in pending:
             if not future.done():
                 future.set_exception(JudgeWorkerError(self.broken or "judge pool broken"))
-        for other in list(self._handles):
-            self._retire(other)
 
     def _retire(self, handle: _Handle) -> None:
         if handle in self._handles:

@@ -144,3 +144,20 @@ def test_a_script_read_from_stdin_can_embed_the_simulator(fla_sim_home, fla_chan
     assert "WORKERS 1" in result.stdout
     assert "ANSWERS 6" in result.stdout  # ACRF and NOTI, each FO + FS + GO
     assert "Traceback" not in result.stderr
+
+
+def test_without_a_working_directory_the_simulator_judges_in_process(
+        fla_sim_home, fla_channel, fla_clock, tmp_path, monkeypatch, caplog):
+    # multiprocessing needs the current directory to start a worker; a simulator whose
+    # directory was removed under it (a CI clean-up, a tmp reaper) must still answer
+    with_workers(fla_sim_home, 1)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with Simulator(fla_sim_home.path, clock=fla_clock) as sim:
+        asyncio.run(send(sim.port, fla_channel, set_files("00001", "valid-minimal.xml")))
+        sim.drain(30)
+        answers = sim.answers(fla_channel.user)
+    assert len([n for n in answers if n.startswith("FO.")]) == 2  # ACRF and NOTI
+    assert "cannot be started" in caplog.text
