@@ -213,12 +213,28 @@ def _signature_algorithm(key: object, digest: str) -> tuple[str, object]:
 
 
 def _signer_identifier(cert: x509.Certificate) -> cms.SignerIdentifier:
-    a_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    return cms.SignerIdentifier.load(
+        _signer_identifier_der(cert.public_bytes(serialization.Encoding.DER)))
+
+
+# The certificate-dependent parts of a SignedData are the same for every file a signer signs;
+# building them with asn1crypto (retagging and re-encoding each certificate) cost more than
+# the signature itself for a small file. They are encoded once per certificate and reused.
+@functools.lru_cache(maxsize=64)
+def _signer_identifier_der(cert_der: bytes) -> bytes:
+    a_cert = asn1_x509.Certificate.load(cert_der)
     return cms.SignerIdentifier({
         "issuer_and_serial_number": cms.IssuerAndSerialNumber({
             "issuer": a_cert.issuer, "serial_number": a_cert.serial_number,
         })
-    })
+    }).dump()
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate_set_der(cert_ders: tuple[bytes, ...]) -> bytes:
+    certs = [asn1_x509.Certificate.load(d) for d in cert_ders]
+    return cms.CertificateSet([cms.CertificateChoices({"certificate": c})
+                               for c in certs]).dump()
 
 
 def build_signed_data(message_digest: bytes, signer: Signer, *, digest: str = "sha256",
@@ -256,13 +272,12 @@ def build_signed_data(message_digest: bytes, signer: Signer, *, digest: str = "s
     }
     if signed_attrs is not None:
         info["signed_attrs"] = signed_attrs
-    certs = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
-             for c in (signer.cert, *signer.chain)]
+    ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in (signer.cert, *signer.chain))
     sd = cms.SignedData({
         "version": "v1",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
         "encap_content_info": {"content_type": "data"},
-        "certificates": [cms.CertificateChoices({"certificate": c}) for c in certs],
+        "certificates": cms.CertificateSet.load(_certificate_set_der(ders)),
         "signer_infos": [cms.SignerInfo(info)],
     })
     return cms.ContentInfo({"content_type": "signed_data", "content": sd})
@@ -610,13 +625,14 @@ def _check_validity(path: list[x509.Certificate], at: datetime,
     if signing_time is not None:
         moments.append(("signingTime", signing_time))
     for cert in path:
-        who = _describe(cert)
         for label, t in moments:
             if t < cert.not_valid_before_utc:
-                raise ChannelError("606", f"{who} not yet valid at {label} {t:%Y-%m-%d %H:%M:%S%z}"
+                raise ChannelError("606", f"{_describe(cert)} not yet valid at {label} "
+                                          f"{t:%Y-%m-%d %H:%M:%S%z}"
                                           f" (valid from {cert.not_valid_before_utc:%Y-%m-%d})")
             if t > cert.not_valid_after_utc:
-                raise ChannelError("606", f"{who} expired at {label} {t:%Y-%m-%d %H:%M:%S%z}"
+                raise ChannelError("606", f"{_describe(cert)} expired at {label} "
+                                          f"{t:%Y-%m-%d %H:%M:%S%z}"
                                           f" (valid until {cert.not_valid_after_utc:%Y-%m-%d})")
 
 
