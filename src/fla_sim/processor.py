@@ -134,6 +134,7 @@ class Processor:
                 await self._track(asyncio.to_thread(self._handle_td, event))
             else:
                 self._enqueue(event, delay=0.0)
+        self.journal.checkpoint_in_background()
         pool = self._judge_pool()
         if pool is not None:
             pool.warm_up()
@@ -152,6 +153,7 @@ class Processor:
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
+        await asyncio.to_thread(self.journal.stop_background_checkpoints)
         self._workers.clear()
         self._queues.clear()
         self._sweeper = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -124,3 +125,24 @@ def test_counters_are_safe_across_threads(journal):
     for t in threads:
         t.join()
     assert sorted(got) == [f"{n:05d}" for n in range(1, 101)]
+
+
+def test_checkpoints_run_beside_the_writer_not_inside_its_commits(tmp_path):
+    # SQLite would checkpoint (and fsync the database) inside the commit that crosses 1000
+    # WAL pages, stalling the simulator's event loop; a thread copies the pages instead
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    journal.checkpoint_in_background(interval=0.02)
+    try:
+        assert journal._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        before = path.stat().st_size
+        for n in range(300):
+            journal.record_file("c", "INTEST", f"FI.FLAC.123456.20260316.{n:05d}.T.1.1",
+                                10, AT)
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= before:  # the rows reach the database file itself
+            assert time.monotonic() < deadline, "no checkpoint copied the WAL"
+            time.sleep(0.01)
+    finally:
+        journal.close()
+    assert journal._checkpointer is None
