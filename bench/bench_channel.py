@@ -91,6 +91,11 @@ def serve(home: Path) -> None:
     """Child entry point: serve ``home`` on a free loopback port, print it, stop on SIGTERM."""
     from fla_sim.api import Simulator
 
+    if os.environ.get("FLA_BENCH_LOG"):  # the simulator's INFO log, timed, in its stderr file
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
     async def main() -> None:
         sim = Simulator(home, host="127.0.0.1", port=0)
         await sim.start()
