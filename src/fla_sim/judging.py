@@ -52,10 +52,11 @@ class JudgeJob:
 
 def _context() -> multiprocessing.context.BaseContext:
     """A fork server with the judge preloaded: one fresh interpreter per simulator process,
-    then each worker is a cheap fork of it (a pool per test, or after a reload, costs ~10 ms
-    instead of a new interpreter and its imports)."""
+    then each judge worker or pre-scan follower is a cheap fork of it (a pool per test, or
+    after a reload, costs ~10 ms instead of a new interpreter and its imports)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["fla_sim.judging", "fla_core.judge", "fla_core.signing",
+    ctx.set_forkserver_preload(["fla_sim.judging", "fla_sim.prescan", "fla_sim.store",
+                                "fla_core.judge", "fla_core.signing", "fla_core.mandates",
                                 "fla_core.applications.fla", "fla_core.plugins"])
     return ctx
 

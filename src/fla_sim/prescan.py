@@ -13,9 +13,12 @@ Pieces:
   :meth:`Prescanner.start` once it reaches ``[server] prescan_min_bytes``, then
   :meth:`Prescanner.confirm` every few MiB, :meth:`Prescanner.closed` at CLOSE or
   :meth:`Prescanner.abort` (disconnect, quota, rewrite of earlier bytes);
-* the follower is ``python -m fla_sim.prescan`` (spawned, never forked: the simulator holds
-  threads and a SQLite connection). It inherits the upload's file descriptor (the server renames
-  the file at CLOSE, the inode stays) and reads only bytes the server confirmed written;
+* the follower is a process forked from the simulator's fork server (``fla_sim.judging``:
+  never from the simulator itself, which holds threads and a SQLite connection; the judge is
+  preloaded there, so a follower starts in milliseconds and shares those pages). It is handed
+  the upload's file descriptor (the server renames the file at CLOSE, the inode stays) and
+  reads only bytes the server confirmed written. ``python -m fla_sim.prescan`` runs the same
+  follower on its stdin/stdout;
   registry lookups go through its own read-only connection to the journal (WAL);
 * :meth:`Prescanner.result_for` (a judge thread) uses a result only when it is provably about
   the same bytes and context, else returns None and the judge reads the file as before.
@@ -38,7 +41,6 @@ import pickle
 import queue
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -96,7 +98,7 @@ class _Process:
     """One process of a follower and what it sent back."""
 
     role: str  # "validate" + "rules" (the built-in FLA application), else "full"
-    proc: subprocess.Popen[bytes]
+    proc: _Forked
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] | None = None
     failure: str | None = None
@@ -157,10 +159,8 @@ class Prescanner:
         procs: list[_Process] = []
         try:
             for role in roles:
-                procs.append(_Process(role, subprocess.Popen(  # our own module, this interpreter
-                    [sys.executable, "-m", "fla_sim.prescan"], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, pass_fds=(fd,), close_fds=True)))
-        except OSError as exc:
+                procs.append(_Process(role, _Forked(fd)))
+        except (OSError, ValueError) as exc:
             log.warning("%s/%s: cannot start a pre-scan process (%s)", directory, name, exc)
             for p in procs:
                 p.proc.kill()
@@ -743,14 +743,105 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
     return 0
 
 
+class _PassFd:
+    """A file descriptor handed to a process the fork server starts (multiprocessing sends
+    it along with the process object)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing import reduction
+
+        return (_received_fd, (reduction.DupFd(self.fd),))
+
+
+def _received_fd(dup: Any) -> int:
+    return int(dup.detach())
+
+
+class _Forked:
+    """A follower forked from the simulator's fork server (``fla_sim.judging``), which has
+    the judge preloaded: no interpreter start-up and imports per follower (~0.9 s), and the
+    preloaded pages shared with the judge workers instead of copied. The subset of
+    ``subprocess.Popen`` the Prescanner uses: ``stdin``, ``stdout``, ``pid``, ``poll``,
+    ``wait``, ``kill``, ``send_signal``."""
+
+    def __init__(self, fd: int):
+        from fla_sim.judging import _context, _main_not_reimported
+
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self._proc = _context().Process(
+                target=_forked_main, args=(_PassFd(in_r), _PassFd(out_w), _PassFd(fd)),
+                daemon=True, name="fla-sim prescan")
+            with _main_not_reimported():
+                self._proc.start()
+        except BaseException:
+            for end in (in_r, in_w, out_r, out_w):
+                os.close(end)
+            raise
+        os.close(in_r)
+        os.close(out_w)
+        self.stdin = os.fdopen(in_w, "wb")
+        self.stdout = os.fdopen(out_r, "rb")
+        self.pid: int = self._proc.pid or 0
+        # multiprocessing reads the exit status from one pipe: two threads must not race
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        """The exit code, None while it runs."""
+        with self._lock:
+            return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the end (bounded by ``timeout``); the exit code or None."""
+        from multiprocessing.connection import wait
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            wait([self._proc.sentinel], 0.5 if left is None else min(0.5, left))
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self.send_signal(signal.SIGKILL)
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` unless it has ended."""
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+
+def _forked_main(stdin_fd: int, stdout_fd: int, upload_fd: int) -> None:
+    """Entry point of a follower forked from the fork server."""
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    stdout = os.fdopen(stdout_fd, "wb")
+    code = _run(os.fdopen(stdin_fd, "rb"), stdout, upload_fd)
+    with contextlib.suppress(OSError):
+        stdout.flush()
+    os._exit(code)  # as main(): never wait for the stdin listener thread
+
+
 def main() -> int:
     """Entry point of a follower process (``python -m fla_sim.prescan``)."""
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    return _run(sys.stdin.buffer, sys.stdout.buffer, None)
+
+
+def _run(stdin: IO[bytes], stdout: IO[bytes], upload_fd: int | None) -> int:
+    """Read the job, follow the upload, write the result; the process's exit code."""
     job = _read_frame(stdin)
     if job is None:
         return 3
+    if upload_fd is not None:  # handed over under another number than the simulator's
+        job["fd"] = upload_fd
     try:
         return _follow(job, stdin, stdout)
     except BrokenPipeError:
