@@ -52,6 +52,23 @@ SAFE_OPTIONS: dict[str, Any] = {
 
 # --- the concatenated parts -----------------------------------------------------------------
 
+def read_full(readinto: Callable[[memoryview], int], size: int) -> bytes:
+    """Up to ``size`` bytes from repeated ``readinto`` calls, short only at the end of the data
+    (a raw stream may return fewer bytes than asked at any call)."""
+    out = bytearray(size)
+    view = memoryview(out)
+    got = 0
+    while got < size:
+        n = readinto(view[got:])
+        if not n:
+            break
+        got += n
+    del view
+    if got < size:
+        del out[got:]
+    return bytes(out)
+
+
 class ConcatStream(io.RawIOBase):
     """A readable binary stream over several files, in the given order (spec P10: byte-wise)."""
 
@@ -93,18 +110,7 @@ class ConcatStream(io.RawIOBase):
 
     def _fill(self, size: int) -> bytes:
         """Up to ``size`` bytes across files, short only at the end of the last file."""
-        out = bytearray(size)
-        view = memoryview(out)
-        got = 0
-        while got < size:
-            n = self.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        del view
-        if got < size:
-            del out[got:]
-        return bytes(out)
+        return read_full(self.readinto, size)
 
     def close(self) -> None:
         if self._current is not None:

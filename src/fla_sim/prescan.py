@@ -49,6 +49,8 @@ from datetime import date
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from fla_core.fi import read_full
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -627,18 +629,7 @@ class _FollowStream(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()
-        out = bytearray(size)
-        view = memoryview(out)
-        got = 0
-        while got < size:
-            n = self.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        del view
-        if got < size:
-            del out[got:]
-        return bytes(out)
+        return read_full(self.readinto, size)
 
 
 
@@ -665,22 +656,20 @@ def _digest(fd: int, feed: _Feed, hashers: list[Any], done: dict[str, int]) -> N
 def _peak_rss_kb() -> int:
     """This process's peak resident memory in KiB (0 if unknown)."""
     # VmHWM, not ru_maxrss: Linux carries the spawning process's peak over exec into the latter
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb("/proc/self/status", b"VmHWM:")
 
 
 def _pss_kb() -> int:
     """This process's proportional set size in KiB (shared pages split among their users)."""
+    return _proc_kb("/proc/self/smaps_rollup", b"Pss:")
+
+
+def _proc_kb(path: str, key: bytes) -> int:
+    """The KiB figure of the ``key`` line of a /proc file (0 if unknown)."""
     try:
-        with open("/proc/self/smaps_rollup", "rb") as f:
+        with open(path, "rb") as f:
             for line in f:
-                if line.startswith(b"Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
