@@ -203,8 +203,7 @@ def _check_context(go: FileName, *, channel: ChannelProfile, settings: Settings,
 def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
           channel: ChannelProfile,
           settings: Settings, today: date, registry: RegistryView, mandates: MandateView,
-          plugins: FlaPlugins, check_mandates: bool
-          ) -> tuple[str | None, list[DeclarationVerdict], dict[str, str]]:
+          plugins: FlaPlugins, check_mandates: bool) -> ScanOutcome:
     """P10-P15 and the business rules in one pass; ChannelError on a file-level failure."""
     from fla_core.applications.fla import HeaderExpectation
 

@@ -354,14 +354,11 @@ class Prescanner:
     @staticmethod
     def _decode(fi_name: str, follower: Follower) -> PrescanResult | None:
         """The PrescanResult of the follower's results; None if its halves do not fit."""
-        from fla_core.anomalies import ChannelError
         from fla_core.judge import PrescanResult, split_outcome
 
         first = follower.procs[0].result
         assert first is not None
-        kind, value = first["outcome"]
-        # ChannelError's own pickling keeps only its message: it travels as its fields
-        outcome: Any = ChannelError(*value[:2], subject=value[2]) if kind == "error" else value
+        outcome: Any = first["outcome"][1]  # a ChannelError pickles by its fields
         if follower.procs[0].role == "validate":
             rules = follower.procs[1].result
             outcome = split_outcome(outcome, rules["outcome"][1] if rules else None)
@@ -723,8 +720,7 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
     if outcome is None:
         _write_frame(stdout, ("failed", "no plugin for the application"))
         return 1
-    encoded = (("error", (outcome.code, outcome.detail, outcome.subject))
-               if isinstance(outcome, ChannelError) else ("ok", outcome))
+    encoded = ("error" if isinstance(outcome, ChannelError) else "ok", outcome)
     digests = {name: h.digest() for name, h in zip(job["algorithms"], hashers, strict=True)}
     _write_frame(stdout, ("result", {"outcome": encoded, "digests": digests,
                                      "size": hashed.get("size"), "peak_rss_kb": _peak_rss_kb(),
