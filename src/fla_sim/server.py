@@ -135,6 +135,14 @@ def _size_if_present(entry: os.DirEntry[str]) -> int:
         return 0
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
+    """Write all of ``data`` at ``offset``; returns its length."""
+    written = os.pwrite(fd, data, offset)
+    while written < len(data):  # short writes are rare on regular files, but possible
+        written += os.pwrite(fd, memoryview(data)[written:], offset + written)
+    return written
+
+
 def _denied(reason: str) -> asyncssh.SFTPError:
     return asyncssh.SFTPPermissionDenied(reason)
 
@@ -276,20 +284,14 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         if end > limit or offset != file_obj.hwm:  # type: ignore[attr-defined]
             return self._write_noted(file_obj, offset, data, end)  # type: ignore[arg-type]
         file_obj.hwm = end  # type: ignore[attr-defined]
-        fd = file_obj.fd  # type: ignore[attr-defined]
-        written = os.pwrite(fd, data, offset)
-        while written < len(data):  # short writes are rare on regular files, but possible
-            written += os.pwrite(fd, memoryview(data)[written:], offset + written)
-        return written
+        return _pwrite_all(file_obj.fd, data, offset)  # type: ignore[attr-defined]
 
     def _write_noted(self, upload: _Upload, offset: int, data: bytes, end: int) -> int:
         """WRITE off the fast path: the quota, an out-of-order range, or a pre-scan mark."""
         if end > upload.quota:
             upload.failed = True
             raise asyncssh.SFTPFailure("quota exceeded")
-        written = os.pwrite(upload.fd, data, offset)
-        while written < len(data):
-            written += os.pwrite(upload.fd, memoryview(data)[written:], offset + written)
+        written = _pwrite_all(upload.fd, data, offset)
         if not upload.watched:
             upload.hwm = end  # nobody follows this file: just keep the next write fast
             return written
