@@ -70,12 +70,16 @@ class Simulator:
         return config
 
     def reload(self) -> None:
-        """Re-read channels and mandates of the home into the running simulator."""
+        """Re-read channels, mandates and trust anchors of the home into the running
+        simulator."""
         if self.config is None:
             return
         fresh = self._load()
         self.config.channels[:] = fresh.channels
         self.config.mandates[:] = fresh.mandates
+        # the trust store is built from the live configuration (here and in judge workers)
+        self.config.trust_anchors[:] = fresh.trust_anchors
+        self.config.crls[:] = fresh.crls
         if self.processor is not None:
             self.processor.reset_material()
 

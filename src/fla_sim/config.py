@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncssh
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -196,6 +195,8 @@ class SimulatorHome:
                               "use --force to recreate its keys and configuration")
         for sub in ("pki", "keys", "certs", "trust", "channels", "archive"):
             (home.path / sub).mkdir(parents=True, exist_ok=True)
+        import asyncssh  # here, not at the top: judge workers load this module, not asyncssh
+
         key = asyncssh.generate_private_key("ssh-ed25519", comment="fla-sim host key")
         key.write_private_key(str(home.host_key_path))
         key.write_public_key(str(home.host_key_path) + ".pub")
@@ -264,6 +265,8 @@ class SimulatorHome:
         if not ssh_keys:
             raise ConfigError(f"channel {user!r}: at least one SSH public key is needed "
                               "(spec 3.2: public-key login only)")
+        import asyncssh
+
         for n, line in enumerate(ssh_keys, 1):
             try:
                 asyncssh.import_public_key(line)
@@ -357,11 +360,11 @@ class SimulatorHome:
                                       "remove it (a link could lead a client out of its root)")
         return root
 
-    def trust_store(self) -> TrustStore:
-        """Trust anchors and CRLs for senders' signatures."""
+    def trust_store(self, config: SimulatorConfig | None = None) -> TrustStore:
+        """Trust anchors and CRLs for senders' signatures (of ``config``, default: as saved)."""
         from fla_core.signing import TrustStore
 
-        config = self.load()
+        config = config or self.load()
         anchors = [c for rel in config.trust_anchors for c in _load_certs(self.path / rel)]
         crls = []
         for rel in config.crls:

@@ -55,9 +55,7 @@ def _context() -> multiprocessing.context.BaseContext:
     then each judge worker or pre-scan follower is a cheap fork of it (a pool per test, or
     after a reload, costs ~10 ms instead of a new interpreter and its imports)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["fla_sim.judging", "fla_sim.prescan", "fla_sim.store",
-                                "fla_core.judge", "fla_core.signing", "fla_core.mandates",
-                                "fla_core.applications.fla", "fla_core.plugins"])
+    ctx.set_forkserver_preload(["fla_sim.preload"])
     return ctx
 
 
@@ -308,7 +306,9 @@ class _Worker:
         self.home = SimulatorHome(home_path)
         self.config = config
         self.plugins = get_plugins()
-        self.trust = self.home.trust_store()
+        # the configuration it was given: loading it again would also import asyncssh (for
+        # the cipher names), 9 MB of private pages in every worker
+        self.trust = self.home.trust_store(config)
         self.mandates = MandateBook(config.mandates)
         self.registry = RegistryReader(journal_path)
         self.profiles: dict[str, Any] = {}

@@ -808,7 +808,7 @@ class Processor:
 
     def _trust_store(self) -> Any:
         if self._trust is None:
-            self._trust = self.home.trust_store()
+            self._trust = self.home.trust_store(self.config)
         return self._trust
 
     def _mandate_book(self) -> Any:

@@ -205,6 +205,27 @@ def test_sha1_signature_is_accepted_with_a_file_warning(fla_sim, fla_channel, fl
     assert [d.status for d in r.noti.declarations] == ["ACCEPTED"]
 
 
+def test_a_ca_trusted_while_running_counts_after_reload(fla_sim, fla_channel, fla_sim_home,
+                                                       tmp_path):
+    ca = pki.make_ca("newly trusted CA", not_before=AT - timedelta(days=1))
+    signer = pki.issue_signer(ca, company_id=fla_channel.company,
+                              not_before=AT - timedelta(days=1)).signer()
+    fi = accepted_fi()
+    second = STEM.replace(".00001.", ".00002.")
+    upload(fla_sim, fla_channel, [(f"INTEST/{FI}", fi), (f"INTEST/{FS}", signed(fi, signer,
+                                                                                tmp_path)),
+                                  (f"INTEST/{GO}", b"")])
+    fla_sim_home.add_trust(pki.write_pem(tmp_path / "new-ca.pem", ca.cert))
+    fla_sim.reload()  # `fla-sim trust add` beside a running simulator, then a reload
+    upload(fla_sim, fla_channel, [(f"INTEST/FI.{second}.1.1", fi),
+                                  (f"INTEST/FS.{second}.1.1", signed(fi, signer, tmp_path)),
+                                  (f"INTEST/GO.{second}.1", b"")])
+    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO, f"GO.{second}.1"])
+    assert negative(results[GO]) == "ACRF-605"
+    after = results[f"GO.{second}.1"]
+    assert isinstance(after.acrf, Acrf) and after.acrf.accepted  # judged by a new worker
+
+
 # --- business rules (section 8) --------------------------------------------------------------
 
 def test_employer_without_mandate_is_rejected_in_the_noti(fla_sim, fla_channel, fla_sim_home,
