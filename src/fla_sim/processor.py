@@ -19,6 +19,7 @@ file already complete. So every GO is answered exactly once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gzip
 import logging
 import os
@@ -79,9 +80,11 @@ class Processor:
         self.faults = faults if faults is not None else FaultInjector.of(config.faults)
         self.checkpoint = checkpoint or (lambda point: None)
         self._roots: dict[str, Path] = {}
-        self._queues: dict[str, asyncio.Queue[tuple[int, float]]] = {}
+        # per channel: events waiting (id, due time) and the task running them, if any
+        self._queues: dict[str, collections.deque[tuple[int, float]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._pausing: set[asyncio.Task[Any]] = set()  # workers waiting for an event's due time
+        self._stopping = False
         self._busy = 0
         self._idle: asyncio.Condition | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -143,13 +146,13 @@ class Processor:
 
     async def stop(self) -> None:
         """Stop the workers; work already under way finishes (never half an answer)."""
-        tasks = [*self._workers.values()]
-        if self._sweeper is not None:
-            tasks.append(self._sweeper)
-        for task in tasks:
+        self._stopping = True  # workers end after their current event
+        for task in [*self._pausing, *([self._sweeper] if self._sweeper else [])]:
             task.cancel()
+        tasks = [*self._workers.values(), *([self._sweeper] if self._sweeper else [])]
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        # queued events stay pending in the journal: the next start() runs them
+        self._busy -= sum(len(q) for q in self._queues.values())
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
@@ -157,7 +160,7 @@ class Processor:
         self._workers.clear()
         self._queues.clear()
         self._sweeper = None
-        self._started = False
+        self._started = self._stopping = False
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every queued event is processed and its answers written."""
@@ -288,32 +291,43 @@ class Processor:
 
     def _enqueue(self, event: EventRow, *, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        queue = self._queues.get(event.channel)
-        if queue is None:
-            queue = self._queues[event.channel] = asyncio.Queue()
-            self._workers[event.channel] = asyncio.create_task(self._worker(queue))
+        queue = self._queues.setdefault(event.channel, collections.deque())
         self._busy += 1  # released by the worker once the event is done
-        queue.put_nowait((event.id, loop.time() + delay))
+        queue.append((event.id, loop.time() + delay))
+        if event.channel not in self._workers and not self._stopping:
+            self._workers[event.channel] = loop.create_task(self._worker(event.channel, queue))
 
-    async def _worker(self, queue: asyncio.Queue[tuple[int, float]]) -> None:
+    async def _worker(self, channel: str, queue: collections.deque[tuple[int, float]]) -> None:
+        """Run a channel's events one at a time, in arrival order, and end when none is left.
+
+        The worker runs the events itself, without a queue to wait on or a task per event:
+        under load each hand-over between tasks waits for a whole turn of the event loop
+        (every SFTP session's packets), and a GO crossed two of them before it was judged.
+        """
         loop = asyncio.get_running_loop()
-        while True:
-            eid, due = await queue.get()
-            try:
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            while queue and not self._stopping:
+                eid, due = queue[0]
                 wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                task = asyncio.create_task(self._run_event(eid))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-                # shielded: stopping the worker never cuts an event in half
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event %d failed", eid)
-            finally:
-                await self._end()
+                if wait > 0:  # answer_delay_ms; stop() cancels this wait, never an event
+                    self._pausing.add(me)
+                    try:
+                        await asyncio.sleep(wait)
+                    finally:
+                        self._pausing.discard(me)
+                    continue
+                queue.popleft()
+                try:
+                    await self._run_event(eid)
+                except Exception:
+                    log.exception("event %d failed", eid)
+                finally:
+                    await self._end()
+        finally:
+            if self._workers.get(channel) is me:
+                del self._workers[channel]
 
     async def _run_event(self, eid: int) -> None:
         event = self.journal.event(eid)

@@ -400,6 +400,48 @@ def test_a_processing_delay_fault_holds_its_set_not_the_simulator(rig):
     assert "FO.ACRF.999999.20260316.00001.T" in r.answers()
 
 
+def test_stop_finishes_the_event_under_way_and_leaves_the_queued_one_to_the_next_start(
+        rig, fla_sim_home, fla_channel, fla_clock):
+    first, second = "FLAC.123456.20260316.00001.T", "FLAC.123456.20260316.00002.T"
+
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T", fs=False)  # judging it takes 0.5 s
+        await r.triplet("INTEST", "00002", "T", fs=False)  # same channel: waits its turn
+        while (s := r.journal.get_set("acme-payroll", "INTEST", first)) is None \
+                or s.state != "PROCESSING":
+            await asyncio.sleep(0.01)  # until the first set is being judged
+
+    faults = [FaultSpec(when="process", action="delay", delay_ms=500, match=f"GO.{first}.1")]
+    r = run(rig, scenario, faults=faults)  # run() stops the processor right away
+    assert r.answers() == sorted(triplet_names("ACRF", "00001", "T")
+                                 + triplet_names("NOTI", "00002", "T")), \
+        "the set under way is answered whole, the queued one not at all"
+    again = Rig(fla_sim_home, fla_channel, fla_clock)
+
+    async def restart() -> None:
+        await again.processor.start()
+        try:
+            await again.processor.drain(10)
+        finally:
+            await again.processor.stop()
+            again.journal.close()
+
+    asyncio.run(restart())
+    acrf = [n for n in again.answers() if n.startswith("FO.ACRF.")]
+    assert len(acrf) == 2 and again.journal.get_set("acme-payroll", "INTEST", second) \
+        .state == "NOTIFIED"
+
+
+def test_stop_does_not_wait_out_an_answer_delay(rig):
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T", fs=False)
+        await asyncio.wait_for(r.processor.stop(), 10)  # the delay is ten minutes
+
+    r = run(rig, scenario, answer_delay_ms=600_000)
+    assert r.answers() == []
+    assert [e.state for e in r.journal.events(("pending",))] == ["pending"]
+
+
 def test_compressed_noti(rig):
     import gzip
 
