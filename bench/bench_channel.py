@@ -6,7 +6,8 @@
         chain sshd upload + ``openssl cms -verify`` + ``xmllint --stream --schema``   <= 1.3x;
         simulator process peak RSS                                               goal < 150 MB
     (c) small triplets over asyncssh: GO -> ACRF latency p50/p99 with 1, 8, 32 concurrent
-        senders (goal p99 <= 50 ms at 8), then sustained triplets/s with zero errors (>= 100/s)
+        senders (goal p99 <= 50 ms at 8), then sustained triplets/s with zero errors (>= 100/s);
+        the senders sign their sets before each run, as a real sender does on its own machine
 
 The simulator runs in its own process (this script with ``--serve HOME``) so its RSS is its own.
 Run ``python bench/bench_channel.py`` (1 GB, 60 s), ``--size 200M --duration 20`` or ``--quick``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -64,6 +66,7 @@ ENV, UP, DOWN = "T", "INTEST", "OUTTEST"
 BIG_SENDER, BIG_COMPANY_BODY = "200000", 12_345_600
 RSS_LIMIT_MB = 150.0
 ANSWER_TIMEOUT_S = 60.0
+SUSTAIN_PREPARED_PER_S = 200  # sets signed before the sustained run, per second of it
 
 
 def parse_size(text: str) -> int:
@@ -554,6 +557,21 @@ class Sender:
     sftp: object | None = None
     conn: object | None = None
     watcher: AnswerWatcher | None = None
+    # FI and FS of the next sets, signed before a run: a real sender signs on its own machine,
+    # here it would take the simulator's 2 cores (~1 ms of CPU per set)
+    ready: collections.deque[tuple[bytes, bytes]] = field(default_factory=collections.deque)
+
+    def payload(self, seq: int) -> tuple[bytes, bytes]:
+        """FI and FS of set ``seq``."""
+        from fla_core.signing import encode_fs, sign_stream
+
+        data = self.template.replace(b"@REF@", f"D-{self.channel.sender}-{seq:05d}".encode())
+        return data, encode_fs(sign_stream(io.BytesIO(data), self.channel.signer))  # type: ignore[arg-type]
+
+    def prepare(self, sets: int) -> None:
+        """Sign the next ``sets`` sets now (the run signs any further one when it is sent)."""
+        start = self.seq + len(self.ready) + 1
+        self.ready.extend(self.payload(seq) for seq in range(start, start + sets))
 
     def answer_path(self, app: str, number: int) -> Path:
         return (self.channel.root / DOWN /
@@ -665,12 +683,9 @@ async def send_one(s: Sender) -> tuple[float | None, str | None]:
 async def _send_one(s: Sender) -> tuple[float, str | None]:
     """Upload FI, FS, GO; wait for the ACRF (latency measured from the GO upload) and NOTI."""
     from fla_core.responses import Acrf, parse_answer
-    from fla_core.signing import encode_fs, sign_stream
 
     s.seq += 1
-    ref = f"D-{s.channel.sender}-{s.seq:05d}".encode()
-    data = s.template.replace(b"@REF@", ref)
-    fs = encode_fs(sign_stream(io.BytesIO(data), s.channel.signer))  # type: ignore[arg-type]
+    data, fs = s.ready.popleft() if s.ready else s.payload(s.seq)
     sftp = s.sftp
     for prefix, payload in (("FI", data), ("FS", fs)):
         name = fi_name(prefix, s.channel.sender, s.day, s.seq)
@@ -705,6 +720,23 @@ async def connect(s: Sender, port: int, key: Path) -> None:
     s.sftp = await s.conn.start_sftp_client()  # type: ignore[attr-defined]
 
 
+def create_cost_us(folder: Path, files: int = 300) -> float:
+    """Mean time to create one empty file in ``folder``, in microseconds.
+
+    A set costs the simulator nine file creations (three uploads under a temporary name, three
+    files per answer). On this kind of VM one creation on ext4 takes 20 us in one folder and
+    900 us in another, the same minute; (c) moves with it, so the table says what it was.
+    """
+    probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=folder))
+    try:
+        start = time.perf_counter()
+        for n in range(files):
+            os.close(os.open(probe / f"f{n}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+        return (time.perf_counter() - start) / files * 1e6
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -721,11 +753,15 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
     await asyncio.gather(*(connect(s, port, setup.ssh_key) for s in senders))
     rows: list[Row] = []
     errors_all: list[str] = []
+    channels = setup.small[0].root.parent
+    before = create_cost_us(channels)
     try:
         await send_one(senders[0])  # warm-up: first-use imports and caches in the simulator
         for level in levels:
             group = senders[:level]
             rounds = max(1, math.ceil(per_level / level))
+            for s in group:
+                s.prepare(rounds)
 
             async def loop(s: Sender, rounds: int = rounds
                            ) -> list[tuple[float | None, str | None]]:
@@ -756,6 +792,8 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
             rows.append(row)
 
         group = senders[:sustain]
+        for s in group:  # for 200 sets/s; beyond that the senders sign as they go
+            s.prepare(math.ceil(duration * SUSTAIN_PREPARED_PER_S / len(group)))
         done = 0
         errors = []
         deadline = time.perf_counter() + duration
@@ -785,6 +823,13 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
         if errors:
             row.status = "MISS"
         rows.append(row)
+        after = create_cost_us(channels)
+        raw["file_create_us"] = {"before": before, "after": after, "folder": str(channels)}
+        print(f"[c] creating a file in the channels' folder: {before:.0f} us before (c), "
+              f"{after:.0f} us after", flush=True)
+        rows.append(Row("small sets", "(c) file creation in the work folder", after, None, "us",
+                        None, "-", "info", f"{before:.0f} us before (c); 9 per set "
+                                           "(--work DIR picks the folder)"))
     finally:
         watcher.close()
         for s in senders:
@@ -817,6 +862,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-big", action="store_true", help="only (c)")
     parser.add_argument("--skip-small", action="store_true", help="only (a) and (b)")
     parser.add_argument("--out", type=Path, help="folder of the JSON result (bench/out)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the simulator home, sshd and the big FI (default: the "
+                             "system temporary folder)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.size = args.size or (20 * 10**6 if args.quick else 10**9)
@@ -839,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
               "libxml2-utils (./dev bench does it with apt-get when run as root)", file=sys.stderr)
         return 2
     info = machine()
-    work = Path(tempfile.mkdtemp(prefix="fla-bench-channel-"))
+    work = Path(tempfile.mkdtemp(prefix="fla-bench-channel-", dir=args.work))
     rows: list[Row] = []
     raw: dict[str, object] = {}
     sim = sshd = None
