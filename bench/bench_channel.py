@@ -334,11 +334,23 @@ def sftp_cmd(batch: Path, key: Path, port: int, user: str) -> list[str]:
             f"{user}@127.0.0.1"]
 
 
+def settle() -> None:
+    """Write back every dirty page before a measurement starts (``sync``).
+
+    The kernel writes dirty pages back 30 s after they were written, while the next upload
+    runs: the big FI written and signed just before (a) was being flushed during the first
+    upload measured (always the simulator's), at up to a core of kernel time on this VM. Each
+    side now starts from a clean page cache; what its own writes cost still counts.
+    """
+    os.sync()
+
+
 def sftp_put(work: Path, key: Path, port: int, user: str,
              files: list[tuple[Path, str]]) -> Measurement:
-    """Upload ``files`` (local, remote) in one ``sftp -b`` session, timed."""
+    """Upload ``files`` (local, remote) in one ``sftp -b`` session, timed (after ``settle``)."""
     batch = work / f"batch-{time.monotonic_ns()}"
     batch.write_text("".join(f'put "{local}" "{remote}"\n' for local, remote in files))
+    settle()
     try:
         return run_measured(sftp_cmd(batch, key, port, user))
     finally:
@@ -490,6 +502,7 @@ def big_file(setup: Setup, size: int, sim: SimProcess, sshd: Sshd | None, runs: 
     before = set(os.listdir(out_dir))
     seq = 1
     sim.sample(True)
+    settle()  # here too: the timer starts before sftp_put
     start = time.perf_counter()
     up = sftp_put(work, setup.ssh_key, sim.port, ch.user, [
         (fi, f"{UP}/{fi_name('FI', ch.sender, day, seq)}"),
