@@ -367,6 +367,110 @@ def stream_elements(source: Source, *, namespace: str, root: str, schema: etree.
             stream.close()
 
 
+HEAD_LIMIT = 4 << 20  # bytes within which confirm_valid expects its head element to end
+
+
+def confirm_valid(source: Source, *, namespace: str, root: str, xsd: Path, head_tag: str,
+                  chunk_size: int | None = None) -> Any:
+    """The first ``head_tag`` element of a document that is certainly clean (P10-P13), found
+    without building the document's tree; None when anything failed or is unsure.
+
+    The prolog and root checks are those of :func:`stream_elements`; the rest is validated by
+    libxml2 without a tree (:mod:`fla_core.xsdstream`), which confirms validity but does not
+    name anomalies: on None the caller runs :func:`stream_elements`, which does (and which
+    also covers a missing tree-less validator). A stream ``source`` is left where it started;
+    one that cannot seek back is not tried.
+    """
+    from fla_core import xsdstream
+
+    validator = xsdstream.validator_for(xsd)
+    if validator is None:
+        return None
+    stream, owned = open_source(source)
+    start = None
+    try:
+        if not owned:
+            try:
+                start = stream.tell() if stream.seekable() else None
+            except (AttributeError, OSError):
+                start = None
+            if start is None:
+                return None
+        guard = Utf8Guard()
+        chunk_size = chunk_size or CHUNK
+        try:
+            pieces = _prolog(stream, guard, namespace, root, chunk_size)
+        except ChannelError:
+            return None
+        feed = _ValidatorFeed(stream, guard, pieces, head_tag, chunk_size)
+        try:
+            valid = validator.valid(feed.read)
+        except (ChannelError, _Unsure):
+            return None
+        return feed.head if valid else None
+    finally:
+        if owned:
+            stream.close()
+        elif start is not None:
+            stream.seek(start)
+
+
+class _Unsure(Exception):
+    """A namespace declaration after the first chunk: libxml2 with a schema may hide its
+    error (see _validating_pass), so the tree-less pass gives up."""
+
+
+class _ValidatorFeed:
+    """What libxml2 reads in confirm_valid: the prolog's pieces, then the stream, UTF-8
+    checked, in the sizes it asks for; the head element is parsed on the side (lxml)."""
+
+    def __init__(self, stream: IO[bytes], guard: Utf8Guard, pieces: list[bytes], head_tag: str,
+                 chunk_size: int):
+        self._stream, self._guard, self._chunk_size = stream, guard, chunk_size
+        self._pieces, self._probed = list(pieces), len(pieces)
+        self._view, self._pos, self._last = memoryview(b""), 0, b""
+        self._head_tag = head_tag
+        self._head_parser: Any = etree.XMLPullParser(
+            events=("end",), tag=head_tag, remove_blank_text=True, remove_comments=True,
+            remove_pis=True, **SAFE_OPTIONS)
+        self._head_fed = 0
+        self.head: Any = None
+
+    def read(self, size: int) -> bytes:
+        while self._pos >= len(self._view):
+            if self._pieces:
+                data = self._pieces.pop(0)
+            else:
+                data = _read_checked(self._stream, self._guard, self._chunk_size)
+                if not data:
+                    self._guard.finish()
+                    return b""
+                if self._probed <= 0 and (b"xmlns" in data
+                                          or b"xmlns" in self._last[-4:] + data[:4]):
+                    raise _Unsure
+            self._probed -= 1
+            self._last = data
+            self._find_head(data)
+            self._view, self._pos = memoryview(data), 0
+        piece = self._view[self._pos:self._pos + size]
+        self._pos += len(piece)
+        return piece.tobytes()
+
+    def _find_head(self, data: bytes) -> None:
+        if self._head_parser is None:
+            return
+        try:
+            self._head_parser.feed(data)
+            for _event, el in self._head_parser.read_events():
+                self.head = el
+                break
+        except etree.XMLSyntaxError:
+            pass  # the validator fails on it too
+        self._head_fed += len(data)
+        if self.head is not None or self._head_fed > HEAD_LIMIT:
+            self._head_parser = None  # found, or not where a valid document has it
+
+
 def _reopener(source: Source, stream: IO[bytes],
               owned: bool) -> Callable[[], tuple[IO[bytes], bool]] | None:
     """How to read the document again from its start (error path only), or None if we cannot."""
@@ -428,6 +532,15 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                      namespace: str, root_name: str, schema: etree.XMLSchema | None,
                      tags: Sequence[str], chunk_size: int) -> Iterator[Batch]:
     guard = Utf8Guard()
+    buffered = _prolog(stream, guard, namespace, root_name, chunk_size)
+    yield from _validating_pass(stream, guard, reopen, buffered, namespace, root_name, schema,
+                                tags, chunk_size)
+
+
+def _prolog(stream: IO[bytes], guard: Utf8Guard, namespace: str, root_name: str,
+            chunk_size: int) -> list[bytes]:
+    """P10-P12 up to the root start tag: no DOCTYPE, well-formed so far, the right root
+    (ChannelError otherwise); the bytes read so far, in pieces (not yet validated)."""
     head = _read_head(stream, chunk_size)
     skip = sniff_encoding(head)
     head = head[skip:]
@@ -486,10 +599,7 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
             raise _syntax_error(exc, probe_parser.feed_error_log) from None
         # Recoverable errors (an xmlns value that is not a URI) do not raise: look at the log.
         raise _parse_error(probe_parser.feed_error_log) or wrong
-
-    # 4. The validating pass proper.
-    yield from _validating_pass(stream, guard, reopen, buffered, namespace, root_name, schema,
-                                tags, chunk_size)
+    return buffered  # 4. the validating pass proper follows
 
 
 TAIL = 64 * 1024  # bytes held back so that the end of the document is fed under watch

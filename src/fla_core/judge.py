@@ -244,16 +244,26 @@ def scan_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: Chann
 
 def validate_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
                      settings: Settings, plugins: FlaPlugins
-                     ) -> tuple[str | None, int] | ChannelError | None:
+                     ) -> tuple[str | None, int | None] | ChannelError | None:
     """P10-P15 alone, no business rules: (FileReference, declaration count), the ChannelError,
     or None without plugin. With :func:`rules_outcome` of the same bytes, it makes
-    :func:`scan_outcome` in two processes (see :func:`split_outcome`)."""
+    :func:`scan_outcome` in two processes (see :func:`split_outcome`).
+
+    The built-in FLA application is first validated without a tree, which is faster but does
+    not count: the count is then None, and P15 is left to :func:`split_outcome` (the rules
+    half counts). Anything that pass does not confirm is read again by the application's scan.
+    """
+    from fla_core.applications import fla
     from fla_core.applications.fla import HeaderExpectation
 
     app = _application(plugins, go.appl)
     if app is None:
         return None
     expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
+    if app.scan is fla.scan:
+        header = fla.confirmed_header(source, expect=expect)
+        if header is not None:
+            return header.file_reference, None
     try:
         result = app.scan(source, expect=expect, max_declarations=settings.max_declarations)
     except ChannelError as exc:
@@ -297,14 +307,28 @@ def rules_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: Chan
     return verdicts, dict(context.file_registry), count
 
 
-def split_outcome(validated: tuple[str | None, int] | ChannelError,
-                  rules: tuple[list[DeclarationVerdict], dict[str, str], int] | None
-                  ) -> ScanOutcome | ChannelError | None:
-    """:func:`scan_outcome` from its two halves; None when they do not fit together."""
+def split_outcome(validated: tuple[str | None, int | None] | ChannelError,
+                  rules: tuple[list[DeclarationVerdict], dict[str, str], int] | None, *,
+                  max_declarations: int | None = None) -> ScanOutcome | ChannelError | None:
+    """:func:`scan_outcome` from its two halves; None when they do not fit together.
+
+    A validating half that did not count (None) takes the rules half's count, and P15 is
+    checked here against ``max_declarations`` (required then).
+    """
+    from fla_core.applications.fla import too_many_declarations
+
     if isinstance(validated, ChannelError):
         return validated  # the rules' verdicts would be discarded (P16 not reached)
     reference, count = validated
-    if rules is None or rules[2] != count:
+    if rules is None:
+        return None
+    if count is None:
+        if max_declarations is None:
+            raise ValueError("split_outcome: max_declarations is needed for an uncounted half")
+        if (too_many := too_many_declarations(rules[2], max_declarations)) is not None:
+            return too_many
+        count = rules[2]
+    if rules[2] != count:
         return None
     return reference, rules[0], rules[1]
 

@@ -119,6 +119,7 @@ class Follower:
     config_gen: int
     registry_key: tuple[str, str]  # sender, env
     registry_gen: int
+    max_declarations: int  # P15, when the validating half did not count
     outbox: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
     progress_at: float = field(default_factory=time.monotonic)
     identity: tuple[int, int, int] | None = None  # inode, size, mtime_ns at CLOSE
@@ -361,7 +362,8 @@ class Prescanner:
         outcome: Any = first["outcome"][1]  # a ChannelError pickles by its fields
         if follower.procs[0].role == "validate":
             rules = follower.procs[1].result
-            outcome = split_outcome(outcome, rules["outcome"][1] if rules else None)
+            outcome = split_outcome(outcome, rules["outcome"][1] if rules else None,
+                                    max_declarations=follower.max_declarations)
             if outcome is None:
                 return None
         return PrescanResult(fi_name=fi_name, digests=first["digests"], outcome=outcome)
@@ -533,7 +535,8 @@ class Prescanner:
         }
         return job, roles, {"today": today, "config_gen": config_gen,
                             "registry_key": (channel.sender, env),
-                            "registry_gen": registry_gen}
+                            "registry_gen": registry_gen,
+                            "max_declarations": settings.max_declarations}
 
 
 class _NotEligible(Exception):

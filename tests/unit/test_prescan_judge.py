@@ -152,13 +152,15 @@ def _layouts() -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("limit", [10_000, 1], ids=["", "max 1 declaration"])
 @pytest.mark.parametrize("name", list(_layouts()))
-def test_the_two_halves_make_the_single_pass_outcome(plugins, name):
+def test_the_two_halves_make_the_single_pass_outcome(plugins, name, limit):
     from fla_core.judge import rules_outcome, split_outcome, validate_outcome
 
     data = _layouts()[name]
     registry = MemoryRegistry({"D-KNOWN": "ACTIVE"})
-    common = {"channel": CHANNEL, "settings": Settings(), "plugins": plugins}
+    settings = Settings(max_declarations=limit)  # the file has 2: P15 (172) at 1
+    common = {"channel": CHANNEL, "settings": settings, "plugins": plugins}
     single = scan_outcome(go(), io.BytesIO(data), today=TODAY, registry=registry,
                           mandates=MANDATES, **common)
     validated = validate_outcome(go(), io.BytesIO(data), **common)
@@ -168,7 +170,7 @@ def test_the_two_halves_make_the_single_pass_outcome(plugins, name):
     except Exception:  # an invalid document: the halves never use these verdicts
         assert isinstance(validated, ChannelError)
         rules = None
-    combined = split_outcome(validated, rules)
+    combined = split_outcome(validated, rules, max_declarations=limit)
     if isinstance(single, ChannelError):
         assert isinstance(combined, ChannelError)
         assert (combined.code, combined.detail) == (single.code, single.detail)

@@ -271,9 +271,31 @@ def scan(parts: Sequence[Path] | IO[bytes], *, expect: HeaderExpectation | None,
         raise ChannelError("312", "the document has no FileHeader")
     if mismatch is not None:
         raise mismatch
-    if count > max_declarations:
-        raise ChannelError("172", f"{count} declarations; at most {max_declarations} allowed")
+    if (too_many := too_many_declarations(count, max_declarations)) is not None:
+        raise too_many
     return ScanResult(header=header, declarations=count)
+
+
+def too_many_declarations(count: int, max_declarations: int) -> ChannelError | None:
+    """P15: 172 when the file holds more declarations than allowed."""
+    if count > max_declarations:
+        return ChannelError("172", f"{count} declarations; at most {max_declarations} allowed")
+    return None
+
+
+def confirmed_header(parts: Sequence[Path] | IO[bytes], *,
+                     expect: HeaderExpectation | None) -> FileHeader | None:
+    """P10-P14 without the document's tree: the header of a file that is schema-valid and whose
+    header fits ``expect``; None when that is not certain (then ``scan`` tells what is wrong).
+    Declarations are not counted (P15 is the caller's). See ``fi.confirm_valid``."""
+    el = fi.confirm_valid(parts, namespace=NAMESPACE, root=ROOT, xsd=SCHEMA,
+                          head_tag=HEADER_TAG)
+    if el is None:
+        return None
+    header = header_of(el)
+    if expect is not None and header_mismatch(header, expect) is not None:
+        return None
+    return header
 
 
 # --- read (tools) -----------------------------------------------------------------------------
