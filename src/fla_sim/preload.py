@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from fla_core import judge, mandates, signing  # noqa: F401  (loaded for the children)
+from fla_core import judge, mandates, signing, xsdstream  # noqa: F401  (for the children)
 from fla_core.anomalies import default_catalogue
 from fla_core.applications import fla
 from fla_core.plugins import get_plugins
@@ -28,6 +28,7 @@ def _warm() -> None:
     (each child loads what it needs again and reports a real problem itself)."""
     try:
         fla.schema()
+        xsdstream.validator_for(fla.SCHEMA)  # the validating follower's tree-less validator
         default_catalogue()
         get_plugins()  # imports the built-in and entry-point plugin modules
     except Exception:
