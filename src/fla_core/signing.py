@@ -427,7 +427,7 @@ def _parse(der: bytes) -> _Parsed:
         si = infos[0]
         certs = [c.chosen for c in sd["certificates"] if c.name == "certificate"]
         a_cert = _find_signer_cert(si["sid"], certs)
-        cert = x509.load_der_x509_certificate(a_cert.dump())
+        cert = _certificate(a_cert.dump())
         digest = si["digest_algorithm"]["algorithm"].native
         md = signing_time = None
         attrs = si["signed_attrs"]
@@ -453,6 +453,19 @@ def _parse(der: bytes) -> _Parsed:
         raise _bad_structure(f"not a CMS SignedData in DER ({type(e).__name__}: {e})") from None
     return _Parsed(si, cert, a_cert, [c for c in certs if c is not a_cert], digest, md,
                    signing_time)
+
+
+# A sender signs set after set with the same certificate: what only depends on it is derived
+# once (by its DER, or by the certificate object these caches hand out), not once per FS.
+
+@functools.lru_cache(maxsize=256)
+def _certificate(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
+
+
+@functools.lru_cache(maxsize=256)
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 @functools.lru_cache(maxsize=256)
@@ -482,8 +495,9 @@ def _find_signer_cert(sid: cms.SignerIdentifier,
     raise _bad_structure("the signer certificate is not included in the FS")
 
 
+@functools.lru_cache(maxsize=256)
 def _check_key(cert: x509.Certificate) -> object:
-    """S4: the signer key is RSA >= 2048 or ECDSA on P-256/P-384."""
+    """S4: the signer key is RSA >= 2048 or ECDSA on P-256/P-384 (cached when it is)."""
     try:
         key = cert.public_key()
     except (UnsupportedAlgorithm, ValueError):
@@ -560,15 +574,12 @@ def _validate_path(p: _Parsed, trust: TrustStore, at: datetime) -> list[x509.Cer
     if not trust.anchors:
         raise ChannelError("605", "no trust anchor is configured")
 
-    def der(c: x509.Certificate) -> bytes:
-        return c.public_bytes(serialization.Encoding.DER)
-
     outcome = _path_of(p.a_cert.dump(), tuple(c.dump() for c in p.other_certs),
-                       tuple(der(c) for c in trust.anchors),
-                       tuple(der(c) for c in trust.intermediates), at.date())
+                       tuple(_der(c) for c in trust.anchors),
+                       tuple(_der(c) for c in trust.intermediates), at.date())
     if isinstance(outcome, ChannelError):
         raise ChannelError(outcome.code, outcome.detail)
-    return [x509.load_der_x509_certificate(c) for c in outcome]
+    return [_certificate(c) for c in outcome]
 
 
 @functools.lru_cache(maxsize=256)
@@ -648,8 +659,10 @@ def _check_crls(path: list[x509.Certificate], crls: Sequence[x509.CertificateRev
                                           f"{cert.serial_number:x})")
 
 
+@functools.lru_cache(maxsize=256)
 def _check_key_usage(cert: x509.Certificate) -> None:
-    """S9: KeyUsage, when present, allows digitalSignature or nonRepudiation."""
+    """S9: KeyUsage, when present, allows digitalSignature or nonRepudiation (cached when it
+    does)."""
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -662,18 +675,24 @@ def _check_key_usage(cert: x509.Certificate) -> None:
 def _check_sender(cert: x509.Certificate, company: str, registered: Sequence[bytes]) -> None:
     """S10: the signer certificate is linked to the sender (spec 6.6)."""
     if registered:
-        der = cert.public_bytes(serialization.Encoding.DER)
+        der = _der(cert)
         if not any(hmac.compare_digest(der, r) for r in registered):
             raise ChannelError("153", "signer certificate is not one of the certificates "
                                       "registered for the channel")
         return
-    subj = cert.subject
-    org_ids = [a.value for a in subj.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)]
-    serials = [a.value for a in subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    org_ids, serials = _subject_ids(cert)
     if f"NTRBE-{company}" in org_ids or company in serials:
         return
     raise ChannelError("153", f"signer certificate subject carries neither organizationIdentifier "
                               f"NTRBE-{company} nor serialNumber {company}")
+
+
+@functools.lru_cache(maxsize=256)
+def _subject_ids(cert: x509.Certificate) -> tuple[list[object], list[object]]:
+    """organizationIdentifier and serialNumber values of the subject (S10)."""
+    subj = cert.subject
+    return ([a.value for a in subj.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)],
+            [a.value for a in subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER)])
 
 
 def _describe(cert: x509.Certificate) -> str:
