@@ -97,17 +97,18 @@ def best_of(run: Callable[[], Measurement], runs: int = 3) -> Measurement:
 
 
 def paired_best(ours: Callable[[], Measurement], anchor: Callable[[], Measurement],
-                runs: int = 3) -> tuple[Measurement, Measurement]:
+                runs: int = 3, long_runs: int = 1) -> tuple[Measurement, Measurement]:
     """Ours and the anchor in alternation (ours, anchor, ours, ...), best of each kept.
 
     On a shared machine the load changes from minute to minute; alternating puts both sides
-    under the same conditions. Short subjects (< ``SHORT_S``) get ``runs`` rounds, others one.
+    under the same conditions. Short subjects (< ``SHORT_S``) get ``runs`` rounds, others
+    ``long_runs``.
     """
     mine, theirs = [ours()], [anchor()]
-    if mine[0].seconds < SHORT_S and theirs[0].seconds < SHORT_S:
-        for _ in range(runs - 1):
-            mine.append(ours())
-            theirs.append(anchor())
+    short = mine[0].seconds < SHORT_S and theirs[0].seconds < SHORT_S
+    for _ in range((runs if short else long_runs) - 1):
+        mine.append(ours())
+        theirs.append(anchor())
     return _best(mine), _best(theirs)
 
 
