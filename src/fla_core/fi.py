@@ -429,7 +429,6 @@ class _ValidatorFeed:
         self._stream, self._guard, self._chunk_size = stream, guard, chunk_size
         self._pieces, self._probed = list(pieces), len(pieces)
         self._view, self._pos, self._last = memoryview(b""), 0, b""
-        self._head_tag = head_tag
         self._head_parser: Any = etree.XMLPullParser(
             events=("end",), tag=head_tag, remove_blank_text=True, remove_comments=True,
             remove_pis=True, **SAFE_OPTIONS)
