@@ -226,7 +226,10 @@ class Prescanner:
         own = os.getpriority(os.PRIO_PROCESS, 0)
         for p in follower.procs:
             # lowering a nice value needs CAP_SYS_NICE: without it they stay nicer (they still
-            # get every idle cycle, and all of them when nothing else runs)
+            # get every idle cycle, and all of them when nothing else runs). On Linux this
+            # renices the main thread only: the validating process's digest thread stays nicer,
+            # which is what we want (it would otherwise take CPU from the two scans, the rules
+            # half being the longest; it catches up when the validation is done)
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, p.proc.pid, own)
 
