@@ -364,7 +364,8 @@ class SimulatorHome:
         """Trust anchors and CRLs for senders' signatures (of ``config``, default: as saved)."""
         from fla_core.signing import TrustStore
 
-        config = config or self.load()
+        if config is None:
+            config = self.load()
         anchors = [c for rel in config.trust_anchors for c in _load_certs(self.path / rel)]
         crls = []
         for rel in config.crls:

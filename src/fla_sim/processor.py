@@ -151,13 +151,13 @@ class Processor:
             task.cancel()
         tasks = [*self._workers.values(), *([self._sweeper] if self._sweeper else [])]
         await asyncio.gather(*tasks, return_exceptions=True)
-        # queued events stay pending in the journal: the next start() runs them
-        self._busy -= sum(len(q) for q in self._queues.values())
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
         await asyncio.to_thread(self.journal.stop_background_checkpoints)
         self._workers.clear()
+        # queued events stay pending in the journal: the next start() runs them
+        self._busy -= sum(len(q) for q in self._queues.values())
         self._queues.clear()
         self._sweeper = None
         self._started = self._stopping = False
