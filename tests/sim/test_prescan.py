@@ -363,6 +363,28 @@ def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
     assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
 
 
+def test_only_the_rules_half_reads_along_until_the_go(fla_sim_home, fla_channel, fla_clock,
+                                                      tmp_path):
+    # a process reading along slows the upload: the validating one waits for the GO
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        prescanner = sim.prescanner
+        prescanner.park_after = TIMEOUT
+        send(sim, fla_channel, [(fi, data), (fs, fs_for(fla_channel, data, tmp_path))])
+        assert prescanner.wait_finished(fla_channel.user, "INTEST", fi, TIMEOUT)  # rules done
+        (waiting,) = prescanner.running_pids()
+        with open(f"/proc/{waiting}/io") as f:
+            read = int(next(line for line in f if line.startswith("rchar:")).split()[1])
+        assert read < len(data) // 10, "the validating process read the FI before the GO"
+        send(sim, fla_channel, [(go, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(prescanner.stats)
+        found = parsed(sim, fla_channel)
+    assert stats["used"] == 1
+    assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
+
+
 def test_followers_of_fis_waiting_for_their_go_are_capped(
         fla_sim_home, fla_channel, fla_clock, tmp_path):
     first, _fs1, go1 = names("00001")
