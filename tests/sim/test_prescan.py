@@ -343,6 +343,15 @@ def test_a_prescan_made_in_another_context_is_not_used(
     assert [type(a) for a in found] == [Acrf, Noti] and found[0].accepted
 
 
+def assert_answered_from_the_prescan(sim: Simulator, channel: ChannelInfo, go: str) -> None:
+    """Send the GO: the set is answered (ACRF + NOTI, all accepted) from its pre-scan."""
+    send(sim, channel, [(go, b"")])
+    sim.drain(TIMEOUT)
+    assert Counter(sim.prescanner.stats)["used"] == 1
+    found = parsed(sim, channel)
+    assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
+
+
 def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
         fla_sim_home, fla_channel, fla_clock, tmp_path):
     data = big_fi(1500)
@@ -355,12 +364,7 @@ def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
         assert len(pids) == 2
         wait_for(lambda: all(process_state(pid) == "T" for pid in pids),
                  "the followers to be paused")
-        send(sim, fla_channel, [(go, b"")])
-        sim.drain(TIMEOUT)
-        stats = Counter(prescanner.stats)
-        found = parsed(sim, fla_channel)
-    assert stats["used"] == 1
-    assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
+        assert_answered_from_the_prescan(sim, fla_channel, go)
 
 
 def test_only_the_rules_half_reads_along_until_the_go(fla_sim_home, fla_channel, fla_clock,
@@ -377,12 +381,7 @@ def test_only_the_rules_half_reads_along_until_the_go(fla_sim_home, fla_channel,
         with open(f"/proc/{waiting}/io") as f:
             read = int(next(line for line in f if line.startswith("rchar:")).split()[1])
         assert read < len(data) // 10, "the validating process read the FI before the GO"
-        send(sim, fla_channel, [(go, b"")])
-        sim.drain(TIMEOUT)
-        stats = Counter(prescanner.stats)
-        found = parsed(sim, fla_channel)
-    assert stats["used"] == 1
-    assert [type(a) for a in found] == [Acrf, Noti] and found[1].result_code == 1
+        assert_answered_from_the_prescan(sim, fla_channel, go)
 
 
 def test_followers_of_fis_waiting_for_their_go_are_capped(
