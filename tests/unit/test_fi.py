@@ -354,7 +354,9 @@ def test_judging_file_after_file_does_not_leak_parsers():
             "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
             "fordblks", "keepcost")]
 
-    if not hasattr(libc, "mallinfo2"):
+    if not hasattr(libc, "mallinfo2"):  # musl, or glibc before 2.33
+        if os.environ.get("CI"):  # CI runs on Debian 12 (glibc 2.36): the count must be taken
+            pytest.fail("glibc's mallinfo2 is missing: the leak check cannot count memory")
         pytest.skip("glibc without mallinfo2")
     libc.mallinfo2.restype = MallInfo2
 
