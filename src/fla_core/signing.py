@@ -213,8 +213,7 @@ def _signature_algorithm(key: object, digest: str) -> tuple[str, object]:
 
 
 def _signer_identifier(cert: x509.Certificate) -> cms.SignerIdentifier:
-    return cms.SignerIdentifier.load(
-        _signer_identifier_der(cert.public_bytes(serialization.Encoding.DER)))
+    return cms.SignerIdentifier.load(_signer_identifier_der(_der(cert)))
 
 
 # The certificate-dependent parts of a SignedData are the same for every file a signer signs;
@@ -272,7 +271,7 @@ def build_signed_data(message_digest: bytes, signer: Signer, *, digest: str = "s
     }
     if signed_attrs is not None:
         info["signed_attrs"] = signed_attrs
-    ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in (signer.cert, *signer.chain))
+    ders = tuple(_der(c) for c in (signer.cert, *signer.chain))
     sd = cms.SignedData({
         "version": "v1",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
@@ -688,11 +687,12 @@ def _check_sender(cert: x509.Certificate, company: str, registered: Sequence[byt
 
 
 @functools.lru_cache(maxsize=256)
-def _subject_ids(cert: x509.Certificate) -> tuple[list[object], list[object]]:
-    """organizationIdentifier and serialNumber values of the subject (S10)."""
+def _subject_ids(cert: x509.Certificate) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """organizationIdentifier and serialNumber values of the subject (S10); tuples, since the
+    cache hands the same value to every caller."""
     subj = cert.subject
-    return ([a.value for a in subj.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)],
-            [a.value for a in subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER)])
+    return (tuple(a.value for a in subj.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)),
+            tuple(a.value for a in subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER)))
 
 
 def _describe(cert: x509.Certificate) -> str:
