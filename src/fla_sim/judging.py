@@ -274,8 +274,7 @@ class JudgePool:
         """Stop the workers, waiting (bounded) for verdicts under way."""
         self._closing = True
         procs = [h.proc for h in self._handles]
-        for handle in list(self._idle):
-            self._retire(handle)
+        self._retire_idle()
         deadline = asyncio.get_running_loop().time() + timeout
         while self._handles and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)

@@ -147,10 +147,10 @@ class Processor:
     async def stop(self) -> None:
         """Stop the workers; work already under way finishes (never half an answer)."""
         self._stopping = True  # workers end after their current event
-        for task in [*self._pausing, *([self._sweeper] if self._sweeper else [])]:
+        sweeper = [self._sweeper] if self._sweeper is not None else []
+        for task in [*self._pausing, *sweeper]:
             task.cancel()
-        tasks = [*self._workers.values(), *([self._sweeper] if self._sweeper else [])]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._workers.values(), *sweeper, return_exceptions=True)
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
