@@ -128,9 +128,9 @@ def report_op(seconds: float, **extra: object) -> None:
     print(json.dumps({"seconds": seconds, **extra}), flush=True)
 
 
-def peak_rss_mb() -> float:
-    """Peak RSS of this process so far (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak RSS of a process (this one by default) so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0

@@ -51,6 +51,7 @@ from _common import (  # the bench folder is not a package: sys.path above
     limit_row,
     machine,
     paired_best,
+    peak_rss_mb,
     print_table,
     ratio_row,
     run_main,
@@ -180,10 +181,7 @@ class SimProcess:
 
     def hwm_mb(self) -> float:
         """The kernel's peak RSS of the simulator process so far (VmHWM)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self) -> None:
         """SIGTERM, then wait (bounded) for a clean stop."""
