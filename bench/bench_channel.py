@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -164,6 +164,18 @@ class SimProcess:
             pss += getattr(info, "pss", info.rss) / 2**20
             rss += info.rss / 2**20
         return pss, rss
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) used so far by the simulator process, and by its living
+        child processes (judge workers) together."""
+        def used(proc: object) -> float:
+            try:
+                times = proc.cpu_times()  # type: ignore[attr-defined]
+            except Exception:  # a child that ended between listing and reading
+                return 0.0
+            return times.user + times.system
+
+        return used(self.ps), sum(used(p) for p in self.ps.children(recursive=True))
 
     def sample(self, on: bool) -> None:
         """Start (clearing earlier samples) or pause RSS sampling."""
@@ -764,8 +776,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: int,
-                         duration: float, sustain: int, raw: dict[str, object]) -> list[Row]:
-    """(c): latency at each concurrency level, then sustained throughput."""
+                         duration: float, sustain: int, raw: dict[str, object],
+                         cpu: Callable[[], tuple[float, float]]) -> list[Row]:
+    """(c): latency at each concurrency level, then sustained throughput.
+
+    ``cpu`` gives the simulator's CPU seconds (its process, its workers): the CPU it spends per
+    set varies far less from run to run than the latency, which waits for that CPU on a shared
+    machine, so it is the figure to compare two versions of the simulator by.
+    """
     day = today()
     watcher = AnswerWatcher([ch.root / DOWN for ch in setup.small])
     senders = [Sender(ch, render_fi(ch, day, 1, None, ref=f"BENCH-{ch.sender}"), day,
@@ -787,19 +805,26 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
                            ) -> list[tuple[float | None, str | None]]:
                 return [await send_one(s) for _ in range(rounds)]
 
+            cpu_before = cpu()
             results = [r for rs in await asyncio.gather(*(loop(s) for s in group)) for r in rs]
+            cpu_main, cpu_workers = (b - a for a, b in zip(cpu_before, cpu(), strict=True))
             lat = [r[0] * 1000 for r in results if r[0] is not None and r[1] is None]
             errors = [r[1] for r in results if r[1]]
             errors_all += errors
             if not lat:
                 raise RuntimeError(f"no set of {level} senders was answered: {errors[:3]}")
             p50, p99 = statistics.median(lat), percentile(lat, 99)
+            per_set = (cpu_main * 1000 / len(results), cpu_workers * 1000 / len(results))
             raw[f"latency_{level}"] = {"n": len(lat), "p50_ms": p50, "p99_ms": p99,
                                        "max_ms": max(lat), "errors": errors[:5],
-                                       "error_count": len(errors)}
+                                       "error_count": len(errors),
+                                       "cpu_ms_per_set": {"simulator": per_set[0],
+                                                          "workers": per_set[1]}}
             print(f"[c] {level:>2} senders: {len(lat)} sets, GO->ACRF p50 {p50:.1f} ms, "
-                  f"p99 {p99:.1f} ms, {len(errors)} errors", flush=True)
-            note = f"p50 {p50:.1f} ms, {len(lat)} sets, {len(errors)} errors"
+                  f"p99 {p99:.1f} ms, {len(errors)} errors; CPU per set {per_set[0]:.2f} ms "
+                  f"simulator + {per_set[1]:.2f} ms workers", flush=True)
+            note = (f"p50 {p50:.1f} ms, {len(lat)} sets, {len(errors)} errors; CPU/set "
+                    f"{per_set[0]:.1f} + {per_set[1]:.1f} ms (simulator + workers)")
             if level == 8:
                 row = limit_row("small sets", f"(c) p99 GO->ACRF, {level} senders", p99, "ms",
                                 limit_max=50.000001, note=note)
@@ -925,7 +950,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += big_file(setup, args.size, sim, sshd, args.runs, raw)
         if not args.skip_small:
             rows += asyncio.run(small_triplets(setup, sim.port, args.levels, args.records,
-                                               args.duration, args.sustain_senders, raw))
+                                               args.duration, args.sustain_senders, raw,
+                                               sim.cpu_seconds))
         raw["simulator_vmhwm_mb_end"] = sim.hwm_mb()
     finally:
         if sshd is not None:

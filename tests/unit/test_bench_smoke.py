@@ -69,5 +69,7 @@ def test_bench_channel_quick_runs_upload_end_to_end_and_small_sets(tmp_path: Pat
     for level in (1, 8):
         latency = result["params"]["results"][f"latency_{level}"]
         assert latency["n"] >= level and latency["errors"] == []
+        # every set makes the simulator work: a CPU figure of zero means it measured nothing
+        assert latency["cpu_ms_per_set"]["simulator"] > 0
     sustained = result["params"]["results"]["sustained"]
     assert sustained["sets"] > 0 and sustained["errors"] == []
