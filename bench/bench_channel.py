@@ -67,6 +67,7 @@ ENV, UP, DOWN = "T", "INTEST", "OUTTEST"
 BIG_SENDER, BIG_COMPANY_BODY = "200000", 12_345_600
 RSS_LIMIT_MB = 150.0
 ANSWER_TIMEOUT_S = 60.0
+SLOW_CREATE_US = 150  # a file creation beyond this in the work folder is worth a warning
 SUSTAIN_PREPARED_PER_S = 200  # sets signed before the sustained run, per second of it
 
 
@@ -756,17 +757,19 @@ def create_cost_us(folder: Path, files: int = 300) -> float:
     """Mean time to create one empty file in ``folder``, in microseconds.
 
     A set costs the simulator nine file creations (three uploads under a temporary name, three
-    files per answer). On this kind of VM one creation on ext4 takes 20 us in one folder and
-    900 us in another, the same minute; (c) moves with it, so the table says what it was.
+    files per answer). On an ext4 without a journal (this VM's) the inode allocator skips every
+    inode freed in the last 60 s (360 s while its table block is dirty), checking each one, so
+    a creation costs 20 us, or 300-900 us in the minutes after many files near it were
+    deleted; (c) moves with it, so the table says what it was.
+
+    The probe's files are left for the run's final clean-up: deleting them here would make
+    every creation of the next minutes check 300 more inodes.
     """
     probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=folder))
-    try:
-        start = time.perf_counter()
-        for n in range(files):
-            os.close(os.open(probe / f"f{n}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
-        return (time.perf_counter() - start) / files * 1e6
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
+    start = time.perf_counter()
+    for n in range(files):
+        os.close(os.open(probe / f"f{n}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+    return (time.perf_counter() - start) / files * 1e6
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -793,6 +796,12 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
     errors_all: list[str] = []
     channels = setup.small[0].root.parent
     before = create_cost_us(channels)
+    if before > SLOW_CREATE_US:
+        print(f"[c] warning: creating a file in {channels} takes {before:.0f} us (usually ~20): "
+              "many files were deleted near it in the last minutes (ext4 without a journal "
+              "skips recently freed inodes, one by one); (c) will be slower than it should. "
+              "Re-run a few minutes after the last test or bench run, or pick --work elsewhere.",
+              flush=True)
     try:
         await send_one(senders[0])  # warm-up: first-use imports and caches in the simulator
         for level in levels:
