@@ -260,20 +260,20 @@ class Processor:
                 if kind in ("FI", "FS") and stem is not None:
                     self.journal.touch_set(user, directory, stem, stem.split(".", 1)[1], now)
                 return None
-            eid = self.journal.add_event(user, directory, name, kind, now)
-            self.journal.claim_files(user, directory, [name])  # answered via its event
+            event = self.journal.add_event(user, directory, name, kind, now)
             try:
                 fn = self._parse(user, directory, name, now)
             except ChannelError:
-                return self.journal.event(eid)
+                self.journal.claim_files(user, directory, [name])  # answered via its event
+                return event
             prefixes = (f"FI.{fn.stem}.", f"FS.{fn.stem}.", f"GO.{fn.stem}.")
-            names = [f.name for f in self.journal.files(user, directory)
-                     if f.name.startswith(prefixes)]
-            self.journal.claim_files(user, directory, names)
+            names = {f.name for f in self.journal.files(user, directory)
+                     if f.name.startswith(prefixes)}
+            self.journal.claim_files(user, directory, sorted(names | {name}))
             if kind == "GO":
                 self.journal.update_set(user, directory, fn.stem, fn.set_key, "QUEUED", now,
                                         go_name=name, only_from=("RECEIVING",))
-            return self.journal.event(eid)
+            return event
 
     def _parse(self, user: str, directory: str, name: str, now: datetime) -> Any:
         """Name checks N1-N9 (spec 4.5) in the channel's context."""
@@ -494,10 +494,10 @@ class Processor:
 
     def _veto(self, user: str, directory: str, names: Sequence[str]) -> str | None:
         """A code forced by a plugin veto or an injected ``force-anomaly`` fault."""
-        for n in names:
-            row = self.journal.file(user, directory, n)
-            if row is not None and row.veto:
-                return row.veto
+        vetoes = self.journal.vetoes(user, directory, names)
+        for n in names:  # the first file's veto wins: the GO's, then FI/FS in name order
+            if vetoes.get(n):
+                return vetoes[n]
         fault = self.faults.take("process", names[0], ("force-anomaly", "delay"))
         if fault is not None and fault.action == "delay":
             time.sleep(fault.delay_ms / 1000)  # a worker thread: only this channel waits

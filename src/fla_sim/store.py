@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -276,6 +276,14 @@ class Journal:
                            (channel, directory, name))
         return _file(rows[0]) if rows else None
 
+    def vetoes(self, channel: str, directory: str, names: Sequence[str]) -> dict[str, str]:
+        """The plugin vetoes recorded for any of ``names``, by name (one query for a set)."""
+        marks = ",".join("?" * len(names))
+        rows = self._query(f"SELECT name, veto FROM files WHERE channel=? AND directory=?"
+                           f" AND name IN ({marks}) AND veto IS NOT NULL",
+                           (channel, directory, *names))
+        return {r["name"]: r["veto"] for r in rows}
+
     def set_file_state(self, channel: str, directory: str, names: Iterable[str],
                        state: str) -> None:
         """Move files to ``state`` (archived, cancelled, swept)."""
@@ -305,7 +313,7 @@ class Journal:
         return [_set(r) for r in rows if wanted is None or r["state"] in wanted]
 
     def touch_set(self, channel: str, directory: str, stem: str, set_key: str,
-                  at: datetime) -> SetRow:
+                  at: datetime) -> None:
         """A FI/FS of the stem was closed: create the set in RECEIVING if it does not exist."""
         with self.transaction() as db:
             db.execute(
@@ -313,9 +321,6 @@ class Journal:
                 " updated_at) VALUES (?, ?, ?, ?, 'RECEIVING', ?, ?)"
                 " ON CONFLICT (channel, directory, stem) DO NOTHING",
                 (channel, directory, stem, set_key, at.isoformat(), at.isoformat()))
-        row = self.get_set(channel, directory, stem)
-        assert row is not None
-        return row
 
     def update_set(self, channel: str, directory: str, stem: str, set_key: str, state: str,
                    at: datetime, *, go_name: str | None = None, ticket: str | None = None,
@@ -357,13 +362,15 @@ class Journal:
     # --- events (GO / TD closes, in arrival order) ---------------------------------------------
 
     def add_event(self, channel: str, directory: str, name: str, kind: str,
-                  closed_at: datetime) -> int:
-        """Journal a GO/TD close; its id orders processing."""
+                  closed_at: datetime) -> EventRow:
+        """Journal a GO/TD close (pending); its id orders processing."""
         with self.transaction() as db:
             cur = db.execute("INSERT INTO events (channel, directory, name, kind, closed_at)"
                              " VALUES (?, ?, ?, ?, ?)",
                              (channel, directory, name, kind, closed_at.isoformat()))
-            return int(cur.lastrowid or 0)
+            # the row as the table holds it (closed_at through its text form), without a query
+            return EventRow(int(cur.lastrowid or 0), channel, directory, name, kind,
+                            _dt(closed_at.isoformat()), "pending")
 
     def event(self, event_id: int) -> EventRow:
         return _event(self._query("SELECT * FROM events WHERE id=?", (event_id,))[0])
@@ -384,10 +391,9 @@ class Journal:
     def next_counter(self, key: str) -> int:
         """Next value of a named counter, starting at 1; never reused."""
         with self.transaction() as db:
-            db.execute("INSERT INTO counters (key, value) VALUES (?, 1)"
-                       " ON CONFLICT (key) DO UPDATE SET value = value + 1", (key,))
-            return int(db.execute("SELECT value FROM counters WHERE key=?", (key,))
-                       .fetchone()[0])
+            return int(db.execute("INSERT INTO counters (key, value) VALUES (?, 1)"
+                                  " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+                                  " RETURNING value", (key,)).fetchone()[0])
 
     def next_answer_seq(self, channel: str, day: str, env: str) -> str:
         """Answer SEQ of spec 4.8: per channel, answer date and ENV, 5 digits from 00001."""
@@ -434,7 +440,8 @@ class Journal:
     def answer_written(self, answer_id: int, at: datetime) -> None:
         """The answer's files exist: mark it and move its set to the planned next state."""
         with self.transaction() as db:
-            row = db.execute("SELECT * FROM answers WHERE id=?", (answer_id,)).fetchone()
+            row = db.execute("SELECT next_state, stem, ticket, channel, set_directory FROM"
+                             " answers WHERE id=?", (answer_id,)).fetchone()
             db.execute("UPDATE answers SET written=1, written_at=? WHERE id=?",
                        (at.isoformat(), answer_id))
             if row["next_state"] and row["stem"]:
