@@ -327,6 +327,19 @@ def test_s2_signer_certificate_missing(ca, signer, trust):
     assert code_of(rebuild(der, certificates=only_ca), trust) == "602"
 
 
+def test_s2_same_certificates_other_signer_after_a_good_fs(signer, trust):
+    """The signer found among an FS's certificates is remembered by their bytes and by the
+    signer identifier: the same certificates naming a signer they do not hold stay a 602."""
+    der = sign(signer)
+    assert verify(der, trust)  # remembered now
+    si = cms.ContentInfo.load(der)["content"]["signer_infos"][0]
+    wanted = si["sid"].chosen
+    other = cms.SignerIdentifier({"issuer_and_serial_number": {
+        "issuer": wanted["issuer"], "serial_number": wanted["serial_number"].native + 1}})
+    assert code_of(with_signer_info(der, sid=other), trust) == "602"
+    assert verify(der, trust)
+
+
 @pytest.mark.parametrize("dropped", ["content_type", "message_digest"])
 def test_s2_mandatory_signed_attribute_missing(signer, trust, dropped):
     der = sign(signer)
