@@ -27,6 +27,7 @@ import codecs
 import contextlib
 import io
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -566,13 +567,31 @@ def _prolog(stream: IO[bytes], guard: Utf8Guard, namespace: str, root_name: str,
         raise ChannelError("102", f"line {line}: a DOCTYPE declaration is not allowed")
 
     # 2. Tree-less probe up to the root start tag (its doctype hook is a second safety net).
-    probe = _RootProbe()
-    probe_parser = etree.XMLParser(target=probe, **SAFE_OPTIONS)
+    probe, probe_parser = _root_probe()
     try:
         return _probe_root(stream, guard, head, probe, probe_parser, namespace, root_name,
                            chunk_size)
     finally:
         _discard(probe_parser)
+
+
+_probes = threading.local()
+
+
+def _root_probe() -> tuple[_RootProbe, Any]:
+    """This thread's root probe and its feed parser, reset for a new document.
+
+    Reused rather than made per FI: lxml inspects a Python target's ``start`` with
+    ``inspect.getfullargspec`` once per parser, which cost more than probing a small FI. A
+    closed feed parser starts a new document (and a new error log) at its next feed; the
+    probe runs to its end without yielding, so one per thread is enough.
+    """
+    pair = getattr(_probes, "pair", None)
+    if pair is None:
+        probe = _RootProbe()
+        pair = _probes.pair = (probe, etree.XMLParser(target=probe, **SAFE_OPTIONS))
+    pair[0].root = None
+    return pair
 
 
 def _probe_root(stream: IO[bytes], guard: Utf8Guard, head: bytes, probe: _RootProbe,

@@ -344,6 +344,24 @@ def test_the_root_probe_stops_at_a_doctype_before_its_subset():
         parser.feed(b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>')
 
 
+def test_one_scan_after_another_starts_from_a_clean_root_probe(tmp_path):
+    """The root probe and its parser are reused by the scans of a thread: what one document
+    left (its root, its errors, a DOCTYPE refused mid-feed) must not reach the next one."""
+    wrong_ns = VALID.replace(b'xmlns="', b'xmlns="urn:other-', 1)
+    broken = VALID[:VALID.index(b"<Worker")] + b"<Worker><</Worker>"
+    doctype = b'<!DOCTYPE FLAFile [<!ENTITY x "y">]>' + VALID.split(b"?>", 1)[1]
+    sequence = [(wrong_ns, "139"), (VALID, None), (broken, "102"), (VALID, None),
+                (doctype, "102"), (VALID, None), (b"<Other/>", "139"), (VALID, None)]
+    for data, code in sequence * 2:
+        assert code_of(io.BytesIO(data)) == code, data[:80]
+    bad_start_tag = b"<?xml version='1.0'?>\n\n\n<FLAFile <<"  # refused by the probe itself
+    for data, line in [(bad_start_tag, 4), (b"<a>\n<b =/>", 2), (bad_start_tag, 4)]:
+        with pytest.raises(ChannelError) as err:  # its own error, not the previous document's
+            fla.scan(io.BytesIO(data), expect=None, max_declarations=10)
+        assert err.value.code == "102"
+        assert err.value.detail.startswith(f"line {line}, column"), err.value.detail
+
+
 def test_judging_file_after_file_does_not_leak_parsers():
     """A feed parser left mid-document keeps its libxml2 context until close(): the root probe
     of every scan leaked ~240 bytes (malloc'd by libxml2, so counted with glibc's mallinfo2)."""
