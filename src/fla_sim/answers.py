@@ -1,9 +1,10 @@
 """Writing an answer triplet FO (or CO) + FS + GO atomically (spec 4.8, 6.7; design 6).
 
-Each file is written under a hidden temporary name, then renamed, the GO last, so a client that
-waits for the GO never reads half an answer. After a crash the same answer is written again: a
-file already present under its final name is complete (rename is atomic) and is kept, so no
-answer file is ever doubled or rewritten with other bytes.
+FO and FS are written under a hidden temporary name, then renamed; the GO, empty, is created
+last under its own name, so a client that waits for the GO never reads half an answer. After
+a crash the same answer is written again: a file already present under its final name is
+complete (rename is atomic; an empty GO is whole from the start) and is kept, so no answer file
+is ever doubled or rewritten with other bytes.
 
 A renamed file is in the OS page cache, which survives a kill of the simulator process; with
 ``durable=True`` (``[server] durability = "power"``) each file and the directory are also
@@ -56,13 +57,28 @@ def _write_atomic(directory: str, name: str, data: bytes, before_write: BeforeWr
         return False
     if before_write is not None:
         before_write(name)
+    if not data:  # a GO: an empty file is complete the moment it exists, no temp name needed
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        try:
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
     temp = os.path.join(directory, TEMP_PREFIX + name)
     try:
-        with open(temp, "wb") as f:
-            f.write(data)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # short writes are rare on regular files, but possible
+                view = view[os.write(fd, view):]
             if durable:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):  # a full disk must not leave a half file
