@@ -201,10 +201,7 @@ class Processor:
         forced = await self._upload_fault(name, path)
         now = self.now()
         event = FileReceived(user=user, directory=directory, name=name, size=size, path=path)
-        if self._receive_hooked:
-            ev = await asyncio.to_thread(self._receive, event, now, forced)
-        else:
-            ev = await self._quick(self._receive, event, now, forced)
+        ev = await self._quick(self._receive, event, now, forced, may_block=self._receive_hooked)
         if ev is None:  # FI, FS or any other file: stored, waits for its GO or the sweep
             return
         self.checkpoint("event-journaled")
@@ -338,22 +335,21 @@ class Processor:
             self.checkpoint("answers-planned")
         # answers back to back when nothing makes them wait; False: a write failed, retried
         # below with back-off
-        if self._nothing_to_wait_for():
-            write = (asyncio.to_thread(self._write_all_now, eid) if self._answer_hooked
-                     else self._quick(self._write_all_now, eid))
-            if await write:
-                return
+        if self._nothing_to_wait_for() and await self._quick(
+                self._write_all_now, eid, may_block=self._answer_hooked):
+            return
         await self._write_answers(self.journal.answers(written=False, event_id=eid))
         await asyncio.to_thread(self._finish_event, eid)
 
-    async def _quick(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run short journal-and-file work: on the event loop when nothing in it can block
-        (``durability = "process"``: no fsync), else in a worker thread.
+    async def _quick(self, fn: Callable[..., Any], *args: Any, may_block: bool = False) -> Any:
+        """Run short journal-and-file work: on the event loop when nothing in it can block,
+        else in a worker thread. It can block with ``durability = "power"`` (fsync), or when
+        the caller says so (``may_block``: a plugin hooks this step, or a fault sleeps in it).
 
         A worker-thread hop costs more than the work (a few hundred microseconds) and makes the
         SFTP sessions wait for the GIL behind it; with fsync the work may take milliseconds.
         """
-        if self.config.durability == "process":
+        if self.config.durability == "process" and not may_block:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
@@ -383,11 +379,9 @@ class Processor:
     async def _plan_go_async(self, event: EventRow) -> None:
         """Judge a GO and commit its outcome (spec 5.3, 5.9); the judging runs off the event
         loop (a worker process or thread)."""
-        if any(f.when == "process" and f.action == "delay" for f in self.faults.faults):
-            # an injected processing delay sleeps in _veto: only this channel may wait
-            prepared = await asyncio.to_thread(self._plan_go_start, event)
-        else:
-            prepared = await self._quick(self._plan_go_start, event)
+        # an injected processing delay sleeps in _veto: only this channel may wait
+        delayed = any(f.when == "process" and f.action == "delay" for f in self.faults.faults)
+        prepared = await self._quick(self._plan_go_start, event, may_block=delayed)
         if prepared is not None:
             go, files, now = prepared
             verdict = await self._judge_async(event.channel, event.directory, go, files, now)
