@@ -249,19 +249,19 @@ def validate_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: C
     or None without plugin. With :func:`rules_outcome` of the same bytes, it makes
     :func:`scan_outcome` in two processes (see :func:`split_outcome`).
 
-    The built-in FLA application is first validated without a tree, which is faster but does
-    not count: the count is then None, and P15 is left to :func:`split_outcome` (the rules
-    half counts). Anything that pass does not confirm is read again by the application's scan.
+    An application with a ``confirm`` (the built-in FLA one) is first validated without a
+    tree, which is faster but does not count: the count is then None, and P15 is left to
+    :func:`split_outcome` (the rules half counts). Anything that pass does not confirm is read
+    again by the application's scan.
     """
-    from fla_core.applications import fla
     from fla_core.applications.fla import HeaderExpectation
 
     app = _application(plugins, go.appl)
     if app is None:
         return None
     expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
-    if app.scan is fla.scan:
-        header = fla.confirmed_header(source, expect=expect)
+    if app.confirm is not None:
+        header = app.confirm(source, expect=expect)
         if header is not None:
             return header.file_reference, None
     try:

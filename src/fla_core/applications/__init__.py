@@ -26,6 +26,8 @@ class Application:
 
     ``render(content, out)`` writes an FI to a binary stream; ``scan(...)`` is the streaming
     reader/validator used by ``fla check`` and the simulator (see ``fla_core.judge``).
+    ``confirm(source, expect=...)``, optional, is a faster P10-P14 without the document's tree
+    that only confirms: the header of a file certainly clean, else None (then ``scan`` runs).
     """
 
     code: str
@@ -36,3 +38,4 @@ class Application:
     render: Callable[..., None]
     scan: Callable[..., Any]
     read: Callable[..., Iterator[Any]] | None = None
+    confirm: Callable[..., Any] | None = None

@@ -8,7 +8,7 @@ from fla_core.hookspecs import hookimpl
 
 @hookimpl
 def fla_applications() -> list[Application]:
-    """The FLA application: namespace, root, XSD, renderer, scanner and reader."""
+    """The FLA application: namespace, root, XSD, renderer, scanner, reader, confirmation."""
     return [Application(
         code="FLAC",
         title="CareerPro Federal Learning Account declaration",
@@ -18,4 +18,5 @@ def fla_applications() -> list[Application]:
         render=fla.render,
         scan=fla.scan,
         read=fla.read,
+        confirm=fla.confirmed_header,
     )]
