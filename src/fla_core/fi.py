@@ -28,10 +28,10 @@ import contextlib
 import io
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from lxml import etree
 
@@ -83,12 +83,12 @@ class ConcatStream(io.RawIOBase):
         super().__init__()
         self._paths = [Path(p) for p in paths]
         self._index = 0
-        self._current: IO[bytes] | None = None
+        self._current: io.FileIO | None = None
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         """Fill ``buffer`` from the current file, moving to the next one at its end."""
         view = memoryview(buffer).cast("B")
         while self._index < len(self._paths):
@@ -128,11 +128,12 @@ class ConcatStream(io.RawIOBase):
 
 def open_source(source: Source) -> tuple[IO[bytes], bool]:
     """A binary stream for ``source`` and whether we opened it (and must close it)."""
+    # typeshed does not see a RawIOBase as an IO[bytes]; it is one for every use made here.
     if isinstance(source, (str, Path)):
-        return ConcatStream([source]), True
-    if hasattr(source, "read"):
-        return source, False  # type: ignore[return-value]
-    return ConcatStream(source), True  # type: ignore[arg-type]
+        return cast(IO[bytes], ConcatStream([source])), True
+    if not isinstance(source, Sequence):
+        return source, False
+    return cast(IO[bytes], ConcatStream(source)), True
 
 
 # --- P10 encoding ---------------------------------------------------------------------------
@@ -357,7 +358,8 @@ def _read_checked(stream: IO[bytes], guard: Utf8Guard, size: int) -> bytes:
 
 
 def stream_elements(source: Source, *, namespace: str, root: str, schema: etree.XMLSchema | None,
-                    tags: Sequence[str], chunk_size: int | None = None) -> Iterator[Batch]:
+                    tags: Sequence[str],
+                    chunk_size: int | None = None) -> Generator[Batch, None, None]:
     """Yield batches of completed ``tags`` elements of the document, checking P10-P13 on the way.
 
     Raises ChannelError 138, 102, 139 or 312 with the precedence of spec 5.3. Elements of a
@@ -544,7 +546,7 @@ def _shadow_feed(shadow: Any, data: bytes | None) -> ChannelError | None:
 
 def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bool]] | None,
                      namespace: str, root_name: str, schema: etree.XMLSchema | None,
-                     tags: Sequence[str], chunk_size: int) -> Iterator[Batch]:
+                     tags: Sequence[str], chunk_size: int) -> Generator[Batch, None, None]:
     guard = Utf8Guard()
     buffered = _prolog(stream, guard, namespace, root_name, chunk_size)
     yield from _validating_pass(stream, guard, reopen, buffered, namespace, root_name, schema,
@@ -674,7 +676,7 @@ def _validating_pass(stream: IO[bytes], guard: Utf8Guard,
                      reopen: Callable[[], tuple[IO[bytes], bool]] | None,
                      buffered: list[bytes], namespace: str, root_name: str,
                      schema: etree.XMLSchema | None, tags: Sequence[str],
-                     chunk_size: int) -> Iterator[Batch]:
+                     chunk_size: int) -> Generator[Batch, None, None]:
     """P11 (rest) and P13 over the whole document, yielding clean batches (see stream_elements).
 
     libxml2 with a schema plugged in may hide a well-formedness error (behind "no element
@@ -713,7 +715,7 @@ def _discard(parser: Any) -> None:
 def _validate(stream: IO[bytes], guard: Utf8Guard,
               reopen: Callable[[], tuple[IO[bytes], bool]] | None, buffered: list[bytes],
               root_name: str, root_tag: str, schema: etree.XMLSchema | None, chunk_size: int,
-              parser: Any, shadow: Any) -> Iterator[Batch]:
+              parser: Any, shadow: Any) -> Generator[Batch, None, None]:
     """The body of _validating_pass, with its parsers."""
     shadow_error: ChannelError | None = None
     root_el = None

@@ -470,12 +470,12 @@ def judge_folder(directory: Path, channel: ChannelProfile, settings: Settings, *
         judge(path.name, path.name, path.name)
     orphans: dict[str, Path] = {}
     for path in data:
-        stem = _stem_of(path.name)
-        if stem is None:
+        data_stem = _stem_of(path.name)
+        if data_stem is None:
             # Too few elements to know its set: its own name gives the code.
             judge(path.name, "", path.name)
-        elif stem not in covered and stem not in orphans:
-            orphans[stem] = path
+        elif data_stem not in covered and data_stem not in orphans:
+            orphans[data_stem] = path
     for stem, path in sorted(orphans.items()):
         first = next((p for p in data if p.name.startswith(f"FI.{stem}.")), path)
         judge(stem, "", first.name)

@@ -7,6 +7,7 @@ text. ``parse_answer`` reads the simulator's answer names (spec 4.8).
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -90,9 +91,9 @@ class FileName:
         return self.total is None
 
     @property
-    def day(self) -> date:
+    def day(self) -> dt.date:  # the field `date` shadows datetime.date in the class body
         """The DATE element as a date (valid for any name that passed the checks)."""
-        return date(int(self.date[:4]), int(self.date[4:6]), int(self.date[6:]))
+        return dt.date(int(self.date[:4]), int(self.date[4:6]), int(self.date[6:]))
 
     def sibling(self, prefix: str, index: int | None = None) -> FileName:
         """The name of another file of the same upload set (FI -> FS, FI -> GO, GO -> FI part)."""
@@ -229,7 +230,8 @@ def parse_answer(name: str) -> FileName:
     m = ANSWER.fullmatch(name)
     if m is None:
         raise ValueError(f"{name!r} is not an answer name (PREFIX.APPL.999999.DATE.SEQ.ENV)")
-    return FileName(*m.groups())
+    prefix, appl, sender, day, seq, env = m.groups()
+    return FileName(prefix, appl, sender, day, seq, env)
 
 
 def date_text(value: date | str) -> str:

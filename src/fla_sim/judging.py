@@ -50,7 +50,7 @@ class JudgeJob:
     at: datetime  # aware, simulator time zone; the processing date is its date
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> multiprocessing.context.ForkServerContext:
     """A fork server with the judge preloaded: one fresh interpreter per simulator process,
     then each judge worker or pre-scan follower is a cheap fork of it (a pool per test, or
     after a reload, costs ~10 ms instead of a new interpreter and its imports)."""

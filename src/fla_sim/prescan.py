@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from fla_core.fi import read_full
 
@@ -461,7 +461,7 @@ class Prescanner:
                     open_pipes.remove(stdin)
         for stdin in pipes:
             with contextlib.suppress(OSError, ValueError):
-                stdin.close()  # type: ignore[union-attr]
+                stdin.close()
 
     def _harvest(self, follower: Follower, p: _Process) -> None:
         """Read one process's frames, then reap it."""
@@ -629,7 +629,7 @@ class _FollowStream(io.RawIOBase):
         self._pos = offset
         return offset
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         available = self._feed.available(self._pos + len(view))
         want = min(len(view), available - self._pos)
@@ -730,7 +730,8 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
         digest = threading.Thread(target=_digest, args=(job["fd"], feed, hashers, hashed),
                                   daemon=True)
         digest.start()
-    stream = _FollowStream(job["fd"], feed, report)
+    # typeshed does not see a RawIOBase as an IO[bytes]; the scans use it as one.
+    stream = cast(IO[bytes], _FollowStream(job["fd"], feed, report))
     common = {"channel": job["channel"], "settings": job["settings"], "plugins": plugins}
     try:
         if role == "validate":

@@ -7,7 +7,7 @@ routed and answered with a positive ACRF and no NOTI (spec 4.3).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,5 +37,5 @@ class Application:
     schema: Path
     render: Callable[..., None]
     scan: Callable[..., Any]
-    read: Callable[..., Iterator[Any]] | None = None
+    read: Callable[..., Any] | None = None
     confirm: Callable[..., Any] | None = None
