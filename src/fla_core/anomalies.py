@@ -1,7 +1,8 @@
 """Anomalies and the code catalogue (spec sections 8 and 11).
 
 The catalogue is data (``data/anomalies.toml``): a deployment may load another file to rename
-or renumber codes. Two kinds of findings flow through the engine:
+or renumber codes, and ``docs/codes.md`` is generated from it (``python -m fla_core.codes_doc``).
+Two kinds of findings flow through the engine:
 
 * :class:`Anomaly` -- a finding with a code, severity and location. File-level findings
   (``severity == "file"``) reject a whole set with an ACRF; ``B``/``W`` findings are reported
@@ -27,20 +28,53 @@ FILE_ZONE = "00000"
 
 @dataclass(frozen=True)
 class CodeInfo:
-    """One code of the catalogue: where it is answered, its severity and message."""
+    """One code of the catalogue: where it is answered, its severity and message.
+
+    ``steps`` name the checks that raise it (``N5c``, ``P8``, ``S1``, ``sweep``: the labels of
+    docs/rules.md); ``modelled`` marks a code this project invented where public sources are
+    silent. Both only document the code.
+    """
 
     code: str
     where: Literal["ACRF", "NOTI"]
     severity: Severity
     message: str
+    steps: tuple[str, ...] = ()
+    modelled: bool = False
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """One NOTI error id ``zzzzz-nnn`` of the business rules (spec 8.3).
+
+    ``rows`` are the rule rows that raise it (their order is the order of anomalies within a
+    worker or training); ``path`` the element concerned, ``when`` the condition in words;
+    ``message`` overrides the code's message for this zone (None: the code's message).
+    """
+
+    error_id: str
+    rows: tuple[int, ...] = ()
+    path: str = ""
+    when: str = ""
+    message: str | None = None
+
+    @property
+    def zone(self) -> str:
+        """The 5-digit zone of the error id."""
+        return self.error_id.split("-", 1)[0]
+
+    @property
+    def code(self) -> str:
+        """The 3-digit code of the error id."""
+        return self.error_id.split("-", 1)[1]
 
 
 class Catalogue:
     """Codes, their severity and messages, loaded from a TOML file."""
 
-    def __init__(self, codes: dict[str, CodeInfo], rule_messages: dict[str, str]):
+    def __init__(self, codes: dict[str, CodeInfo], rules: dict[str, RuleInfo]):
         self._codes = codes
-        self._rules = rule_messages
+        self._rules = rules
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Catalogue:
@@ -51,10 +85,16 @@ class Catalogue:
             text = Path(path).read_text("utf-8")
         raw = tomllib.loads(text)
         codes = {
-            code: CodeInfo(code, v["where"], v["severity"], v["message"])
+            code: CodeInfo(code, v["where"], v["severity"], v["message"],
+                           steps=tuple(v.get("steps", ())), modelled=v.get("modelled", False))
             for code, v in raw.get("codes", {}).items()
         }
-        rules = {eid: v["message"] for eid, v in raw.get("rules", {}).items()}
+        # A [rules] entry may carry only a message: the older shape of the file still loads.
+        rules = {
+            eid: RuleInfo(eid, rows=tuple(v.get("rows", ())), path=v.get("path", ""),
+                          when=v.get("when", ""), message=v.get("message"))
+            for eid, v in raw.get("rules", {}).items()
+        }
         return cls(codes, rules)
 
     def info(self, code: str) -> CodeInfo:
@@ -67,14 +107,18 @@ class Catalogue:
     def message(self, code: str, zone: str | None = None) -> str:
         """Message for a code, the zone-specific one of spec 8.3 when there is one."""
         if zone is not None:
-            special = self._rules.get(f"{zone}-{code}")
-            if special:
-                return special
+            rule = self._rules.get(f"{zone}-{code}")
+            if rule is not None and rule.message:
+                return rule.message
         return self.info(code).message
 
     def codes(self) -> list[CodeInfo]:
         """Every code of the catalogue, in code order."""
         return sorted(self._codes.values(), key=lambda c: c.code)
+
+    def rules(self) -> list[RuleInfo]:
+        """Every NOTI error id of the catalogue, in rule-row order (file-level ones first)."""
+        return sorted(self._rules.values(), key=lambda r: (r.rows or (0,), r.error_id))
 
 
 @cache
