@@ -17,18 +17,18 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from cryptography import x509
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from fla_core.anomalies import Anomaly, ChannelError
 from fla_core.formats import InputError, InputProblem, ReadContext
@@ -40,17 +40,104 @@ COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel", "fla_core.cli_certif
                                     "fla_core.cli_demo")
 PASSWORD_ENV = "FLA_KEY_PASSWORD"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
-app = typer.Typer(name="fla", no_args_is_help=True, add_completion=False,
-                  help="Build, sign, verify and check files of the BATCH channel (FLA).")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """A usage error (missing option, bad value) as one ``fla: error:`` line, exit code 2."""
+    try:
+        yield
+    except typer.TyperException as exc:
+        # Usage errors carry exit code 2; "fla" alone (no_args_is_help) must still show the help.
+        if exc.exit_code != EXIT_USAGE or type(exc).__name__ == "NoArgsIsHelpError":
+            raise
+        ctx = getattr(exc, "ctx", None)
+        see = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        message = exc.format_message().rstrip(".")
+        err.print(f"fla: error: {message}{see}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _no_type(ctx: Any) -> None:
+    """No type column for an argument in the rich help."""
+    return None
+
+
+def _without_type(option: Any) -> Any:
+    """A switch's help line without a type: typer's rich help would print ``<bool>``."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
+class _Group(TyperGroup):
+    """The ``fla`` command group: usage errors are one line on stderr, like all other errors."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
+                     **extra: Any) -> Any:
+        """Parse the group's own arguments (an unknown command is a one-line error)."""
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand (its missing or bad options are one-line errors)."""
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """``--help`` without a type placeholder."""
+        return _without_type(super().get_help_option(ctx))
+
+
+class _Command(TyperCommand):
+    """A subcommand of ``fla``: its help shows placeholders (FILE, DIR, KBO), not types."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                # its metavar already says what it is (FILE, FI, DIR); typer adds "<path>"
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """``--help`` without a type placeholder."""
+        return _without_type(super().get_help_option(ctx))
+
+
+class _Typer(typer.Typer):
+    """Every ``@app.command()``, also in the modules of COMMAND_MODULES, is a ``_Command``."""
+
+    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
+                **kwargs: Any) -> Any:
+        """Register a subcommand (typer's ``command``, with ``_Command`` as default class)."""
+        return super().command(name, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(name="fla", cls=_Group, no_args_is_help=True, add_completion=False,
+             help="Build, sign, verify and check files of the BATCH channel (FLA).")
+
+
+def flag(*names: str, help: str) -> Any:
+    """A boolean switch (``--json``, ``--sign``): shown in the help without a placeholder."""
+    return typer.Option(*names, help=help, metavar="")
+
+
 # Options several commands share (here and in the modules of COMMAND_MODULES).
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-Key = Annotated[Path | None, typer.Option(help="Private key (PEM/DER).")]
-Cert = Annotated[Path | None, typer.Option(help="Signer certificate (+ chain).")]
-P12 = Annotated[Path | None, typer.Option(help="PKCS#12 file instead of key+cert.")]
+Json = Annotated[bool, flag("--json", help="Machine-readable output.")]
+Key = Annotated[Path | None, typer.Option(metavar="FILE", help="Private key (PEM/DER).")]
+Cert = Annotated[Path | None, typer.Option(metavar="FILE",
+                                           help="Signer certificate (+ chain), PEM/DER.")]
+P12 = Annotated[Path | None, typer.Option(metavar="FILE",
+                                          help="PKCS#12 file (.p12/.pfx) instead of key+cert.")]
+QualityOpt = Annotated[str, typer.Option(
+    metavar="QUALITY",
+    help="employer, service-provider, social-secretariat or training-provider.")]
+CompanyOpt = Annotated[str, typer.Option(
+    metavar="KBO", help="Enterprise number (KBO/BCE) of the channel, 10 digits.")]
 
 
 @dataclass
@@ -78,9 +165,8 @@ class InputProblems(Exception):
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                                help="Show tracebacks on errors.")] = False
-          ) -> None:
+def _root(verbose: Annotated[bool, flag("--verbose", "-v", help="Show tracebacks on errors.")]
+          = False) -> None:
     """Build, sign, verify and check files of the BATCH channel (FLA)."""
     STATE.verbose = verbose
 
@@ -137,18 +223,34 @@ def parse_day(text: str | None, *, default: date) -> date:
 
 def make_sender(sender: str, quality: str, company: str) -> Sender:
     """A Sender from command-line text; bad values are usage errors naming the option."""
-    from fla_core.identifiers import normalize_kbo
+    from fla_core.identifiers import RESERVED, sender_problem
 
-    if not (len(sender) == 6 and sender.isdigit()):
+    problem = sender_problem(sender)
+    if problem == RESERVED:
+        raise Failure(f"--sender {sender}: 000000 and 999999 are reserved sender numbers; give "
+                      "the sender number of the channel")
+    if problem is not None:
         raise Failure(f"--sender {sender!r} must be the 6-digit sender number of the channel")
     try:
         q = Quality.parse(quality)
     except ValueError as exc:
         raise Failure(f"--quality: {exc}") from None
-    kbo = normalize_kbo(company)
-    if not (len(kbo) == 10 and kbo.isdigit()):
-        raise Failure(f"--company {company!r} is not an enterprise number (10 digits)")
-    return Sender(sender, q, kbo)
+    return Sender(sender, q, company_number(company))
+
+
+def company_number(text: str, option: str = "--company") -> str:
+    """The 10-digit enterprise number of an option; a wrong one is a usage error naming it."""
+    from fla_core.identifiers import CHECK_DIGITS, kbo_problem, normalize_kbo
+
+    kbo = normalize_kbo(text)
+    problem = kbo_problem(kbo)
+    if problem == CHECK_DIGITS:
+        raise Failure(f"{option} {text!r}: wrong check digits (the last two digits are 97 - "
+                      "the first eight mod 97); check the enterprise number")
+    if problem is not None:
+        raise Failure(f"{option} {text!r} is not an enterprise number (10 digits starting "
+                      "with 0 or 1, dots and a BE prefix allowed)")
+    return kbo
 
 
 def guess_format(path: Path, plugins: FlaPlugins, given: str | None) -> str:
@@ -180,41 +282,49 @@ def read_password(what: str) -> bytes | None:
 
 def load_signer_from(key: Path | None, cert: Path | None, p12: Path | None) -> Any:
     """A Signer from --key/--cert or --p12, asking for a password only when one is needed."""
-    from fla_core.signing import SigningError, load_pkcs12, load_signer
+    from fla_core.signing import Signer, load_pkcs12, load_signer
 
     if p12 is not None and (key is not None or cert is not None):
         raise Failure("give either --key and --cert, or --p12, not both")
-    if p12 is None and (key is None or cert is None):
+    if p12 is not None:
+        return with_password(lambda password: load_pkcs12(p12, password), str(p12))
+    if key is None or cert is None:
         raise Failure("signing needs --key KEY.pem and --cert CERT.pem, or --p12 FILE")
 
-    def attempt(password: bytes | None) -> Any:
-        if p12 is not None:
-            return load_pkcs12(p12, password)
-        return load_signer(key, cert, password)  # type: ignore[arg-type]
+    def attempt(password: bytes | None) -> Signer:
+        return load_signer(key, cert, password)
+
+    return with_password(attempt, str(key))
+
+
+def with_password(load: Callable[[bytes | None], T], what: str) -> T:
+    """``load(password)`` with $FLA_KEY_PASSWORD, else without one, then with a prompted one.
+
+    Only a file that really is protected (signing.PasswordRequired) leads to the prompt or to
+    "set FLA_KEY_PASSWORD"; a missing or wrong file keeps its own message.
+    """
+    from fla_core.signing import PasswordRejected, PasswordRequired
 
     env_password = os.environ.get(PASSWORD_ENV)
     if env_password is not None:
-        return attempt(env_password.encode())
+        try:
+            return load(env_password.encode())
+        except PasswordRejected as exc:
+            raise Failure(f"{exc}; correct or unset {PASSWORD_ENV}") from None
     try:
-        return attempt(None)
-    except SigningError:
+        return load(None)
+    except PasswordRequired as exc:
         if not sys.stdin.isatty():
-            raise SigningError(f"{p12 or key}: needs a password; set {PASSWORD_ENV}") from None
-    return attempt(read_password(str(p12 or key)))
+            raise Failure(f"{exc}: set {PASSWORD_ENV}, or run on a terminal to be asked for "
+                          "it") from None
+    return load(read_password(what))
 
 
 def load_trust(paths: Iterable[Path]) -> Any:
     """A TrustStore from PEM/DER files (every certificate in them is an anchor)."""
-    from fla_core.pki import load_certificates
-    from fla_core.signing import TrustStore
+    from fla_core.signing import TrustStore, load_certificate_file
 
-    anchors: list[x509.Certificate] = []
-    for path in paths:
-        try:
-            anchors += load_certificates(path)
-        except ValueError:
-            raise Failure(f"{path}: not a readable certificate (PEM or DER)") from None
-    return TrustStore(anchors=anchors)
+    return TrustStore(anchors=[c for path in paths for c in load_certificate_file(path)])
 
 
 def _progress(label: str, total: int | None = None) -> Progress:
@@ -223,14 +333,24 @@ def _progress(label: str, total: int | None = None) -> Progress:
 
 
 def _guarded(declarations: Iterable[Declaration], context: ReadContext,
-             progress: Progress) -> Iterator[Declaration]:
+             progress: Progress, source: Path) -> Iterator[Declaration]:
     """Pass declarations through; at the end raise InputProblems so nothing half-good is kept."""
     task = progress.add_task("declarations", total=None)
+    count = 0
     for declaration in declarations:
+        count += 1
         progress.advance(task)
         yield declaration
+    if count == 0 and not context.problems:
+        context.problems.append(no_declarations(source))
     if context.problems:
         raise InputProblems(list(context.problems))
+
+
+def no_declarations(source: Path) -> InputProblem:
+    """The problem of an export without any declaration (an FI needs one, spec 7)."""
+    return InputProblem(str(source), None, None, "no declarations: the export has no data rows "
+                        "(an FI holds at least one declaration)")
 
 
 def _emit(data: Any, as_json: bool) -> None:
@@ -267,7 +387,7 @@ def build(input_path: Path, *, fmt: str | None, sender: Sender, env: str, out_di
 
     def counted() -> Iterator[Declaration]:
         nonlocal count
-        for declaration in _guarded(content, context, progress):
+        for declaration in _guarded(content, context, progress, input_path):
             count += 1
             yield declaration
 
@@ -280,23 +400,26 @@ def build(input_path: Path, *, fmt: str | None, sender: Sender, env: str, out_di
 
 @app.command("build")
 def build_command(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Export to convert.")],
-    sender: Annotated[str, typer.Option(help="6-digit sender number of the channel.")],
-    company: Annotated[str, typer.Option(help="Enterprise number (KBO/BCE) of the channel.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the triplet.")],
-    quality: Annotated[str, typer.Option(help="employer, service-provider, "
-                                         "social-secretariat or training-provider.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="Input format (default: from "
-                                            "the suffix).")] = None,
-    env: Annotated[str, typer.Option(help="Environment letter R, T or S.")] = "T",
-    sign: Annotated[bool, typer.Option("--sign", help="Sign the FI (FS).")] = False,
+    input_path: Annotated[Path, typer.Argument(metavar="FILE", help="Export to convert "
+                                               "(CSV, JSON, ...).")],
+    sender: Annotated[str, typer.Option(metavar="NNNNNN", help="6-digit sender number of the "
+                                        "channel.")],
+    company: CompanyOpt,
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the "
+                                          "triplet (created when missing).")],
+    quality: QualityOpt,
+    fmt: Annotated[str | None, typer.Option("--format", metavar="NAME", help="Input format "
+                                            "(default: from the suffix; see fla plugins).")]
+    = None,
+    env: Annotated[str, typer.Option(metavar="R|T|S", help="Environment letter.")] = "T",
+    sign: Annotated[bool, flag("--sign", help="Sign the FI (FS).")] = False,
     key: Key = None,
     cert: Cert = None,
     p12: P12 = None,
-    file_reference: Annotated[str | None, typer.Option(help="FileReference of the header.")]
-    = None,
-    day: Annotated[str | None, typer.Option("--date", help="Date of the name (YYYY-MM-DD, "
-                                            "default today).")] = None,
+    file_reference: Annotated[str | None, typer.Option(metavar="TEXT", help="FileReference of "
+                                                       "the header.")] = None,
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="Date of the "
+                                            "name (default today).")] = None,
     as_json: Json = False,
 ) -> None:
     """Convert an export into a triplet FI [+ FS] + GO in --out."""
@@ -305,6 +428,8 @@ def build_command(
         if env not in ("R", "T", "S"):
             raise Failure(f"--env {env!r} must be R, T or S")
         who = make_sender(sender, quality, company)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise Failure(f"--out {out_dir}: is a file; give a folder for the triplet")
         now = datetime.now()
         when = parse_day(day, default=now.date())
         signer = (load_signer_from(key, cert, p12)
@@ -330,7 +455,8 @@ def sign_command(
     key: Key = None,
     cert: Cert = None,
     p12: P12 = None,
-    digest: Annotated[str, typer.Option(help="sha256, sha384 or sha512.")] = "sha256",
+    digest: Annotated[str, typer.Option(metavar="ALGORITHM", help="sha256, sha384 or "
+                                        "sha512.")] = "sha256",
 ) -> None:
     """Write the FS (detached CMS signature) beside an FI."""
     from fla_core.triplet import fs_name_for, write_fs
@@ -352,31 +478,30 @@ def sign_command(
 @app.command("verify")
 def verify_command(
     fi: Annotated[Path, typer.Argument(metavar="FI", help="Signed FI part.")],
-    fs: Annotated[Path | None, typer.Argument(metavar="[FS]", help="Its FS (default: the FS "
+    trust: Annotated[list[Path], typer.Option(metavar="FILE", help="Trust anchor (CA "
+                                              "certificate, PEM/DER); repeatable.")],
+    fs: Annotated[Path | None, typer.Argument(metavar="FS", help="Its FS (default: the FS "
                                               "name beside the FI).")] = None,
-    trust: Annotated[list[Path] | None, typer.Option(help="Trust anchor(s), PEM/DER.")] = None,
-    company: Annotated[str | None, typer.Option(help="Check the certificate names this "
-                                                "enterprise number (S10).")] = None,
-    at: Annotated[str | None, typer.Option(help="Validation time, ISO 8601 (default now).")]
+    company: Annotated[str | None, typer.Option(
+        metavar="KBO", help="Check the certificate names this enterprise number (S10).")]
     = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Strict FS layout (spec 6.1).")]
-    = False,
+    at: Annotated[str | None, typer.Option(metavar="TIME", help="Validation time, ISO 8601 "
+                                           "(default now).")] = None,
+    strict: Annotated[bool, flag("--strict", help="Strict FS layout (spec 6.1).")] = False,
     as_json: Json = False,
 ) -> None:
     """Verify an FS against its FI: exit 0 valid, 1 invalid (the spec code says why)."""
-    from fla_core.identifiers import normalize_kbo
     from fla_core.signing import verify_fs
     from fla_core.triplet import fs_name_for
 
     with errors():
-        if not trust:
-            raise Failure("give at least one --trust CA.pem")
+        sender_company = company_number(company) if company else None
         fs_path = fs or fs_name_for(fi)
         store = load_trust(trust)
         when = _parse_at(at)
         try:
             result = verify_fs(fi, fs_path.read_bytes(), trust=store, at=when,
-                               sender_company=normalize_kbo(company) if company else None,
+                               sender_company=sender_company,
                                layout="strict" if strict else "lenient", subject=fs_path.name)
         except ChannelError as exc:
             if as_json:
@@ -443,12 +568,15 @@ def check_export(path: Path, *, fmt: str | None, sender: Sender, env: str, today
     checks = CheckContext(sender=sender, environment=env, processing_date=today,
                           check_mandates=False)
     findings: list[Finding] = []
+    position = 0
     for position, declaration in enumerate(content, start=1):
         verdict = evaluate(declaration, position, checks, plugins)
         for anomaly in verdict.anomalies:
             line, column = locate(anomaly.path, declaration)
             located = replace(anomaly, source=_source(path, line, column))
             findings.append(_anomaly_finding(str(path), located, declaration))
+    if position == 0 and not context.problems:
+        context.problems.append(no_declarations(path))
     problems = [Finding(str(path), _source(path, p.line, p.field), "input", "error", p.message)
                 for p in context.problems]
     return problems + findings
@@ -484,9 +612,11 @@ def check_folder(directory: Path, *, profile: Any, today: date, at: datetime, tr
                                     "not an upload name (FI/FS/GO/TD); ignored"))
     entries = judge_folder(directory, profile, Settings(), trust=trust, today=today, at=at,
                            registry=MemoryRegistry(), plugins=plugins, check_mandates=False)
+    entries = [e for e in entries if only_stem is None or only_stem in e.label]
+    if not entries:  # e.g. a TD alone: it cancels a set on the channel, nothing to judge here
+        raise Failure(f"{directory}: no FI/FS/GO files to judge"
+                      + (f" for the set {only_stem}" if only_stem else ""))
     for entry in entries:
-        if only_stem is not None and only_stem not in entry.label:
-            continue
         verdict = entry.verdict
         label = str(directory / entry.label)
         if verdict.error is not None:
@@ -513,6 +643,27 @@ def _is_channel_file(path: Path) -> bool:
     return path.name[:3] in ("FI.", "FS.", "GO.", "TD.")
 
 
+# What judge_folder judges offline: sets of FI/FS parts and GOs (a TD only acts on a channel).
+_JUDGED_PREFIXES = ("FI.", "FS.", "GO.")
+
+
+def _kind_of_target(path: Path, plugins: FlaPlugins) -> str:
+    """``"folder"``, ``"set"`` (a file of a set) or ``"export"``; Failure for nothing to check."""
+    if not path.exists():
+        raise Failure(f"{path}: no such file or folder")
+    if not path.is_dir():
+        return "set" if _is_channel_file(path) else "export"
+    if any(p.name.startswith(_JUDGED_PREFIXES) and p.is_file() for p in path.iterdir()):
+        return "folder"
+    suffix = path.suffix.lower()
+    fmt = next((f for f in plugins.input_formats() if suffix in f.suffixes), None)
+    if fmt is not None:
+        raise Failure(f"{path}: is a folder, not a {fmt.name.upper()} export; give the export file "
+                      "itself, or a folder of FI/FS/GO files")
+    raise Failure(f"{path}: no FI/FS/GO files in this folder, nothing to check; give a folder "
+                  "of triplets or an export file (CSV, JSON, ...)")
+
+
 def _stem(path: Path) -> str:
     parts = path.name.split(".")
     if len(parts) < 6:
@@ -522,17 +673,21 @@ def _stem(path: Path) -> str:
 
 @app.command("check")
 def check_command(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Exports (CSV, JSON, "
-                                                "...) or triplet folders.")],
-    quality: Annotated[str | None, typer.Option(help="Channel quality.")] = None,
-    company: Annotated[str | None, typer.Option(help="Channel enterprise number.")] = None,
-    sender: Annotated[str | None, typer.Option(help="Channel sender number.")] = None,
-    env: Annotated[str, typer.Option(help="Environment letter for exports.")] = "T",
-    fmt: Annotated[str | None, typer.Option("--format", help="Format of the exports.")] = None,
-    trust: Annotated[list[Path] | None, typer.Option(help="Trust anchor(s) to check FS "
-                                                     "signatures.")] = None,
-    today: Annotated[str | None, typer.Option(help="Processing date (default today).")]
-    = None,
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Exports (CSV, JSON, "
+                                                "...), triplet folders or files of a set.")],
+    quality: QualityOpt,
+    company: CompanyOpt,
+    sender: Annotated[str | None, typer.Option(metavar="NNNNNN", help="Sender number of the "
+                                               "channel; needed for triplets.")] = None,
+    env: Annotated[str, typer.Option(metavar="R|T|S", help="Environment letter for "
+                                     "exports.")] = "T",
+    fmt: Annotated[str | None, typer.Option("--format", metavar="NAME", help="Format of the "
+                                            "exports (default: from the suffix).")] = None,
+    trust: Annotated[list[Path] | None, typer.Option(metavar="FILE", help="Trust anchor "
+                                                     "(CA certificate) to check FS "
+                                                     "signatures; repeatable.")] = None,
+    today: Annotated[str | None, typer.Option(metavar="YYYY-MM-DD", help="Processing date "
+                                              "(default today).")] = None,
     as_json: Json = False,
 ) -> None:
     """Check exports or triplet folders: names, schema, rules, signatures; exit 1 if any fail."""
@@ -541,27 +696,24 @@ def check_command(
     with errors():
         day = parse_day(today, default=date.today())
         plugins = get_plugins()
-        if quality is None or company is None:
-            raise Failure("give the channel profile: --quality and --company (and --sender "
-                          "for triplets)")
         who = make_sender(sender or "000001", quality, company)
+        # Every path is looked at before any is checked: a typo fails at once, not after minutes.
+        targets = [(path, _kind_of_target(path, plugins)) for path in paths]
+        triplets = [path for path, kind in targets if kind != "export"]
+        if sender is None and triplets:
+            raise Failure(f"{triplets[0]}: checking triplets needs --sender")
         findings: list[Finding] = []
         profile = ChannelProfile(user="fla-check", sender=who.sender_nbr, quality=who.quality,
                                  company_id=who.company_id)
         store = load_trust(trust) if trust else None
-        for path in paths:
-            if not path.exists():
-                raise Failure(f"{path}: no such file or folder")
-            if path.is_dir() or _is_channel_file(path):
-                if sender is None:
-                    raise Failure(f"{path}: checking triplets needs --sender")
-                folder, stem = (path, None) if path.is_dir() else (path.parent, _stem(path))
-                findings += check_folder(folder, profile=profile, today=day,
-                                         at=datetime.now(UTC), trust=store, plugins=plugins,
-                                         only_stem=stem)
-            else:
+        for path, kind in targets:
+            if kind == "export":
                 findings += check_export(path, fmt=fmt, sender=who, env=env.upper(), today=day,
                                          plugins=plugins)
+                continue
+            folder, stem = (path, None) if kind == "folder" else (path.parent, _stem(path))
+            findings += check_folder(folder, profile=profile, today=day, at=datetime.now(UTC),
+                                     trust=store, plugins=plugins, only_stem=stem)
         _report(findings, as_json)
         if any(f.failing for f in findings):
             raise typer.Exit(EXIT_INVALID)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from fla_core.cli import EXIT_INVALID, Failure, Json, _emit, app, err, errors, out
+from fla_core.cli import EXIT_INVALID, Failure, Json, _emit, app, err, errors, flag, out
 from fla_core.responses import Acrf, Noti, parse_answer
 from fla_core.transport import (
     ANSWER_DIRS,
@@ -26,6 +26,7 @@ from fla_core.transport import (
     TransportError,
     fetch_answers,
     plan_sets,
+    read_identity,
     send_sets,
 )
 
@@ -84,12 +85,15 @@ def collect_results(answers: list[FetchedAnswer], results: dict[str, SetResult],
     own name with the reason, never raised: the other answers still count.
     """
     from fla_core.anomalies import ChannelError
-    from fla_core.pki import load_certificates
     from fla_core.responses import AnswerError
-    from fla_core.signing import TrustStore
+    from fla_core.signing import TrustStore, load_certificate_file
 
-    # The CA file is read once per call, when the first signed answer needs it.
-    store = functools.cache(lambda: TrustStore(anchors=load_certificates(trust)))
+    @functools.cache
+    def store() -> TrustStore:
+        """The CA file, read once per call, when the first signed answer needs it."""
+        assert trust is not None  # only called when answers are verified
+        return TrustStore(anchors=load_certificate_file(trust))
+
     for answer in answers:
         problem = None
         if trust is not None:
@@ -202,38 +206,43 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise Failure(str(exc)) from None
 
 
-Host = Annotated[str, typer.Option("--host", help="Channel host.")]
-Port = Annotated[int, typer.Option("--port", help="Channel SFTP port.")]
-User = Annotated[str, typer.Option("--user", help="Technical user of the channel.")]
-Identity = Annotated[Path, typer.Option("--identity", "-i", help="SSH private key file.")]
+Host = Annotated[str, typer.Option("--host", metavar="HOST", help="Channel host.")]
+Port = Annotated[int, typer.Option("--port", metavar="PORT", help="Channel SFTP port.")]
+User = Annotated[str, typer.Option("--user", metavar="USER", help="Technical user of the "
+                                   "channel.")]
+Identity = Annotated[Path, typer.Option("--identity", "-i", metavar="KEY",
+                                        help="SSH private key registered for the channel.")]
 KnownHosts = Annotated[Path | None, typer.Option(
-    "--known-hosts", help="OpenSSH known_hosts file to check the server key (recommended "
-                          "for anything but a local simulator).")]
+    "--known-hosts", metavar="FILE", help="OpenSSH known_hosts file to check the server key "
+                                          "(recommended for anything but a local simulator).")]
 Trust = Annotated[Path | None, typer.Option(
-    "--trust", help="CA certificate to verify the FS of each answer (simulator: "
-                    "HOME/pki/ca.pem).")]
+    "--trust", metavar="FILE", help="CA certificate to verify the FS of each answer "
+                                    "(simulator: HOME/pki/ca.pem).")]
 
 
 @app.command("send")
 def send_command(
-    folder: Annotated[Path, typer.Argument(help="Folder of FI/FS/GO (or TD) files.")],
-    host: Host = "127.0.0.1", port: Port = 8022, user: User = "",
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of FI/FS/GO (or TD) "
+                                           "files.")],
+    user: User,
+    host: Host = "127.0.0.1", port: Port = 8022,
     identity: Identity = Path("id_ed25519"), known_hosts: KnownHosts = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Poll until every set is answered.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for answers.")] = 60,
+    wait: Annotated[bool, flag("--wait", help="Poll until every set is answered.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
+                                           help="Seconds to wait for answers.")] = 60,
     answers_dir: Annotated[Path | None, typer.Option(
-        "--answers", help="Where answers are saved (default FOLDER/answers).")] = None,
+        "--answers", metavar="DIR", help="Where answers are saved (default DIR/answers).")]
+    = None,
     trust: Trust = None, as_json: Json = False,
 ) -> None:
-    """Upload every set of FOLDER (FI, FS, then GO); resume after a dropped connection."""
+    """Upload every set of DIR (FI, FS, then GO); resume after a dropped connection."""
     with errors():
-        if not user:
-            raise Failure("--user is required: the technical user of the channel")
         if not folder.is_dir():
             raise Failure(f"{folder}: not a folder of triplets")
         sets = plan_sets(folder)
         if not sets:
             raise Failure(f"{folder}: no FI/FS/GO/TD files to send")
+        _check_options(user, identity, trust)
         address = ChannelAddress(host, port, user, identity, known_hosts)
         report = _run(send_sets(address, folder, sets))
         if as_json and not wait:
@@ -262,6 +271,20 @@ def send_command(
             raise typer.Exit(EXIT_INVALID)
 
 
+def _check_options(user: str, identity: Path, trust: Path | None) -> None:
+    """Refuse an empty --user, an unusable -i KEY or --trust FILE before any upload."""
+    from fla_core.signing import load_certificate_file
+
+    if not user:
+        raise Failure("--user is required: the technical user of the channel")
+    try:
+        read_identity(identity)
+    except TransportError as exc:
+        raise Failure(str(exc)) from None
+    if trust is not None:
+        load_certificate_file(trust)  # SigningError: one line naming the file
+
+
 def saved_answers(folder: Path) -> list[FetchedAnswer]:
     """The answers (FO/CO with their FS) that an earlier run saved in ``folder``."""
     from fla_core.names import parse_answer as parse_answer_name
@@ -281,16 +304,17 @@ def saved_answers(folder: Path) -> list[FetchedAnswer]:
 
 @app.command("poll")
 def poll_command(
-    host: Host = "127.0.0.1", port: Port = 8022, user: User = "",
+    user: User,
+    host: Host = "127.0.0.1", port: Port = 8022,
     identity: Identity = Path("id_ed25519"), known_hosts: KnownHosts = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where answers are saved.")] = Path("."),
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where answers are "
+                                          "saved.")] = Path("."),
     trust: Trust = None, as_json: Json = False,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave answers on the server.")] = False,
+    keep: Annotated[bool, flag("--keep", help="Leave answers on the server.")] = False,
 ) -> None:
     """Fetch the answers waiting in OUT, OUTTEST and OUTTEST-S, once."""
     with errors():
-        if not user:
-            raise Failure("--user is required: the technical user of the channel")
+        _check_options(user, identity, trust)
         address = ChannelAddress(host, port, user, identity, known_hosts)
         fetched = _run(fetch_answers(address, out_dir, directories=ANSWER_DIRS,
                                             remove=not keep))

@@ -1,4 +1,5 @@
-"""Belgian identifiers: INSZ/NISS (with BIS numbers) and KBO/BCE enterprise numbers (spec 10).
+"""Belgian identifiers: INSZ/NISS (with BIS numbers), KBO/BCE enterprise numbers (spec 10) and
+the channel's sender number (spec 3.1).
 
 The ``*_problem`` functions return the NOTI code of spec 8.3 (rows 9-10, 16-17, 20-21) or None:
 
@@ -19,10 +20,15 @@ from typing import Literal
 
 STRUCTURE = "901"
 CHECK_DIGITS = "004"
+RESERVED = "reserved"
+
+# Spec 3.1: never allocated to a channel (999999 signs the channel's own answers, spec 4.2).
+RESERVED_SENDERS = frozenset({"000000", "999999"})
 
 _INSS_RE = re.compile(r"[0-9]{11}")
 _KBO_RE = re.compile(r"[0-9]{10}")
 _NOSS_RE = re.compile(r"[0-9]{9}")
+_SENDER_RE = re.compile(r"[0-9]{6}")
 _DIGITS9 = _NOSS_RE
 _BODY8_RE = re.compile(r"[0-9]{8}")
 _SEPARATORS_INSS = re.compile(r"[.\-\s/]")
@@ -118,6 +124,15 @@ def noss_problem(value: str) -> str | None:
     # No public check-digit rule exists (spec 7.3 zone 00113, open point 12.14): format only.
     if not isinstance(value, str) or not _NOSS_RE.fullmatch(value):
         return STRUCTURE
+    return None
+
+
+def sender_problem(value: str) -> str | None:
+    """None for a usable sender number, else ``"901"`` (not 6 digits) or ``"reserved"``."""
+    if not isinstance(value, str) or not _SENDER_RE.fullmatch(value):
+        return STRUCTURE
+    if value in RESERVED_SENDERS:
+        return RESERVED
     return None
 
 

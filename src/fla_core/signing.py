@@ -48,6 +48,18 @@ class SigningError(ValueError):
     """A key, certificate or PKCS#12 file cannot be used for signing (message says why)."""
 
 
+class PasswordError(SigningError):
+    """The file is fine, but its password is missing, wrong, or was given needlessly."""
+
+
+class PasswordRequired(PasswordError):
+    """The key or PKCS#12 file is protected and no password was given."""
+
+
+class PasswordRejected(PasswordError):
+    """The password given does not open the file (wrong, or the file has none)."""
+
+
 @dataclass(frozen=True)
 class Signer:
     """A signing key, its certificate and the intermediate CA certificates to include."""
@@ -101,11 +113,63 @@ class VerifyResult:
 # --------------------------------------------------------------------------- loading
 
 
-def _read(path: str | Path, what: str) -> bytes:
+def read_file(path: str | Path, what: str) -> bytes:
+    """The bytes of a key, certificate or PKCS#12 file; SigningError names the path and why."""
     try:
         return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SigningError(f"{path}: no such file; give the path of the {what}") from None
+    except IsADirectoryError:
+        raise SigningError(f"{path}: is a folder; give the {what} itself") from None
     except OSError as e:
-        raise SigningError(f"cannot read {what} {path}: {e.strerror or e}") from None
+        raise SigningError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+
+
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def _content_kind(data: bytes) -> str | None:
+    """What a key/certificate file holds, for error messages: "a certificate", ... or None."""
+    labels = [m.decode() for m in _PEM_LABEL.findall(data)]
+    if labels:
+        if any(label.endswith("PRIVATE KEY") for label in labels):
+            return "a private key"
+        if any(label.endswith("CERTIFICATE") for label in labels):
+            return "a certificate"
+        return f"PEM data of type {labels[0]}"
+    if _is_pkcs12(data):
+        return "a PKCS#12 file"
+    try:
+        serialization.load_der_private_key(data, None)
+        return "a private key"
+    except TypeError:
+        return "a private key"  # an encrypted one
+    except (ValueError, UnsupportedAlgorithm):
+        pass
+    try:
+        x509.load_der_x509_certificate(data)
+        return "a certificate"
+    except ValueError:
+        return None
+
+
+def _is_pkcs12(data: bytes) -> bool:
+    """True when ``data`` has the outer structure of a PKCS#12 file (no password needed)."""
+    from asn1crypto import pkcs12 as asn1_pkcs12
+
+    try:
+        pfx = asn1_pkcs12.Pfx.load(data, strict=True)
+        return (pfx["version"].native == "v3"
+                and pfx["auth_safe"]["content_type"].native in ("data", "signed_data"))
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+def _not_a(where: str, data: bytes, wanted: str, hint: str) -> SigningError:
+    """The error for a file that holds something else than ``wanted`` (names what it holds)."""
+    kind = _content_kind(data)
+    holds = f"holds {kind}, not {wanted}" if kind else f"not {wanted} (PEM or DER)"
+    return SigningError(f"{where}: {holds}; {hint}")
 
 
 def _load_key(data: bytes, password: bytes | None, where: str) -> object:
@@ -116,56 +180,83 @@ def _load_key(data: bytes, password: bytes | None, where: str) -> object:
     except TypeError:
         # cryptography raises TypeError for "password given but key not encrypted" and the reverse.
         if password is None:
-            raise SigningError(f"{where}: the private key is encrypted; give its password"
-                               ) from None
-        raise SigningError(f"{where}: a password was given but the key is not encrypted") from None
+            raise PasswordRequired(f"{where}: the private key is encrypted and needs its "
+                                   "password") from None
+        raise PasswordRejected(f"{where}: the private key is not encrypted, but a password "
+                               "was given") from None
     except ValueError:
-        if password is not None:
-            raise SigningError(f"{where}: wrong password for the private key") from None
-        raise SigningError(f"{where}: not a readable private key (PEM or DER)") from None
+        if password is not None and _content_kind(data) == "a private key":
+            raise PasswordRejected(f"{where}: wrong password for the private key") from None
+        raise _not_a(where, data, "a private key", "give the signer's private key file") from None
     except UnsupportedAlgorithm:
         raise SigningError(f"{where}: unsupported private key type") from None
 
 
-def _check_pair(key: object, cert: x509.Certificate, where: str) -> None:
+def _load_certificates(data: bytes, where: str) -> list[x509.Certificate]:
+    try:
+        return pki.certificates_from(data)
+    except ValueError:
+        raise _not_a(where, data, "a certificate", "give a certificate file") from None
+
+
+def _check_pair(key: object, cert: x509.Certificate, key_where: str, cert_where: str) -> None:
     pub = getattr(key, "public_key", None)
     if pub is None or pub().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
-        raise SigningError(f"{where}: the private key does not match the certificate")
+        raise SigningError(f"{key_where}: this private key does not match the certificate "
+                           f"{cert_where}; give the key and the certificate of the same signer")
+
+
+def load_certificate_file(path: str | Path) -> list[x509.Certificate]:
+    """Every certificate of a PEM file (or the one of a DER file); SigningError says why not."""
+    return _load_certificates(read_file(path, "certificate file"), str(path))
 
 
 def load_signer(key_path: str | Path, cert_path: str | Path,
                 password: bytes | None = None) -> Signer:
     """A Signer from a private-key file and a certificate file (extra certificates = chain)."""
-    key = _load_key(_read(key_path, "key file"), password, str(key_path))
-    data = _read(cert_path, "certificate file")
-    try:
-        certs = pki.certificates_from(data)
-    except ValueError:
-        raise SigningError(f"{cert_path}: not a readable certificate (PEM or DER)") from None
-    _check_pair(key, certs[0], str(cert_path))
+    # Both files are read and the certificate parsed before the key, so that a wrong path or
+    # a wrong file is reported as such instead of as a missing password.
+    key_data = read_file(key_path, "private key file")
+    certs = load_certificate_file(cert_path)
+    key = _load_key(key_data, password, str(key_path))
+    _check_pair(key, certs[0], str(key_path), str(cert_path))
     return Signer(key=key, cert=certs[0], chain=tuple(certs[1:]))
 
 
 def load_pkcs12(path: str | Path, password: bytes | None) -> Signer:
-    """A Signer from a PKCS#12 (.p12/.pfx) file; a wrong password raises SigningError."""
-    data = _read(path, "PKCS#12 file")
+    """A Signer from a PKCS#12 (.p12/.pfx) file; a missing or wrong password is a PasswordError."""
+    data = read_file(path, "PKCS#12 file")
+    if not _is_pkcs12(data):
+        raise _not_a(str(path), data, "a PKCS#12 file",
+                     "give the .p12/.pfx file, or the key and certificate files instead")
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password)
     except ValueError:
-        # OpenSSL cannot tell a wrong password from a damaged file: say both, password first.
-        raise SigningError(
-            f"{path}: wrong password for the PKCS#12 file (or the file is not PKCS#12)"
-        ) from None
+        raise _pkcs12_password_error(data, password, str(path)) from None
     except UnsupportedAlgorithm as e:
         raise SigningError(f"{path}: PKCS#12 uses an unsupported algorithm ({e})") from None
     if key is None or cert is None:
         raise SigningError(f"{path}: the PKCS#12 file has no private key and certificate")
-    _check_pair(key, cert, str(path))
+    _check_pair(key, cert, str(path), str(path))
     return Signer(key=key, cert=cert, chain=tuple(extra))
+
+
+def _pkcs12_password_error(data: bytes, password: bytes | None, where: str) -> SigningError:
+    """Why a file with the PKCS#12 structure did not open (its MAC or decryption failed)."""
+    if password is None:
+        return PasswordRequired(f"{where}: the PKCS#12 file is protected and needs its password")
+    try:
+        pkcs12.load_key_and_certificates(data, None)
+    except ValueError:
+        # OpenSSL cannot tell a wrong password from damaged contents: say both, password first.
+        return PasswordRejected(f"{where}: wrong password for the PKCS#12 file (or the file is "
+                                "damaged)")
+    return PasswordRejected(f"{where}: the PKCS#12 file is not protected by a password, but "
+                            "one was given")
 
 
 # --------------------------------------------------------------------------- signing
@@ -519,12 +610,19 @@ def _find_signer_cert(sid: cms.SignerIdentifier,
 
 
 @functools.lru_cache(maxsize=256)
+def key_algorithm_oid(cert: x509.Certificate) -> str:
+    """The dotted OID of the certificate's public key algorithm."""
+    # Read with asn1crypto: cryptography has Certificate.public_key_algorithm_oid from 43 only.
+    tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    return str(tbs["tbs_certificate"]["subject_public_key_info"]["algorithm"]["algorithm"].dotted)
+
+
 def _check_key(cert: x509.Certificate) -> object:
     """S4: the signer key is RSA >= 2048 or ECDSA on P-256/P-384 (cached when it is)."""
     try:
         key = cert.public_key()
     except (UnsupportedAlgorithm, ValueError):
-        oid = cert.public_key_algorithm_oid.dotted_string
+        oid = key_algorithm_oid(cert)
         raise ChannelError("604", f"unsupported public key algorithm {oid}") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:

@@ -121,14 +121,43 @@ class _SentState:
         os.replace(tmp, self.path)
 
 
-async def _connect(address: ChannelAddress) -> asyncssh.SSHClientConnection:
-    if not address.identity.is_file():
-        raise TransportError(f"identity file {address.identity} does not exist")
+def read_identity(path: Path) -> asyncssh.SSHKey:
+    """The SSH private key that logs in to the channel; TransportError names the file and why."""
+    where = f"identity file {path}"
+    if path.is_dir():
+        raise TransportError(f"{where}: is a folder; give the SSH private key file itself")
     try:
-        key = asyncssh.read_private_key(str(address.identity))
-    except (asyncssh.KeyImportError, OSError) as exc:
-        raise TransportError(f"identity file {address.identity}: not a usable SSH private key "
-                             f"({exc})") from exc
+        return asyncssh.read_private_key(str(path))
+    except FileNotFoundError:
+        raise TransportError(f"{where}: no such file; give the SSH private key registered for "
+                             "the channel") from None
+    except OSError as exc:
+        raise TransportError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+        raise TransportError(f"{where}: {_identity_problem(path, exc)}") from exc
+
+
+def _identity_problem(path: Path, exc: Exception) -> str:
+    """Why a readable file is not a usable private key: public key, passphrase, or other."""
+    try:
+        asyncssh.read_private_key(str(path), passphrase="-")
+        encrypted = False
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as again:
+        # Only an encrypted key fails differently once a (wrong) passphrase is given.
+        encrypted = str(again) != str(exc)
+    if encrypted:
+        return ("the key is protected by a passphrase, which fla send and poll do not ask for; "
+                "give a key without passphrase (ssh-keygen -t ed25519 -N '' -f KEY)")
+    try:
+        asyncssh.import_public_key(path.read_bytes())
+        return "is a public key; give the private key (the file without .pub)"
+    except (asyncssh.KeyImportError, ValueError):
+        pass
+    return f"not a usable SSH private key ({exc})"
+
+
+async def _connect(address: ChannelAddress) -> asyncssh.SSHClientConnection:
+    key = read_identity(address.identity)
     try:
         return await asyncio.wait_for(asyncssh.connect(
             address.host, address.port, username=address.user,
@@ -219,6 +248,7 @@ async def fetch_answers(address: ChannelAddress, out: Path, *,
         except asyncssh.Error as exc:
             raise TransportError(f"{address.host}:{address.port}: fetching answers failed: "
                                  f"{exc}") from exc
+    return fetched  # for the type checker: a connection's __aexit__ is typed as able to swallow
 
 
 async def _fetch_dir(sftp: asyncssh.SFTPClient, directory: str, out: Path,

@@ -65,7 +65,7 @@ class Folder:
     unknown: list[Path]
 
 
-def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> Path:
+def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write through a hidden temporary file, fsync, then rename into place."""
     tmp = target.with_name(f".{target.name}.part")
     try:
@@ -103,7 +103,9 @@ def write_triplet(out_dir: str | Path, content: FileContent, *, sender: str, dat
     """Render ``content`` as an FI, sign it when ``signer`` is given, then write the GO.
 
     The environment's FS policy applies: ``required`` without signer raises ChannelError 122,
-    ``forbidden`` with a signer raises 121, before anything is written.
+    ``forbidden`` with a signer raises 121, before anything is written. A failure later (bad
+    input while rendering, signing) removes what this call created: its files, the sequence
+    state when it was new, and the folders of ``out_dir`` it made; nothing that was there before.
     """
     out = Path(out_dir)
     policy = fs_policy.get(env, "optional")
@@ -112,22 +114,49 @@ def write_triplet(out_dir: str | Path, content: FileContent, *, sender: str, dat
                                   "certificate or a PKCS#12 file")
     if policy == "forbidden" and signer is not None:
         raise ChannelError("121", f"environment {env} forbids signatures (FS)")
+    created = _missing_folders(out)
     out.mkdir(parents=True, exist_ok=True)
-    day = date_text(date)
-    seq = seq or allocate_seq(out, sender, day, env, state)
-    fi = out / upload_name("FI", appl, sender, day, seq, env, 1, 1)
-    renderer = render or _default_renderer(appl)
-    _atomic_write(fi, lambda stream: renderer(content, stream))
-    fs = None
-    if signer is not None:
-        try:
+    allocator = SequenceAllocator(state or out / SEQUENCES_FILE)
+    # What a failure removes: only files this call creates, never ones that were already there.
+    written = [p for p in (allocator.state_path, allocator.lock_path) if not p.exists()]
+    try:
+        day = date_text(date)
+        seq = seq or allocator.allocate(sender, day, env)
+        fi = out / upload_name("FI", appl, sender, day, seq, env, 1, 1)
+        renderer = render or _default_renderer(appl)
+        written.append(_atomic_write(fi, lambda stream: renderer(content, stream)))
+        fs = None
+        if signer is not None:
+            # a failed signature removes the FI too: never an unsigned FI where a signed one is due
             fs = write_fs(fi, signer, signing_time=signing_time)
-        except BaseException:
-            fi.unlink(missing_ok=True)  # never leave an unsigned FI where a signed one is due
-            raise
-    go = _atomic_write(out / upload_name("GO", appl, sender, day, seq, env, 1),
-                       lambda stream: None)
+            written.append(fs)
+        go = _atomic_write(out / upload_name("GO", appl, sender, day, seq, env, 1),
+                           lambda stream: None)
+    except BaseException:
+        _remove(written, created)
+        raise
     return Triplet(fi=fi, fs=fs, go=go)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders of ``folder`` (itself and its parents) that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove(files: list[Path], folders: list[Path]) -> None:
+    """Undo a failed write: the files it created, then the folders it created while empty."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty: something else writes there too, leave it and its parents
 
 
 def fs_name_for(fi: Path) -> Path:

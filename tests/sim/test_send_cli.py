@@ -146,7 +146,8 @@ def test_missing_user_is_a_usage_error(command, tmp_path):
     args = [str(folder)] if command == "send" else []
     res = run(command, *args, "--port", "1", "--identity", str(tmp_path / "key"))
     assert res.exit_code == 2
-    assert "--user is required" in one_line_error(res)
+    assert one_line_error(res) == (f"fla: error: Missing option '--user'; see 'fla {command} "
+                                   "--help'")
 
 
 def test_a_closed_port_is_a_clear_error(fla_channel, tmp_path):
@@ -204,6 +205,35 @@ def test_rerun_of_send_wait_shows_the_answers_saved_by_the_first_run(fla_sim, fl
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == json.loads(first.stdout)
     assert json.loads(again.stdout)[0]["trigger"] == go.name
+
+
+@pytest.mark.parametrize(("make", "cause"), [
+    (lambda p: None, "no such file; give the SSH private key registered for the channel"),
+    (lambda p: p.mkdir(), "is a folder; give the SSH private key file itself"),
+    (lambda p: asyncssh_key().write_public_key(str(p)),
+     "is a public key; give the private key (the file without .pub)"),
+    (lambda p: asyncssh_key().write_private_key(str(p), "pkcs8-pem", passphrase="pw"),
+     "the key is protected by a passphrase"),
+], ids=["missing", "folder", "public-key", "passphrase"])
+@pytest.mark.parametrize("command", ["send", "poll"])
+def test_identity_errors_name_the_real_cause(tmp_path, command, make, cause):
+    """Each -i KEY mistake says what is wrong, before any connection is tried."""
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+    (folder / f"FI.{TAIL}.00001.T.1.1").write_bytes(b"<x/>")
+    (folder / f"GO.{TAIL}.00001.T.1").write_bytes(b"")
+    identity = tmp_path / "id_ed25519"
+    make(identity)
+    args = [str(folder)] if command == "send" else []
+    res = run(command, *args, "--port", "1", "--user", "u", "--identity", str(identity))
+    assert res.exit_code == 2
+    assert one_line_error(res).startswith(f"fla: error: identity file {identity}: {cause}")
+
+
+def asyncssh_key():
+    import asyncssh
+
+    return asyncssh.generate_private_key("ssh-ed25519")
 
 
 def test_an_identity_that_is_not_a_key_is_named(tmp_path):

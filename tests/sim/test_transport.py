@@ -331,7 +331,7 @@ def test_an_unregistered_key_is_refused_clearly(fla_sim, fla_channel, tmp_path):
     with pytest.raises(TransportError, match="refused the key"):
         asyncio.run(fetch_answers(address, tmp_path / "answers"))
     missing = ChannelAddress("127.0.0.1", fla_sim.port, fla_channel.user, tmp_path / "nope")
-    with pytest.raises(TransportError, match="does not exist"):
+    with pytest.raises(TransportError, match="nope: no such file"):
         asyncio.run(fetch_answers(address=missing, out=tmp_path / "answers"))
 
 

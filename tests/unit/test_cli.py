@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import subprocess
@@ -53,6 +54,13 @@ def keys(tmp_path_factory):
 
 def run(runner, *args, env=None):
     return runner.invoke(cli.app, [str(a) for a in args], env=env)
+
+
+def one_line(res) -> str:
+    """The stderr of a failed command: exactly one line, no traceback."""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
 
 
 def test_build_writes_an_unsigned_triplet(runner, tmp_path):
@@ -201,8 +209,9 @@ def test_check_valid_exports_pass(runner):
 
 
 def test_check_needs_the_channel_profile(runner):
-    res = run(runner, "check", EXPORTS / "valid.csv")
-    assert res.exit_code == 2 and "--quality and --company" in res.stderr
+    res = run(runner, "check", EXPORTS / "valid.csv", "--company", "0123456749")
+    assert res.exit_code == 2
+    assert one_line(res) == ("fla: error: Missing option '--quality'; see 'fla check --help'")
 
 
 def test_check_folder_reports_acrf_code(runner, tmp_path):
@@ -304,3 +313,213 @@ def test_password_prompt_on_a_terminal(tmp_path, keys):
     assert status == 0, seen
     assert b"s3cret" not in seen  # hidden input
     assert (tmp_path / "FS.FLAC.123456.20260316.00001.T.1.1").stat().st_size > 0
+
+
+# --- signer files: each mistake is reported as itself, not as a missing password -------------
+
+Mistake = tuple[list[str], str | None, str]
+SIGNER_MISTAKES: list[Mistake] = [
+    # (signer options, FLA_KEY_PASSWORD, the cause the one error line must name)
+    (["--key", "plain-key.pem", "--cert", "missing.pem"], None,
+     "missing.pem: no such file; give the path of the certificate file"),
+    (["--key", "plain-key.pem", "--cert", "."], None,
+     "is a folder; give the certificate file itself"),
+    (["--key", "plain-key.pem", "--cert", "plain-key.pem"], None,
+     "plain-key.pem: holds a private key, not a certificate"),
+    (["--key", "other-key.pem", "--cert", "cert.pem"], None,
+     "other-key.pem: this private key does not match the certificate"),
+    (["--key", "missing.pem", "--cert", "cert.pem"], None,
+     "missing.pem: no such file; give the path of the private key file"),
+    (["--key", "cert.pem", "--cert", "cert.pem"], None,
+     "cert.pem: holds a certificate, not a private key"),
+    # an encrypted key with a wrong certificate path: the path is the problem, not the password
+    (["--key", "key.pem", "--cert", "missing.pem"], None, "missing.pem: no such file"),
+    (["--p12", "missing.p12"], None,
+     "missing.p12: no such file; give the path of the PKCS#12 file"),
+    (["--p12", "."], None, "is a folder; give the PKCS#12 file itself"),
+    (["--p12", "cert.pem"], None, "cert.pem: holds a certificate, not a PKCS#12 file"),
+]
+PASSWORD_MISTAKES: list[Mistake] = [
+    (["--key", "key.pem", "--cert", "cert.pem"], None,
+     "key.pem: the private key is encrypted and needs its password: set FLA_KEY_PASSWORD"),
+    (["--p12", "signer.p12"], None,
+     "signer.p12: the PKCS#12 file is protected and needs its password: set FLA_KEY_PASSWORD"),
+    (["--key", "key.pem", "--cert", "cert.pem"], "nope",
+     "key.pem: wrong password for the private key; correct or unset FLA_KEY_PASSWORD"),
+    (["--p12", "signer.p12"], "nope",
+     "signer.p12: wrong password for the PKCS#12 file"),
+    (["--key", "plain-key.pem", "--cert", "cert.pem"], "s3cret",
+     "plain-key.pem: the private key is not encrypted, but a password was given"),
+]
+
+
+def signer_args(keys: Path, options: list[str]) -> list[str]:
+    return [o if o.startswith("--") else str(keys / o) for o in options]
+
+
+@pytest.mark.parametrize("command", ["sign", "build"])
+@pytest.mark.parametrize(("options", "password", "cause"), SIGNER_MISTAKES + PASSWORD_MISTAKES)
+def test_signer_errors_name_the_real_cause(runner, tmp_path, keys, command, options, password,
+                                           cause):
+    fi = tmp_path / "FI.FLAC.123456.20260316.00001.T.1.1"
+    fi.write_bytes(b"<x/>")
+    target = (["sign", fi] if command == "sign" else
+              ["build", EXPORTS / "valid.csv", *BUILD, "--out", tmp_path / "out", "--sign"])
+    env = {cli.PASSWORD_ENV: password} if password is not None else None
+    res = run(runner, *target, *signer_args(keys, options), env=env)
+    assert res.exit_code == 2
+    line = one_line(res)
+    assert cause in line
+    if (options, password, cause) in SIGNER_MISTAKES:
+        # the old trap answered every mistake "needs a password; set FLA_KEY_PASSWORD"
+        assert "password" not in line.lower()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("FS.*"))
+
+
+# --- fla check: nothing to check is an error, not "no problems found" -------------------------
+
+def test_check_refuses_what_holds_nothing_to_check(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.csv").mkdir()
+    td_only = tmp_path / "td-only"
+    td_only.mkdir()
+    (td_only / "TD.FLAC.123456.20260316.00001.T.1").write_bytes(b"")
+    (td_only / "notes.txt").write_text("not a channel file\n")
+    cases = [
+        (tmp_path / "empty", "no FI/FS/GO files in this folder, nothing to check"),
+        (tmp_path / "x.csv", "x.csv: is a folder, not a CSV export; give the export file"),
+        (tmp_path / "missing", "missing: no such file or folder"),
+        (td_only, "no FI/FS/GO files in this folder"),
+        (td_only / "TD.FLAC.123456.20260316.00001.T.1", "no FI/FS/GO files to judge for the set"),
+    ]
+    for path, message in cases:
+        res = run(runner, "check", path, *BUILD)
+        assert res.exit_code == 2, (path, res.output)
+        assert message in one_line(res) and res.stdout == "", path
+    # every path is looked at first: a bad last path stops the run before any report
+    res = run(runner, "check", EXPORTS / "valid.csv", tmp_path / "empty", *BUILD)
+    assert res.exit_code == 2 and res.stdout == ""
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("header-only.csv", (EXPORTS / "valid.csv").read_text().splitlines()[0] + "\n"),
+    ("empty-list.json", "[]\n"),
+])
+def test_an_export_without_rows_is_a_problem(runner, tmp_path, name, text):
+    export = tmp_path / name
+    export.write_text(text)
+    res = run(runner, "check", export, *CHANNEL, "--json")
+    assert res.exit_code == 1, res.output
+    (finding,) = json.loads(res.stdout)
+    assert finding["code"] == "input" and "no declarations" in finding["message"]
+    res = run(runner, "build", export, *BUILD, "--out", tmp_path / "out")
+    assert res.exit_code == 1 and "no declarations" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- fla build: identifiers checked, nothing left behind on failure ---------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--company", "0123456700"],
+     "--company '0123456700': wrong check digits (the last two digits are 97 - the first "
+     "eight mod 97); check the enterprise number"),
+    (["--company", "2000000042"], "--company '2000000042' is not an enterprise number"),
+    (["--company", "BE 0123.456.7"], "--company 'BE 0123.456.7' is not an enterprise number"),
+    (["--sender", "000000"], "--sender 000000: 000000 and 999999 are reserved"),
+    (["--sender", "999999"], "--sender 999999: 000000 and 999999 are reserved"),
+])
+def test_build_checks_company_and_sender_numbers(runner, tmp_path, args, message):
+    values = {"--quality": "employer", "--sender": "123456", "--company": "0123456749"}
+    values.update(dict(zip(args[::2], args[1::2], strict=True)))
+    flat = [x for kv in values.items() for x in kv]
+    res = run(runner, "build", EXPORTS / "valid.csv", *flat, "--out", tmp_path / "out")
+    assert res.exit_code == 2
+    assert message in one_line(res)
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_accepts_the_written_forms_of_a_good_company_number(runner, tmp_path):
+    res = run(runner, "build", EXPORTS / "valid.csv", "--quality", "employer", "--sender",
+              "123456", "--company", "BE 0123.456.749", "--out", tmp_path, "--json")
+    assert res.exit_code == 0, res.output
+    fi = Path(json.loads(res.stdout)["files"][0]).read_text()
+    assert "<SenderCompanyID>0123456749</SenderCompanyID>" in fi
+
+
+def test_verify_checks_the_company_number(runner, tmp_path, keys):
+    fi = tmp_path / "FI.FLAC.123456.20260316.00001.T.1.1"
+    fi.write_bytes(b"<x/>")
+    res = run(runner, "verify", fi, "--trust", keys / "ca.pem", "--company", "0123456700")
+    assert res.exit_code == 2 and "--company '0123456700': wrong check digits" in one_line(res)
+
+
+def test_failed_build_removes_the_folders_it_created(runner, tmp_path):
+    out = tmp_path / "new" / "nested"
+    res = run(runner, "build", EXPORTS / "malformed-row.csv", *BUILD, "--out", out)
+    assert res.exit_code == 1
+    assert list(tmp_path.iterdir()) == []  # not even the sequence state in a hidden file
+
+
+def test_failed_build_keeps_a_folder_that_was_there(runner, tmp_path):
+    res = run(runner, "build", EXPORTS / "valid.csv", *BUILD, "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    (tmp_path / "notes.txt").write_text("mine\n")
+    before = sorted(p.name for p in tmp_path.iterdir())  # FI, GO, notes, sequence state
+    assert ".fla-sequences" in before
+    res = run(runner, "build", EXPORTS / "malformed-row.csv", *BUILD, "--out", tmp_path)
+    assert res.exit_code == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_build_out_must_be_a_folder(runner, tmp_path):
+    (tmp_path / "taken").write_text("a file\n")
+    res = run(runner, "build", EXPORTS / "valid.csv", *BUILD, "--out", tmp_path / "taken")
+    assert res.exit_code == 2 and "--out" in one_line(res) and "is a file" in one_line(res)
+
+
+# --- usage errors and help ----------------------------------------------------------------------
+
+def test_usage_errors_are_one_line(runner):
+    res = run(runner, "build", EXPORTS / "valid.csv", "--company", "0123456749")
+    assert res.exit_code == 2
+    assert one_line(res) == "fla: error: Missing option '--sender'; see 'fla build --help'"
+    res = run(runner, "biuld")
+    assert res.exit_code == 2 and "No such command 'biuld'" in one_line(res)
+
+
+# command -> option -> (placeholder, required); flags have none and say nothing of their type
+HELP = {
+    "build": {"--sender": ("NNNNNN", True), "--company": ("KBO", True), "--out": ("DIR", True),
+              "--quality": ("QUALITY", True), "--key": ("FILE", False),
+              "--cert": ("FILE", False), "--p12": ("FILE", False),
+              "--date": ("YYYY-MM-DD", False), "--format": ("NAME", False),
+              "--env": ("R|T|S", False)},
+    "sign": {"--key": ("FILE", False), "--p12": ("FILE", False)},
+    "verify": {"--trust": ("FILE", True), "--company": ("KBO", False), "--at": ("TIME", False)},
+    "check": {"--quality": ("QUALITY", True), "--company": ("KBO", True),
+              "--sender": ("NNNNNN", False), "--trust": ("FILE", False),
+              "--today": ("YYYY-MM-DD", False)},
+    "send": {"--user": ("USER", True), "--host": ("HOST", False), "--port": ("PORT", False),
+             "--identity": ("KEY", False), "--known-hosts": ("FILE", False),
+             "--answers": ("DIR", False), "--timeout": ("SECONDS", False)},
+    "poll": {"--user": ("USER", True), "--identity": ("KEY", False), "--out": ("DIR", False)},
+}
+USAGE = {"build": "build [OPTIONS] {FILE}", "sign": "sign [OPTIONS] {FI}",
+         "verify": "verify [OPTIONS] {FI} [FS]", "check": "check [OPTIONS] {PATH}",
+         "send": "send [OPTIONS] {DIR}", "poll": "poll [OPTIONS]"}
+
+
+@pytest.mark.parametrize("command", sorted(HELP))
+def test_help_shows_placeholders_and_marks_required_options(command):
+    cli.load_command_modules()
+    res = CliRunner().invoke(cli.app, [command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert f"Usage: fla {USAGE[command]}" in res.stdout
+    # no option shows a type instead of a placeholder, no switch shows one at all
+    assert not re.search(r"<(str|bool|int|float)>", res.stdout), res.stdout
+    rows = {m.group(2): m for m in re.finditer(
+        r"│ (\*)?\s*(--[\w-]+)(?:\s+-\w)?\s+(\S+)", res.stdout)}
+    for option, (placeholder, required) in HELP[command].items():
+        row = rows[option]
+        assert row.group(3) == placeholder, (option, row.group(0))
+        assert (row.group(1) == "*") == required, (option, row.group(0))

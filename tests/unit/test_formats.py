@@ -57,7 +57,7 @@ def test_cancel_row_has_no_worker():
     assert problems == []
     (cancel,) = decls
     assert cancel.action == "CANCEL" and cancel.workers == []
-    assert cancel.replaced_declaration_ref == "D-0897223670-2024-07"
+    assert cancel.replaced_declaration_ref == "D-0897223670-2025-01"
 
 
 def test_valid_json_nested_matches_csv():

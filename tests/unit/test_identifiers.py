@@ -23,6 +23,7 @@ from fla_core.identifiers import (
     normalize_inss,
     normalize_kbo,
     noss_problem,
+    sender_problem,
 )
 
 # Table 10.1: (INSZ, expected problem). The 10-digit row is a schema error in FI files; this
@@ -221,3 +222,17 @@ def test_problem_functions_never_raise(text: str) -> None:
 def test_two_rules_never_both_match(value: str) -> None:
     body = value[:9]
     assert inss_check_digits(body) != inss_check_digits(body, born_2000=True)
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("123456", None),
+    ("000001", None),
+    ("000000", "reserved"),  # spec 3.1: never a channel's sender number
+    ("999999", "reserved"),  # the sender number of the channel's own answers
+    ("12345", "901"),
+    ("1234567", "901"),
+    ("12a456", "901"),
+    ("\u0661\u0662\u0663\u0664\u0665\u0666", "901"),  # digits, but not ASCII ones
+])
+def test_sender_number(value, problem):
+    assert sender_problem(value) == problem

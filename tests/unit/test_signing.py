@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fla_core import pki
+from fla_core import pki, signing
 from fla_core.anomalies import ChannelError
 from fla_core.signing import (
+    PasswordRequired,
     Signer,
     SigningError,
     TrustStore,
@@ -373,6 +374,13 @@ def test_s4_key_not_accepted(ca, trust, key_type):
     assert info.value.code == "604"
 
 
+def test_s4_names_a_key_algorithm_by_its_oid_with_every_allowed_cryptography(signer, ca):
+    """The OID that a 604 for a key cryptography cannot load names (found by a corrupted FS
+    under cryptography 42, whose Certificate lacks public_key_algorithm_oid)."""
+    assert signing.key_algorithm_oid(signer.cert) == "1.2.840.113549.1.1.1"  # rsaEncryption
+    assert signing.key_algorithm_oid(ca.cert) == "1.2.840.10045.2.1"  # id-ecPublicKey
+
+
 def test_s5_tampered_fi(signer, trust):
     assert code_of(sign(signer), trust, FI.replace(b"<D/>", b"<E/>", 1)) == "125"
     assert code_of(sign(signer), trust, FI + b"\n") == "125"
@@ -567,7 +575,7 @@ def test_load_signer_pem_with_chain_and_password(tmp_path):
     assert verify(sign(s), TrustStore(anchors=[ck.anchor])).signer == ck.cert
     with pytest.raises(SigningError, match="wrong password"):
         load_signer(key, cert, b"nope")
-    with pytest.raises(SigningError, match="encrypted; give its password"):
+    with pytest.raises(PasswordRequired, match="encrypted and needs its password"):
         load_signer(key, cert, None)
 
 
@@ -575,11 +583,11 @@ def test_load_signer_key_does_not_match(tmp_path, ca, signer):
     other = pki.issue_signer(ca, company_id=COMPANY, not_before=T0, key_type="ec-p256")
     key = pki.write_pem(tmp_path / "key.pem", other.key)
     cert = pki.write_pem(tmp_path / "cert.pem", signer.cert)
-    with pytest.raises(SigningError, match="does not match"):
+    with pytest.raises(SigningError, match="does not match the certificate"):
         load_signer(key, cert)
-    with pytest.raises(SigningError, match="cannot read"):
+    with pytest.raises(SigningError, match=r"missing\.pem: no such file"):
         load_signer(tmp_path / "missing.pem", cert)
-    with pytest.raises(SigningError, match="not a readable certificate"):
+    with pytest.raises(SigningError, match="holds a private key, not a certificate"):
         load_signer(key, key)
 
 

@@ -12,7 +12,7 @@ from fla_core.anomalies import ChannelError
 from fla_core.applications.fla import render
 from fla_core.formats import ReadContext, csv_format
 from fla_core.model import Quality, Sender
-from fla_core.signing import TrustStore, verify_fs
+from fla_core.signing import Signer, SigningError, TrustStore, verify_fs
 from fla_core.triplet import fs_name_for, read_folder, write_fs, write_td, write_triplet
 
 EXPORTS = Path(__file__).resolve().parents[2] / "fixtures" / "exports"
@@ -95,6 +95,30 @@ def test_failed_render_leaves_no_file_and_no_go(tmp_path):
         write_triplet(tmp_path, content(), sender="123456", date="20260316", env="T",
                       seq="00009", render=broken)
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".fla-seq")] == []
+
+
+def test_failed_signature_removes_the_fi_and_the_folders_it_made(tmp_path, signer):
+    broken = Signer(key=object(), cert=signer.cert)  # a key no algorithm can sign with
+    out = tmp_path / "outbox" / "2026"
+    with pytest.raises(SigningError):
+        write_triplet(out, content(), sender="123456", date="20260316", env="T",
+                      signer=broken, render=render)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_what_was_there(tmp_path):
+    first = write_triplet(tmp_path, content(), sender="123456", date="20260316", env="T",
+                          render=render)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def broken(content, out):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_triplet(tmp_path, content(), sender="123456", date="20260316", env="T",
+                      render=broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert first.fi.is_file() and first.go.is_file()
 
 
 def test_write_fs_and_td(tmp_path, signer):
