@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ def fla_read_declarations(path: Path, format: str, context: ReadContext) -> File
     path = Path(path)
     doc = _load(path)
     reference = None
+    rows: Iterable[Row]
     if isinstance(doc, list):
         rows = _flat_rows(doc, path, context)
     elif isinstance(doc, dict):
@@ -91,7 +92,9 @@ def _load(path: Path) -> Any:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    decoder = json.JSONDecoder(parse_float=Decimal)
+    # parse_object, scan_once and py_make_scanner are the json module's undeclared internals.
+    decoder: Any = json.JSONDecoder(parse_float=Decimal)
+    scanner: Any = json.scanner
     base_parse_object = decoder.parse_object
     # Objects are entered in document order, so lines are counted incrementally (linear time).
     cursor = [0, 1]  # position, line at that position
@@ -109,7 +112,7 @@ def _load(path: Path) -> Any:
 
     decoder.parse_object = parse_object
     # The pure-Python scanner calls decoder.parse_object, so every object gets its line.
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    decoder.scan_once = scanner.py_make_scanner(decoder)
     try:
         return decoder.decode(text)
     except json.JSONDecodeError as exc:
