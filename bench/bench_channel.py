@@ -237,6 +237,7 @@ def make_setup(work: Path, size: int, senders: int) -> Setup:
     import asyncssh
 
     from fla_core import pki
+    from fla_core.files import write_private
     from fla_core.identifiers import make_kbo
     from fla_core.settings import Settings
     from fla_sim.config import SimulatorHome
@@ -248,9 +249,7 @@ def make_setup(work: Path, size: int, senders: int) -> Setup:
     pki.write_pem(ca_path, ca.cert)
     home.add_trust(ca_path)
     key = asyncssh.generate_private_key("ssh-ed25519")
-    key_path = work / "id_ed25519"
-    key.write_private_key(str(key_path))
-    key_path.chmod(0o600)
+    key_path = write_private(work / "id_ed25519", key.export_private_key())  # 0600 for OpenSSH
     public = key.export_public_key().decode().strip()
     (work / "id_ed25519.pub").write_text(public + "\n")
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,3 +31,109 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if "not installed" in reason:
         report.outcome = "failed"
         report.longrepr = f"CI must have every oracle tool, but: {reason}"
+
+
+class Served:
+    """A real ``fla-sim serve`` process on a free loopback port, its output read as it comes."""
+
+    def __init__(self, home: Path, *args: str):
+        self.home = home
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fla_sim.cli", "serve", str(home), "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._changed = threading.Condition()
+        self._readers = [threading.Thread(target=self._read, args=(name, stream), daemon=True)
+                         for name, stream in (("stdout", self.proc.stdout),
+                                              ("stderr", self.proc.stderr))]
+        for reader in self._readers:
+            reader.start()
+        first = self.wait_for("stdout", "serving ")
+        match = re.search(r"127\.0\.0\.1:(\d+);", first)
+        assert match, first
+        self.port = int(match.group(1))
+
+    def _read(self, name: str, stream: Any) -> None:
+        for line in stream:
+            with self._changed:
+                self._lines[name].append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:  # end of output: wake waiters so they fail at once, not at timeout
+            self._lines[name].append("")
+            self._changed.notify_all()
+
+    def lines(self, name: str = "stderr") -> list[str]:
+        """Every line of ``stdout`` or ``stderr`` so far."""
+        with self._changed:
+            return [line for line in self._lines[name] if line]
+
+    def wait_for(self, name: str, text: str, timeout: float = 30) -> str:
+        """The first line of ``name`` containing ``text``, waiting for it to be printed."""
+        def found() -> str | None:
+            return next((ln for ln in self._lines[name] if text in ln), None)
+
+        with self._changed:
+            ended = self._changed.wait_for(
+                lambda: found() is not None or self.proc.poll() is not None, timeout)
+            line = found()
+        if line is None:
+            raise AssertionError(f"no {text!r} on fla-sim's {name} (ended: {ended}); "
+                                 f"stdout {self.lines('stdout')}, stderr {self.lines('stderr')}")
+        return line
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (a process that does not stop is killed and fails)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("fla-sim serve did not stop on SIGTERM") from None
+        for reader in self._readers:
+            reader.join(10)
+        return code
+
+
+@pytest.fixture
+def fla_sim_serve() -> Iterator[Callable[..., Served]]:
+    """Start ``fla-sim serve HOME --port 0 [args]`` processes; each is stopped after the test."""
+    started: list[Served] = []
+
+    def start(home: Path, *args: str) -> Served:
+        served = Served(home, *args)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+
+
+def _upload(port: int, user: str, key: Any, files: list[Path | str],
+            directory: str = "INTEST") -> None:
+    """Upload files in order with asyncssh (a str is the name of an empty file)."""
+    import asyncio
+
+    import asyncssh
+
+    async def run() -> None:
+        async with asyncssh.connect("127.0.0.1", port, username=user, client_keys=[key],
+                                    known_hosts=None, agent_path=None) as conn, \
+                conn.start_sftp_client() as sftp:
+            for item in files:
+                name = item if isinstance(item, str) else item.name
+                data = b"" if isinstance(item, str) else item.read_bytes()
+                async with sftp.open(f"{directory}/{name}", "wb") as f:
+                    await f.write(data)
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def sftp_upload() -> Callable[..., None]:
+    """``sftp_upload(port, user, ssh_key, files, directory="INTEST")``: one SFTP session."""
+    return _upload

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -54,22 +54,18 @@ def make_channel(work: Path) -> DemoChannel:
     import asyncssh
 
     from fla_core import pki
+    from fla_core.files import write_private
     from fla_core.mandates import MandateRecord
-    from fla_core.signing import load_signer
 
     home = SimulatorHome.init(work / "sim-home")
-    ca_signer = load_signer(home.ca_key_path, home.ca_cert_path)
-    ca = pki.CertifiedKey(key=ca_signer.key, cert=ca_signer.cert)
-    now = datetime.now(UTC)
-    signer = pki.issue_signer(ca, company_id=COMPANY, not_before=now - timedelta(days=1),
-                              common_name="ACME payroll signer")
+    signer = home.issue_signer(COMPANY, common_name="ACME payroll signer")
     sender_dir = work / "sender"
     sender_dir.mkdir()
     pki.write_pem(sender_dir / "signer-key.pem", signer.key)
     pki.write_pem(sender_dir / "signer-cert.pem", signer.cert)
     ssh_key = asyncssh.generate_private_key("ssh-ed25519", comment=f"{USER} demo key")
-    identity = sender_dir / "id_ed25519"
-    ssh_key.write_private_key(str(identity))
+    # 0600: OpenSSH refuses a key others can read, and --keep invites using this one
+    identity = write_private(sender_dir / "id_ed25519", ssh_key.export_private_key())
     home.add_channel(USER, Quality.SOCIAL_SECRETARIAT, COMPANY, SENDER,
                      [ssh_key.export_public_key().decode()],
                      applications=("FLAC", "DMFA", "DIMN"))
@@ -187,6 +183,7 @@ def demo_command(
             steps = prepare_steps(work, today, channel.signer)
             failures = 0
             with Simulator(home) as sim:
+                assert sim.port is not None  # started: it listens
                 address = ChannelAddress("127.0.0.1", sim.port, USER, channel.identity)
                 if not as_json:
                     out.print(f"simulator on 127.0.0.1:{sim.port}, home {home.path}, "

@@ -192,25 +192,35 @@ def _check_channel(parsed: FileName, channel: ChannelNameContext, name: str) -> 
                            subject=name)
 
 
-def parse_upload(name: str, rules: NameRules, channel: ChannelNameContext | None = None
-                 ) -> FileName:
-    """Apply checks N1-N8 (and N9 when ``channel`` is given); ChannelError at the first failure."""
+def check_shape(name: str) -> list[str]:
+    """Checks N1-N4 (prefix, element count, APPL, SENDER); returns the name's elements.
+
+    They are the checks that need neither a date nor a channel: a name failing them never
+    passes, whenever and wherever it is uploaded (spec 5.6 answers such a file on its own).
+    """
     parts = name.split(".")
     prefix = parts[0]
     if prefix not in UPLOAD_PREFIXES:
         raise ChannelError("129", f"prefix {prefix[:20]!r} is not FI, FS, GO or TD", subject=name)
     malformed = MALFORMED[prefix]
-    with_index = prefix in ("FI", "FS")
-    expected = 8 if with_index else 7
+    expected = 8 if prefix in ("FI", "FS") else 7
     if len(parts) != expected:
         raise ChannelError(malformed, f"{len(parts)} elements, {prefix} names have {expected}",
                            subject=name)
-    _, appl, sender, day, seq, env, *tail = parts
-    if not _APPL.fullmatch(appl):
-        raise ChannelError(malformed, f"application code {appl!r} is not 4 characters A-Z0-9",
-                           subject=name)
-    if not _SENDER.fullmatch(sender):
-        raise ChannelError(malformed, f"sender {sender!r} is not 6 digits", subject=name)
+    if not _APPL.fullmatch(parts[1]):
+        raise ChannelError(malformed, f"application code {parts[1]!r} is not 4 characters "
+                                      "A-Z0-9", subject=name)
+    if not _SENDER.fullmatch(parts[2]):
+        raise ChannelError(malformed, f"sender {parts[2]!r} is not 6 digits", subject=name)
+    return parts
+
+
+def parse_upload(name: str, rules: NameRules, channel: ChannelNameContext | None = None
+                 ) -> FileName:
+    """Apply checks N1-N8 (and N9 when ``channel`` is given); ChannelError at the first failure."""
+    parts = check_shape(name)
+    prefix, appl, sender, day, seq, env, *tail = parts
+    with_index = prefix in ("FI", "FS")
     _check_date(day, rules, name)
     _check_seq(seq, name)
     if env not in ENVIRONMENTS:

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from fla_core.files import atomic_write, write_private
+
 if TYPE_CHECKING:
     from fla_core.signing import Signer
 
@@ -36,7 +38,9 @@ _KU_FIELDS = (
     "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
     "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
 )
-_CURVES = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1, "ec-p521": ec.SECP521R1}
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1(), "ec-p521": ec.SECP521R1(),
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def generate_key(key_type: KeyType = "rsa2048") -> PrivateKey:
     if key_type in ("rsa1024", "rsa2048", "rsa3072", "rsa4096"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
     if key_type in _CURVES:
-        return ec.generate_private_key(_CURVES[key_type]())
+        return ec.generate_private_key(_CURVES[key_type])
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     if key_type == "dsa2048":
@@ -77,7 +81,7 @@ def generate_key(key_type: KeyType = "rsa2048") -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r}")
 
 
-def _sign_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _sign_hash(key: PrivateKey) -> hashes.SHA256 | None:
     # Ed25519 signs without a separate hash; every other issuer signs with SHA-256.
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
@@ -261,12 +265,9 @@ def to_pem(obj: PemObject | Sequence[x509.Certificate], password: bytes | None =
 
 def write_pem(path: str | Path, obj: PemObject | Sequence[x509.Certificate],
               password: bytes | None = None) -> Path:
-    """Write ``obj`` as PEM (private keys encrypted when ``password`` is given); keys get 0600."""
-    path = Path(path)
-    path.write_bytes(to_pem(obj, password))
-    if not isinstance(obj, x509.Certificate | x509.CertificateRevocationList | Sequence):
-        path.chmod(0o600)
-    return path
+    """Write ``obj`` as PEM (private keys encrypted when ``password`` is given); keys are 0600."""
+    public = isinstance(obj, x509.Certificate | x509.CertificateRevocationList | Sequence)
+    return atomic_write(path, to_pem(obj, password), private=not public)
 
 
 def write_pkcs12(path: str | Path, ck: CertifiedKey, password: bytes | None,
@@ -278,10 +279,7 @@ def write_pkcs12(path: str | Path, ck: CertifiedKey, password: bytes | None,
     )
     data = pkcs12.serialize_key_and_certificates(
         name.encode(), ck.key, ck.cert, list(ck.chain) or None, enc)
-    path = Path(path)
-    path.write_bytes(data)
-    path.chmod(0o600)
-    return path
+    return write_private(path, data)
 
 
 def certificates_from(data: bytes) -> list[x509.Certificate]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -21,12 +22,14 @@ from typing import Any, TypeVar
 
 from fla_core.plugins import FlaPlugins
 from fla_core.settings import Settings
-from fla_sim.config import FaultSpec, SimulatorConfig, SimulatorHome
+from fla_sim.config import FaultSpec, HomeLock, SimulatorConfig, SimulatorHome
 from fla_sim.faults import FaultInjector
 from fla_sim.processor import Clock, Processor
 from fla_sim.store import Journal
 
 T = TypeVar("T")
+
+log = logging.getLogger("fla_sim.api")
 
 
 class SimulatorError(RuntimeError):
@@ -52,6 +55,7 @@ class Simulator:
         self.faults: FaultInjector | None = None
         self.prescanner: Any = None  # fla_sim.prescan.Prescanner while running
         self._server: Any = None
+        self._lock: HomeLock | None = None
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -110,11 +114,24 @@ class Simulator:
     # --- async lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> Simulator:
-        """Open the journal, recover, and listen (``port=0``: a free port, see ``.port``)."""
-        from fla_sim.server import start_server
-
+        """Lock the home, open the journal, recover, and listen (``port=0``: a free port, see
+        ``.port``). Another simulator on the same home: ``fla_sim.config.HomeInUse``."""
         if self.processor is not None:
             return self
+        # one simulator per home: a second one would answer the first one's sets again
+        self._lock = self.home.lock()
+        try:
+            await self._start_locked()
+        except BaseException:
+            await self.astop()  # releases what was started, the lock last
+            raise
+        return self
+
+    async def _start_locked(self) -> None:
+        from fla_sim.server import start_server
+
+        for key in self.home.secure_private_keys():
+            log.warning("%s was readable by other users; it is 0600 now", key)
         self.config = self._load()
         self.faults = FaultInjector.of([*self.config.faults, *self._extra_faults])
         self.journal = Journal(self.home.journal_path)
@@ -130,7 +147,6 @@ class Simulator:
                                           host=self.host, port=self._want_port,
                                           prescan=self.prescanner)
         self.port = self._server.get_port()
-        return self
 
     async def astop(self) -> None:
         """Stop listening, let work under way finish, close the journal."""
@@ -147,6 +163,9 @@ class Simulator:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if self._stop_event is not None:
             self._stop_event.set()
 

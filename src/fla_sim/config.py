@@ -5,6 +5,7 @@ Layout of a home::
     simulator.toml          [server] (host, port, every key of spec 5.8), [[channel]],
                             [[mandate]], [trust], [[fault]]
     host_key, host_key.pub  the SSH host key (ed25519)
+    simulator.lock          held by the process serving the home (HomeLock)
     pki/                    the simulator test CA and the answer-signing certificate
     keys/<user>-N.pub       registered SSH public keys
     certs/<user>-N.pem      registered signing certificates (spec 6.6)
@@ -16,27 +17,38 @@ Layout of a home::
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import json
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from fla_core.applications import KNOWN_UPLOAD_CODES
+from fla_core.files import make_private, write_private
 from fla_core.model import Quality
 from fla_core.settings import ChannelProfile, Settings
 
 if TYPE_CHECKING:
     from fla_core.mandates import MandateRecord
+    from fla_core.pki import CertifiedKey, KeyType, PrivateKey
     from fla_core.signing import Signer, TrustStore
 
 CONFIG_NAME = "simulator.toml"
+LOCK_NAME = "simulator.lock"
+# Certificates the home makes start this long before "now": a client clock a little behind the
+# simulator's must still find them valid.
+CLOCK_SLACK = timedelta(days=1)
 CHANNEL_DIRS = ("IN", "OUT", "INTEST", "OUTTEST", "INTEST-S", "OUTTEST-S")
 RESERVED_SENDERS = frozenset({"000000", "999999"})
 USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -49,6 +61,10 @@ _SERVER_ONLY = ("host", "port", "legacy_ssh_rsa")
 
 class ConfigError(Exception):
     """A simulator home or a configuration change that cannot be used; the message says the fix."""
+
+
+class HomeInUse(ConfigError):
+    """Another process holds the home's lock (it serves the home); the message names it."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,7 @@ class ChannelConfig:
 
     def profile(self, home: SimulatorHome | Path | str) -> ChannelProfile:
         """The channel as the checks see it, registered certificates as DER."""
-        base = Path(getattr(home, "path", home))
+        base = home.path if isinstance(home, SimulatorHome) else Path(home)
         ders = []
         for rel in self.certificates:
             for cert in _load_certs(base / rel):
@@ -105,6 +121,9 @@ DEFAULT_PRESCAN_MIN_BYTES = 8 * 1024 * 1024
 # the cost of AES-GCM measured here), and every SFTP client we know speaks AES-GCM or AES-CTR.
 DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr",
                    "aes192-ctr", "aes256-ctr")
+# How long a session's just-closed upload still answers STAT and SETSTAT by name once the
+# processor has archived it: rclone and paramiko check a file right after uploading it.
+DEFAULT_CLOSE_GRACE_MS = 10_000
 
 
 @dataclass
@@ -126,6 +145,9 @@ class SimulatorConfig:
     ciphers: tuple[str, ...] = DEFAULT_CIPHERS  # SSH encryption algorithms offered
     # processes judging sets (signature, schema, rules) beside the SSH/SFTP process; 0: in it
     judge_workers: int = 1
+    close_grace_ms: int = DEFAULT_CLOSE_GRACE_MS  # see DEFAULT_CLOSE_GRACE_MS
+    # OPEN refuses a name that can never be part of a set (fails N1-N4 and is no GO or TD)
+    refuse_unusable_names: bool = True
 
     def channel(self, user: str) -> ChannelConfig | None:
         """The channel of a username, None when unknown."""
@@ -185,29 +207,81 @@ class SimulatorHome:
 
     # -- creation, loading, saving -------------------------------------------------------------
 
+    @property
+    def lock_path(self) -> Path:
+        """The file whose lock a serving process holds (``HomeLock``)."""
+        return self.path / LOCK_NAME
+
+    @property
+    def private_key_paths(self) -> tuple[Path, ...]:
+        """Every private key of the home: host key, CA key, answer-signing key."""
+        return (self.host_key_path, self.ca_key_path, self.answer_key_path)
+
+    # -- creation, loading, saving -------------------------------------------------------------
+
     @classmethod
     def init(cls, path: str | Path, *, force: bool = False,
              at: datetime | None = None) -> SimulatorHome:
-        """Create a home: host key, simulator PKI, default ``simulator.toml`` and directories."""
+        """Create a home: host key, simulator PKI, default ``simulator.toml`` and directories.
+
+        On an existing home ``force`` renews the keys only (:meth:`renew_keys`): channels,
+        mandates, trust anchors and the journal stay.
+        """
         home = cls(path)
-        if home.config_path.exists() and not force:
-            raise ConfigError(f"{home.config_path}: already a simulator home; "
-                              "use --force to recreate its keys and configuration")
+        if home.config_path.exists():
+            if not force:
+                raise ConfigError(f"{home.config_path}: already a simulator home; use --force "
+                                  "to renew its host key and CA (channels, mandates, trust "
+                                  "anchors and the journal are kept)")
+            home.renew_keys(at)
+            return home
+        home._make_keys(at or datetime.now(UTC))
+        home.save(SimulatorConfig(trust_anchors=[_rel(home.ca_cert_path, home.path)]))
+        return home
+
+    def renew_keys(self, at: datetime | None = None) -> Renewal:
+        """New host key, CA and answer signer; the configuration and the journal are kept.
+
+        Refused while a simulator serves the home (``HomeInUse``) or when ``simulator.toml``
+        does not load (nothing would say what was kept).
+        """
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (the keys are renewed only in a home whose configuration "
+                              "loads; fix it, or remove the home to start over)") from None
+        with self.lock():
+            old_ca = _first_cert(self.ca_cert_path)
+            self._make_keys(at or datetime.now(UTC))
+        return Renewal(config=config, old_ca_issued=self._issued_by(old_ca, config))
+
+    def _make_keys(self, at: datetime) -> None:
         for sub in ("pki", "keys", "certs", "trust", "channels", "archive"):
-            (home.path / sub).mkdir(parents=True, exist_ok=True)
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
         import asyncssh  # here, not at the top: judge workers load this module, not asyncssh
 
         key = asyncssh.generate_private_key("ssh-ed25519", comment="fla-sim host key")
-        key.write_private_key(str(home.host_key_path))
-        key.write_public_key(str(home.host_key_path) + ".pub")
-        home._make_pki(at or datetime.now(UTC))
-        home.save(SimulatorConfig(trust_anchors=[_rel(home.ca_cert_path, home.path)]))
-        return home
+        write_private(self.host_key_path, key.export_private_key())
+        key.write_public_key(str(self.host_key_path) + ".pub")
+        self._make_pki(at)
+
+    def _issued_by(self, ca: x509.Certificate | None,
+                   config: SimulatorConfig) -> list[tuple[str, str]]:
+        """(channel user, certificate path) of registered certificates ``ca`` signed."""
+        if ca is None:
+            return []
+        found = []
+        for channel in config.channels:
+            for rel in channel.certificates:
+                certs = _try_load_certs(self.path / rel)
+                if any(_issued(cert, ca) for cert in certs):
+                    found.append((channel.user, rel))
+        return found
 
     def _make_pki(self, at: datetime) -> None:
         from fla_core import pki
 
-        start = at - timedelta(days=1)  # a clock slightly behind must still find them valid
+        start = at - CLOCK_SLACK
         ca = pki.make_ca("fla-sim test CA", not_before=start, not_after=at + timedelta(days=3650))
         # EC P-256: two answers per set are signed, ECDSA costs a fraction of RSA-2048 (6.7
         # asks for SHA-256 detached CMS only; openssl and our clients verify both)
@@ -296,6 +370,26 @@ class SimulatorHome:
         target.write_bytes(data)
         return _rel(target, self.path)
 
+    def register_certificate(self, user: str, pem: str | Path) -> str:
+        """Register a signing certificate for an existing channel (spec 6.6 rule 1).
+
+        From then on the channel accepts signatures by its registered certificates only.
+        Returns the certificate's path in the home.
+        """
+        config = self.load()
+        channel = config.channel(user)
+        if channel is None:
+            raise ConfigError(f"channel {user!r} is not in {self.config_path}; "
+                              "see 'fla-sim channel list'")
+        n = len(channel.certificates) + 1
+        while (self.path / "certs" / f"{user}-{n}.pem").exists():  # never overwrite one
+            n += 1
+        rel = self._store_cert(Path(pem), user, n)
+        config.channels[config.channels.index(channel)] = dataclasses.replace(
+            channel, certificates=[*channel.certificates, rel])
+        self.save(config)
+        return rel
+
     def add_mandate(self, record: MandateRecord) -> None:
         """Store a mandate; an overlapping level-1 mandate (spec 2.2 M4) is refused."""
         from fla_core import mandates
@@ -342,6 +436,64 @@ class SimulatorHome:
 
     # -- runtime helpers ----------------------------------------------------------------------
 
+    def lock(self) -> HomeLock:
+        """Take the home's lock (one serving process per home); ``HomeInUse`` names the holder."""
+        return HomeLock(self.lock_path).acquire()
+
+    def secure_private_keys(self) -> list[Path]:
+        """Make the home's private keys 0600 (homes made before keys were written so); returns
+        the keys that were readable by others."""
+        return [p for p in self.private_key_paths if p.exists() and make_private(p)]
+
+    def known_hosts_line(self, host: str, port: int) -> str:
+        """The OpenSSH ``known_hosts`` line of the home's host key as served at host:port."""
+        import asyncssh
+
+        try:
+            key = asyncssh.read_private_key(self.host_key_path)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise ConfigError(f"{self.host_key_path}: no usable host key ({exc}); "
+                              f"renew it with 'fla-sim init --force {self.path}'") from None
+        algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+        host = _WILDCARDS.get(host, host)
+        # OpenSSH looks a host up as "[host]:port" unless the port is the default 22
+        name = host if port == 22 else f"[{host}]:{port}"
+        return f"{name} {algorithm} {blob}"
+
+    def ca(self) -> CertifiedKey:
+        """The simulator test CA with its private key (it issues senders' test certificates)."""
+        from fla_core.pki import CertifiedKey
+        from fla_core.signing import SigningError, load_signer
+
+        try:
+            signer = load_signer(self.ca_key_path, self.ca_cert_path)
+        except SigningError as exc:
+            raise ConfigError(f"simulator CA: {exc}; renew it with "
+                              f"'fla-sim init --force {self.path}'") from None
+        # a key pki.make_ca wrote, so one of the types CertifiedKey holds
+        return CertifiedKey(key=cast("PrivateKey", signer.key), cert=signer.cert)
+
+    def issue_signer(self, company: str, *, at: datetime | None = None, days: int = 730,
+                     key_type: KeyType = "rsa2048",
+                     common_name: str | None = None) -> CertifiedKey:
+        """A sender signing certificate from the simulator CA for enterprise ``company``: what
+        a channel of that company accepts (spec 6.3-6.6), valid from a day before ``at``."""
+        from fla_core import pki
+        from fla_core.identifiers import kbo_problem
+
+        if kbo_problem(company) is not None:
+            raise ConfigError(f"company {company!r}: not a valid enterprise number; give the "
+                              "10-digit KBO/BCE number")
+        if days < 1:
+            raise ConfigError(f"validity of {days} days: give at least 1")
+        ca = self.ca()
+        at = at or datetime.now(UTC)
+        # never beyond the CA: a certificate outliving its issuer fails path validation
+        not_after = min(at + timedelta(days=days), ca.cert.not_valid_after_utc)
+        return pki.issue_signer(ca, company_id=company, not_before=at - CLOCK_SLACK,
+                                not_after=not_after, key_type=key_type,
+                                common_name=common_name)
+
     def channel_root(self, user: str) -> Path:
         """The chroot of a channel, its six directories created; a symlink anywhere is refused."""
         if not USER_RE.fullmatch(user):
@@ -381,6 +533,91 @@ class SimulatorHome:
         from fla_core.signing import load_signer
 
         return load_signer(self.answer_key_path, self.answer_cert_path)
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What :meth:`SimulatorHome.renew_keys` kept, and what the new CA leaves behind."""
+
+    config: SimulatorConfig  # the configuration, kept as it was
+    # (channel user, certificate path) of registered certificates the replaced CA issued:
+    # signatures made with them no longer chain to a trust anchor
+    old_ca_issued: list[tuple[str, str]]
+
+
+class HomeLock:
+    """An exclusive ``flock`` on a home's lock file, held from :meth:`acquire` to
+    :meth:`release`. The kernel drops it when the holder ends, however it ends (SIGKILL
+    included), so a crash never leaves a stale lock; the file itself stays."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> HomeLock:
+        """Take the lock now or raise ``HomeInUse`` naming the process that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HomeInUse(f"{self.path.parent}: in use by {self._holder()}; stop that "
+                            "process first, or use another home") from None
+        # who holds it, for the message of the next process that tries
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": _command_line(),
+                                  "since": datetime.now(UTC).isoformat(timespec="seconds")
+                                  }).encode() + b"\n", 0)
+        self._fd = fd
+        return self
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text("utf-8"))
+            return f"process {info['pid']} ({info['command']}, since {info['since']})"
+        except (OSError, ValueError, KeyError, TypeError):  # written a moment from now
+            return "another process"
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it); safe to call twice."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> HomeLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _command_line() -> str:
+    argv = sys.argv or ["python"]
+    return " ".join([Path(argv[0]).name, *argv[1:]])
+
+
+# listen-on-everything addresses; a client reaches them through the loopback address
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def _first_cert(path: Path) -> x509.Certificate | None:
+    certs = _try_load_certs(path)
+    return certs[0] if certs else None
+
+
+def _try_load_certs(path: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+
+
+def _issued(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _channel_problem(user: str, company: str, sender: str, apps: frozenset[str]) -> str | None:
@@ -449,6 +686,15 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     prescan_min_bytes = server.pop("prescan_min_bytes", DEFAULT_PRESCAN_MIN_BYTES)
     ciphers = _ciphers(server.pop("ciphers", list(DEFAULT_CIPHERS)), source)
     judge_workers = server.pop("judge_workers", 1)
+    close_grace_ms = server.pop("close_grace_ms", DEFAULT_CLOSE_GRACE_MS)
+    refuse_unusable = server.pop("refuse_unusable_names", True)
+    if (not isinstance(close_grace_ms, int) or isinstance(close_grace_ms, bool)
+            or not 0 <= close_grace_ms <= 3_600_000):
+        raise ConfigError(f"{source} [server]: key 'close_grace_ms' must be a number of "
+                          "milliseconds 0-3600000 (0: no grace)")
+    if not isinstance(refuse_unusable, bool):
+        raise ConfigError(f"{source} [server]: key 'refuse_unusable_names' must be true or "
+                          "false")
     if (not isinstance(judge_workers, int) or isinstance(judge_workers, bool)
             or not 0 <= judge_workers <= 64):
         raise ConfigError(f"{source} [server]: key 'judge_workers' must be a number 0-64 "
@@ -491,7 +737,8 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
                            mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
                            legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers,
                            prescan_min_bytes=prescan_min_bytes,
-                           judge_workers=judge_workers)
+                           judge_workers=judge_workers, close_grace_ms=close_grace_ms,
+                           refuse_unusable_names=refuse_unusable)
 
 
 def _ciphers(value: Any, source: str) -> tuple[str, ...]:
@@ -516,7 +763,7 @@ def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConf
         quality = Quality.parse(_need(table, "quality", str, where))
     except ValueError as exc:
         raise ConfigError(f"{where}: key 'quality': {exc}") from None
-    keys = []
+    keys: list[str] = []
     for rel in _need(table, "ssh_keys", list, where):
         path = base / rel
         try:
@@ -574,7 +821,9 @@ def _render_config(config: SimulatorConfig, base: Path) -> str:
            f"durability = {_toml(config.durability)}",
            f"prescan_min_bytes = {config.prescan_min_bytes}",
            f"ciphers = {_toml(list(config.ciphers))}",
-           f"judge_workers = {config.judge_workers}"]
+           f"judge_workers = {config.judge_workers}",
+           f"close_grace_ms = {config.close_grace_ms}",
+           f"refuse_unusable_names = {_toml(config.refuse_unusable_names)}"]
     out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
     for channel in config.channels:
         key_paths = []

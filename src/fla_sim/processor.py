@@ -39,7 +39,7 @@ from fla_sim.answers import write_answer
 from fla_sim.config import SimulatorConfig, SimulatorHome
 from fla_sim.events import AnswerWritten, FileReceived
 from fla_sim.faults import FaultInjector
-from fla_sim.store import AnswerRow, EventRow, Journal
+from fla_sim.store import AnswerRow, EventRow, Journal, SetRow
 
 log = logging.getLogger("fla_sim.processor")
 
@@ -48,6 +48,8 @@ Clock = Callable[[], datetime]
 Checkpoint = Callable[[str], None]
 
 POSITIVE = "ACRF-000"
+# set states in which an FI or FS arriving is late: its GO was closed already (spec 5.1)
+_AFTER_GO = frozenset({"QUEUED", "PROCESSING", "ACCEPTED", "REJECTED", "NOTIFIED"})
 _N1_N4_CODES = frozenset({"129", "107", "131", "132"})
 
 
@@ -95,6 +97,9 @@ class Processor:
         # per channel user: the profile with its certificates read once (not per set)
         self._profiles: dict[str, Any] = {}
         self._archive_dirs: set[str] = set()
+        # (user, directory, stem) -> names of the FI/FS files a set was judged with, from the
+        # moment it is taken (PROCESSING) to its clean-up: tells a late file's fate exactly
+        self._taken: dict[tuple[str, str, str], frozenset[str]] = {}
         # fla_sim.prescan.Prescanner when big FIs are validated while uploaded (set by api)
         self.prescanner: Any = None
         # judge worker processes load the entry-point plugins: only when the caller gave none
@@ -255,7 +260,11 @@ class Processor:
             if kind not in ("GO", "TD"):
                 stem = _stem_of(name, now.date())
                 if kind in ("FI", "FS") and stem is not None:
-                    self.journal.touch_set(user, directory, stem, stem.split(".", 1)[1], now)
+                    row = self.journal.get_set(user, directory, stem)
+                    if row is None:
+                        self.journal.touch_set(user, directory, stem, stem.split(".", 1)[1], now)
+                    elif row.go_name is not None and row.state in _AFTER_GO:
+                        self._late_file(row, name, now)
                 return None
             event = self.journal.add_event(user, directory, name, kind, now)
             try:
@@ -414,7 +423,9 @@ class Processor:
             self.journal.consume(user, go.set_key, now)
             self.journal.update_set(user, directory, go.stem, go.set_key, "PROCESSING", now,
                                     go_name=name)
-        files = self._set_files(user, directory, go.stem)
+            # listed inside the transaction: a file journaled after it was not in the listing
+            files = self._set_files(user, directory, go.stem)
+            self._taken[(user, directory, go.stem)] = frozenset(p.name for p in files)
         code = self._veto(user, directory, [name, *(p.name for p in files)])
         if code is not None:
             self._commit(event, go, [PlannedAnswer("ACRF", name, code, None, "REJECTED")], now)
@@ -478,6 +489,24 @@ class Processor:
 
             self._pool = JudgePool(self.home, self.config, self.config.judge_workers)
         return self._pool
+
+    def _late_file(self, row: SetRow, name: str, now: datetime) -> None:
+        """An FI or FS closed after its set's GO (spec 5.1: the GO comes last): the verdict
+        rules stay as they are (a GO is judged with the files present when it is taken); the
+        sender is told in the log and in the set's events (``fla-sim status``)."""
+        judged = row.state == "QUEUED" or (
+            row.state == "PROCESSING"
+            and name in self._taken.get((row.channel, row.directory, row.stem), ()))
+        if judged:
+            text = (f"{name} was closed after {row.go_name}, before the set was taken: it is "
+                    "judged with the set this time; upload the GO last")
+        else:
+            text = (f"{name} was closed after {row.go_name} was taken (set {row.state}): the "
+                    "set is judged without it, and it is not part of the answer; upload every "
+                    "FI and FS first, one file at a time, and the GO last")
+        self.journal.add_set_event(row.channel, row.directory, row.stem, now, "late-file",
+                                   name, text)
+        log.warning("%s: %s/%s", row.channel, row.directory, text)
 
     def _set_files(self, user: str, directory: str, stem: str) -> list[Path]:
         """FI/FS files of the stem present in the directory (P4), in ASCII order."""
@@ -552,6 +581,8 @@ class Processor:
                 self.journal.apply_registry(channel.sender, env, dict(updates))
             if event is not None:
                 self.journal.set_event_state(event.id, "planned")
+        log.info("%s: %s/%s: %s", user, directory, planned[0].trigger,
+                 _verdict_text(planned, verdict))
         return ids
 
     def _render_noti(self, trigger: str, ticket: str, verdict: Any,
@@ -609,6 +640,9 @@ class Processor:
                 self.journal.answer_written(answer.id, now)
                 self._clean_up_done(finish, *uploads)
         self.checkpoint(f"written:{answer.name}")
+        result = answer.result_code if answer.kind == "ACRF" else f"NOTI {answer.result_code}"
+        log.info("%s: answer %s/%s written: %s for %s", answer.channel, answer.directory,
+                 answer.name, result, answer.trigger)
         event = AnswerWritten(user=answer.channel, directory=answer.directory, name=answer.name,
                               kind=answer.kind, trigger=answer.trigger,
                               result_code=answer.result_code)
@@ -633,6 +667,7 @@ class Processor:
         answers = self.journal.answers(event_id=eid)
         stem = answers[0].stem if answers else None
         if stem is not None:  # passed P1: every file of the stem present now (spec 5.3)
+            self._taken.pop((user, directory, stem), None)
             prefixes = (f"FI.{stem}.", f"FS.{stem}.", f"GO.{stem}.")
             names = sorted({f.name for f in self.journal.files(user, directory)
                             if f.name.startswith(prefixes)} | {event.name})
@@ -837,6 +872,22 @@ class Processor:
         if self.prescanner is None:
             return None
         return self.prescanner.result_for(user, directory, go, files, now.date())
+
+
+def _verdict_text(planned: Sequence[PlannedAnswer], verdict: Any) -> str:
+    """A set's verdict for the log: the ACRF code, and how many declarations the NOTI accepts."""
+    parts = []
+    for p in planned:
+        if p.kind == "NOTI":
+            decls = list(verdict.declarations)
+            accepted = sum(1 for d in decls if d.status == "ACCEPTED")
+            parts.append(f"NOTI, {accepted} of {len(decls)} declarations accepted")
+        elif p.error is None:
+            parts.append(f"{POSITIVE} (positive)")
+        else:
+            detail = f": {' '.join(p.detail.split())[:160]}" if p.detail else ""
+            parts.append(f"ACRF-{p.error} (negative{detail})")
+    return ", ".join(parts)
 
 
 def _env_of(directory: str) -> str:

@@ -191,12 +191,12 @@ def add_channel(home: SimulatorHome, pki_: FlaPki, directory: Path, *,
     """Register a channel with a fresh SSH key pair and signer certificate."""
     import asyncssh
 
+    from fla_core.files import write_private
     from fla_core.mandates import MandateRecord
 
     directory.mkdir(parents=True, exist_ok=True)
     key = asyncssh.generate_private_key("ssh-ed25519")
-    key_path = directory / f"{user}-ssh"
-    key.write_private_key(str(key_path))
+    key_path = write_private(directory / f"{user}-ssh", key.export_private_key())
     public = key.export_public_key().decode().strip()
     ck = pki_.signer(company)
     signer_key, signer_cert = pki_.write(ck, f"{user}-signer")

@@ -15,14 +15,17 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs as _default_sig_algs
 
+from fla_core.anomalies import ChannelError
+from fla_core.names import check_shape
 from fla_sim.config import ConfigError
 
 if TYPE_CHECKING:
@@ -40,6 +43,9 @@ FileClosed = Callable[[str, str, str, int], Awaitable[None]]
 _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")  # not allowed in names (see _parts)
 _WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
 _MAX_GAPS = 64  # out-of-order ranges an FI upload may leave open and still be pre-scanned
+# what a client that uploads under a temporary name and renames must change (docs/clients.md)
+_FINAL_NAME = ("upload under the final name, never a temporary one (docs/clients.md; lftp: set "
+               "xfer:use-temp-file no)")
 
 
 @dataclass
@@ -74,8 +80,8 @@ class _Context:
 class _Upload:
     """An upload in progress: a hidden temp file renamed to ``final`` on close."""
 
-    __slots__ = ("directory", "failed", "fd", "final", "follower", "gaps", "hwm", "limit",
-                 "mark", "name", "quota", "temp", "watched")
+    __slots__ = ("append", "directory", "failed", "fd", "final", "follower", "gaps", "hwm",
+                 "limit", "mark", "name", "quota", "temp", "watched")
 
     def __init__(self, fd: int, temp: str, final: str, directory: str, name: str, limit: int):
         self.fd = fd
@@ -88,6 +94,7 @@ class _Upload:
         self.limit = limit
         self.hwm = 0  # end of the contiguous prefix written so far
         self.failed = False  # a write was refused: the file is incomplete, never announce it
+        self.append = False  # opened with APPEND: every write goes to the end (see _open_upload)
         # pre-scan (fla_sim.prescan): on for an FI that may get big, until anything odd happens
         self.watched = False
         self.mark = 0  # prefix length at which the follower is started, then told of progress
@@ -147,6 +154,20 @@ def _denied(reason: str) -> asyncssh.SFTPError:
     return asyncssh.SFTPPermissionDenied(reason)
 
 
+def _never_in_a_set(name: str) -> str | None:
+    """Why a file of this name can never be part of a set (checks N1-N4 fail), else None.
+
+    GO and TD names are left out: whatever their shape they are answered at once (P1).
+    """
+    if name.startswith(("GO.", "TD.")):
+        return None
+    try:
+        check_shape(name)
+    except ChannelError as exc:
+        return exc.detail or exc.code
+    return None
+
+
 class ChannelSFTPServer(asyncssh.SFTPServer):
     """SFTP requests of one channel session, restricted to what spec 3.3 allows."""
 
@@ -154,6 +175,9 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         self._ctx = ctx
         self._user: str = chan.get_extra_info("username")
         self._uploads: set[_Upload] = set()
+        # (directory, name) -> (fstat at CLOSE, monotonic deadline): this session's uploads
+        # whose name keeps answering STAT and SETSTAT for [server] close_grace_ms
+        self._closed: dict[tuple[str, ...], tuple[os.stat_result, float]] = {}
         channel = ctx.config.channel(self._user)
         # None only if the channel was removed after this login: then nothing can be uploaded
         self._quota = channel.quota_bytes if channel is not None else 0
@@ -203,7 +227,10 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         for directory in UPLOAD_DIRS:
             with os.scandir(self._local((directory,))) as entries:
                 for entry in entries:
-                    total += _size_if_present(entry)
+                    # a file that can never be part of a set waits only for the orphan sweep
+                    # and its sender cannot remove it: it must not block the next upload
+                    if entry.name.startswith(HIDDEN) or not _never_in_a_set(entry.name):
+                        total += _size_if_present(entry)
         return total
 
     # -- open / read / write / close ----------------------------------------------------------
@@ -212,7 +239,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         """OPEN: writes only directly in IN*, reads only in OUT*."""
         if pflags & _WRITE_FLAGS:
             if path.rstrip(b"/").rsplit(b"/", 1)[-1].startswith(HIDDEN.encode()):
-                raise _denied("names starting with '.' are reserved by the simulator")
+                raise self._refused("upload", path, "names starting with '.' are reserved by "
+                                                    f"the simulator; {_FINAL_NAME}")
             return self._open_upload(self._parts(path), pflags)
         parts = self._parts(path)
         if len(parts) != 2 or parts[0] not in ANSWER_DIRS:
@@ -234,10 +262,26 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         }.get(disposition, 0)
         return self.open(path, pflags, attrs)
 
+    def _refused(self, what: str, path: bytes, reason: str) -> asyncssh.SFTPError:
+        """PERMISSION_DENIED, logged: OpenSSH's clients and curl never show the reason."""
+        self._ctx.log.warning("%s: %s of %.120s refused: %s", self._user, what,
+                              path.decode("utf-8", "backslashreplace"), reason)
+        return _denied(reason)
+
     def _open_upload(self, parts: tuple[str, ...], pflags: int) -> _Upload:
         if len(parts) != 2 or parts[0] not in UPLOAD_DIRS:
-            raise _denied("uploads go directly into IN, INTEST or INTEST-S")
+            raise self._refused("upload", "/".join(parts).encode(),
+                                "uploads go directly into IN, INTEST or INTEST-S")
         directory, name = parts
+        why = _never_in_a_set(name) if self._ctx.config.refuse_unusable_names else None
+        if why is not None:
+            # such a file would wait a day for the orphan sweep, undeletable: a client's
+            # temporary name (NAME.filepart) is the usual cause
+            shown = name if len(name) <= 80 else name[:77] + "..."
+            raise self._refused(
+                "upload", "/".join(parts).encode(),
+                f"{shown} can never be part of a set ({why}): names are FI|FS.APPL.SENDER.DATE."
+                f"SEQ.ENV.TOTAL.INDEX or GO|TD.APPL.SENDER.DATE.SEQ.ENV.TOTAL; {_FINAL_NAME}")
         final = self._local(parts)
         try:  # one stat: the processor may archive the file at any moment
             existing: int | None = os.stat(final).st_size
@@ -258,6 +302,14 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         upload = _Upload(fd, temp, final, directory, name, limit)
         if existing is not None and not pflags & asyncssh.FXF_TRUNC:
             upload.hwm = os.fstat(fd).st_size  # the copied bytes are the prefix
+        if pflags & asyncssh.FXF_APPEND:
+            # as OpenSSH's sftp-server (O_APPEND): every write lands at the end, whatever its
+            # offset (curl --append and paramiko's mode "a" send offset 0). A bound below any
+            # end takes every write to _write_noted, so the fast path stays two comparisons.
+            upload.append = True
+            upload.limit = -1
+            self._uploads.add(upload)
+            return upload
         prescan = self._ctx.prescan
         # two string tests per OPEN, no work per WRITE below the threshold: only a single-part
         # FI (TOTAL 1, INDEX 1) that may reach prescan_min_bytes is watched
@@ -287,7 +339,9 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         return _pwrite_all(file_obj.fd, data, offset)  # type: ignore[attr-defined]
 
     def _write_noted(self, upload: _Upload, offset: int, data: bytes, end: int) -> int:
-        """WRITE off the fast path: the quota, an out-of-order range, or a pre-scan mark."""
+        """WRITE off the fast path: append, the quota, an out-of-order range, a pre-scan mark."""
+        if upload.append:
+            offset, end = upload.hwm, upload.hwm + len(data)
         if end > upload.quota:
             upload.failed = True
             raise asyncssh.SFTPFailure("quota exceeded")
@@ -362,6 +416,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             self._unwatch(file_obj, "upload could not be renamed")
             raise
         size = st.st_size
+        self._remember_closed((file_obj.directory, file_obj.name), st)
         prescan = self._ctx.prescan
         if file_obj.follower is not None:
             assert prescan is not None
@@ -382,12 +437,37 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
                                     file_obj.directory, file_obj.name)
             raise asyncssh.SFTPFailure("internal simulator error") from None
 
+    def _remember_closed(self, parts: tuple[str, ...], st: os.stat_result) -> None:
+        """Keep a closed upload's attributes for the client's usual requests after CLOSE."""
+        # The processor may archive a GO within milliseconds of its CLOSE, while rclone still
+        # sets its time and reads it back and paramiko's put() stats it: without this they see
+        # "no such file", fail, and upload the GO again (answered ACRF-133).
+        grace = self._ctx.config.close_grace_ms / 1000
+        if grace <= 0:
+            return
+        now = time.monotonic()
+        for key in [k for k, (_, deadline) in self._closed.items() if deadline <= now]:
+            del self._closed[key]
+        self._closed[parts] = (st, now + grace)
+
+    def _recently_closed(self, parts: tuple[str, ...]) -> os.stat_result | None:
+        """The attributes this session's upload had at CLOSE, while its grace lasts."""
+        entry = self._closed.get(parts)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
     def exit(self) -> None:
-        """End of session: any upload still open never completed."""
+        """End of session: any upload still open never completed; report exit status 0."""
         for upload in self._uploads:
             self._unwatch(upload, "session ended during the upload")
             upload.discard()
         self._uploads.clear()
+        self._closed.clear()
+        # sshd reports the sftp-server's exit status; OpenSSH's scp (SFTP mode) exits 1 when a
+        # session ends without one, after a successful transfer
+        if not self.channel.is_closing():
+            self.channel.exit(0)
 
     # -- directories --------------------------------------------------------------------------
 
@@ -397,7 +477,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         if len(parts) > 1 or (parts and parts[0] not in CHANNEL_DIRS):
             raise _denied("only the channel directories can be listed")
         async for entry in super().scandir(path):
-            if not entry.filename.startswith(HIDDEN.encode()) or entry.filename in (b".", b".."):
+            name = cast(bytes, entry.filename)  # typed str | bytes; the server side has bytes
+            if not name.startswith(HIDDEN.encode()) or name in (b".", b".."):
                 yield entry
 
     def remove(self, path: bytes) -> None:
@@ -408,8 +489,15 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         os.remove(self._local(parts))
 
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        """MKDIR: refused, the channel root is fixed."""
-        raise _denied("directories cannot be created")
+        """MKDIR: refused, the channel root is fixed; an existing path fails as on OpenSSH."""
+        parts = self._parts(path)
+        if os.path.lexists(self._local(parts)):
+            # OpenSSH's sftp-server answers EEXIST with FAILURE (so does this, for SFTP v3):
+            # clients that create a folder if needed take that for "exists" and go on, where
+            # PERMISSION_DENIED stops them (asyncssh's makedirs(exist_ok=True))
+            raise asyncssh.SFTPFileAlreadyExists(f"{'/'.join(parts) or '/'}: already exists")
+        raise _denied("directories cannot be created: the channel has only IN, OUT, INTEST, "
+                      "OUTTEST, INTEST-S and OUTTEST-S")
 
     def rmdir(self, path: bytes) -> None:
         """RMDIR: refused."""
@@ -417,11 +505,12 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         """RENAME: refused (a set is named by its uploads)."""
-        raise _denied("rename is not allowed")
+        raise self._refused("rename", oldpath,
+                            f"rename is not allowed on the channel; {_FINAL_NAME}")
 
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
         """posix-rename@openssh.com: refused like RENAME."""
-        raise _denied("rename is not allowed")
+        self.rename(oldpath, newpath)
 
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         """SYMLINK: refused."""
@@ -438,23 +527,49 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
     # -- attributes ---------------------------------------------------------------------------
 
     def stat(self, path: bytes) -> Any:
-        """STAT: anything inside the root except temp files and links."""
-        return os.lstat(self._local(self._parts(path)))
+        """STAT: anything inside the root except temp files and links; a just-closed upload
+        of this session keeps its attributes at CLOSE when it was already processed."""
+        parts = self._parts(path)
+        try:
+            return os.lstat(self._local(parts))
+        except FileNotFoundError:
+            closed = self._recently_closed(parts)
+            if closed is None:
+                raise
+            return closed
 
     def lstat(self, path: bytes) -> Any:
         """LSTAT: as STAT (no links are served)."""
         return self.stat(path)
 
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        """SETSTAT: ignored, so ``put -p`` keeps working (times and modes are not kept)."""
-        self._parts(path)
+        """SETSTAT: ignored, so ``put -p`` and rclone's modification times keep working
+        (times and modes are not kept); a missing file fails, except a just-closed upload."""
+        parts = self._parts(path)
+        if not os.path.lexists(self._local(parts)) and self._recently_closed(parts) is None:
+            raise asyncssh.SFTPNoSuchFile(f"{'/'.join(parts)}: no such file")
 
     def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        """LSETSTAT: ignored."""
-        self._parts(path)
+        """LSETSTAT: as SETSTAT."""
+        self.setstat(path, attrs)
 
     def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
-        """FSETSTAT: ignored."""
+        """FSETSTAT: ignored, except a size on an upload, which truncates it as on OpenSSH."""
+        # OpenSSH's scp (SFTP mode) writes over an existing file without TRUNC, then sets the
+        # size: without the truncation a shorter file would keep the old file's tail
+        if isinstance(file_obj, _Upload) and attrs.size is not None:
+            self._truncate(file_obj, attrs.size)
+
+    def _truncate(self, upload: _Upload, size: int) -> None:
+        """Set an upload's size (FSETSTAT with a size)."""
+        if size > upload.quota:
+            upload.failed = True
+            raise asyncssh.SFTPFailure("quota exceeded")
+        if upload.watched and (size != upload.hwm or upload.gaps):
+            self._unwatch(upload, "upload truncated")
+        os.ftruncate(upload.fd, size)
+        if not upload.watched:
+            upload.hwm = size
 
 
 class _ChannelSSHServer(asyncssh.SSHServer):

@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS answers (
     UNIQUE (channel, directory, name));
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- what happened to a set besides its states and answers, for the sender to read in
+-- `fla-sim status` (e.g. an FS closed after its GO was taken: "late-file")
+CREATE TABLE IF NOT EXISTS set_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, directory TEXT NOT NULL,
+    stem TEXT NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+    text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS registry (
     sender TEXT NOT NULL, env TEXT NOT NULL, declaration_ref TEXT NOT NULL,
     status TEXT NOT NULL, PRIMARY KEY (sender, env, declaration_ref));
@@ -111,6 +117,20 @@ class EventRow:
     kind: str  # "GO" or "TD"
     closed_at: datetime
     state: str  # pending | planned | done
+
+
+@dataclass(frozen=True)
+class SetEvent:
+    """Something that happened to a set that its state and answers do not show."""
+
+    id: int
+    channel: str
+    directory: str
+    stem: str
+    at: datetime
+    kind: str  # "late-file": an FI or FS closed after the set's GO
+    name: str  # the file it is about
+    text: str  # what happened and what the sender should do, in words
 
 
 @dataclass(frozen=True)
@@ -346,6 +366,26 @@ class Journal:
                      at.isoformat(), ticket))
             return True
 
+    def add_set_event(self, channel: str, directory: str, stem: str, at: datetime, kind: str,
+                      name: str, text: str) -> None:
+        """Record something that happened to a set (see :class:`SetEvent`)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO set_events (channel, directory, stem, at, kind, name, text)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (channel, directory, stem, at.isoformat(), kind, name, text))
+
+    def set_events(self, channel: str | None = None, directory: str | None = None,
+                   stem: str | None = None) -> list[SetEvent]:
+        """Set events in the order they happened, optionally of one channel, directory, set."""
+        sql, args = "SELECT * FROM set_events WHERE 1=1", []
+        for col, val in (("channel", channel), ("directory", directory), ("stem", stem)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        return [SetEvent(r["id"], r["channel"], r["directory"], r["stem"], _dt(r["at"]),
+                         r["kind"], r["name"], r["text"])
+                for r in self._query(sql + " ORDER BY id", args)]
+
     # --- consumed set keys (spec 4.6) ---------------------------------------------------------
 
     def is_consumed(self, channel: str, set_key: str) -> bool:
@@ -425,7 +465,7 @@ class Journal:
     def answers(self, channel: str | None = None, *, written: bool | None = None,
                 event_id: int | None = None) -> list[AnswerRow]:
         """Answers in the order they were planned."""
-        sql, args = "SELECT * FROM answers WHERE 1=1", []
+        sql, args = "SELECT * FROM answers WHERE 1=1", list[object]()
         if channel is not None:
             sql += " AND channel=?"
             args.append(channel)
@@ -504,6 +544,7 @@ class Journal:
                 "SELECT COUNT(*) FROM events WHERE state != 'done'")[0][0]),
             "consumed_set_keys": int(self._query("SELECT COUNT(*) FROM consumed")[0][0]),
             "registry": int(self._query("SELECT COUNT(*) FROM registry")[0][0]),
+            "set_events": counts("SELECT kind, COUNT(*) FROM set_events GROUP BY kind"),
         }
 
 

@@ -105,7 +105,7 @@ def run(args: list[str], cwd: Path, *, ok: bool = True) -> subprocess.CompletedP
 
 def sftp_batch(sim, channel, batch: str, cwd: Path) -> str:
     """Run OpenSSH ``sftp -b <batch file>`` as the channel's user; returns its stdout."""
-    os.chmod(channel.ssh_key, 0o600)  # OpenSSH ignores a private key others can read
+    # no chmod: the fixture writes the key 0600, and OpenSSH ignores one others can read
     batch_file = cwd / "batch.sftp"
     batch_file.write_text(batch)
     return run(["sftp", "-b", str(batch_file), "-P", str(sim.port), "-i", str(channel.ssh_key),

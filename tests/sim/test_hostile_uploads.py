@@ -365,7 +365,9 @@ def test_write_into_outtest_is_permission_denied_and_not_answered(fla_sim, fla_c
 
 
 @pytest.mark.parametrize(("name", "error"), [
-    ("F" * 300, asyncssh.SFTPFailure),  # longer than a file name may be on disk
+    # longer than a file name may be on disk (a name that could be part of a set: any other
+    # is refused at OPEN, see tests/interop/test_clients.py)
+    (f"FI.FLAC.123456.{'2' * 300}.00001.T.1.1", asyncssh.SFTPFailure),
     ("FI.X\0Y", asyncssh.SFTPPermissionDenied),
     # control characters cannot be written into the XML answer that names the file: such a
     # GO or TD would never be answered, so the name is refused at upload
@@ -548,16 +550,24 @@ def test_another_channel_cannot_reach_this_channel(fla_sim, fla_channel, fla_sim
     assert (mine / "OUTTEST" / "FO.ACRF.999999.20260316.00009.T").is_file()
 
 
-def test_names_that_are_no_trigger_are_swept_with_129(fla_sim, fla_channel, fla_sim_home,
-                                                      fla_clock, tmp_path):
+def test_names_that_are_no_trigger_are_swept_with_129(fla_channel, fla_sim_home, fla_clock,
+                                                      tmp_path):
+    from fla_sim.api import Simulator
+
+    # by default such names are refused at OPEN (tests/interop/test_clients.py); spec 5.6's
+    # answer for them stays available with refuse_unusable_names = false
+    config = fla_sim_home.load()
+    config.refuse_unusable_names = False
+    fla_sim_home.save(config)
     # a GO-like name that does not start with "GO." is no trigger: it waits for the sweep
     strays = ["go.FLAC.123456.20260316.00001.T.1", "hello.txt"]
-    assert upload(fla_sim, fla_channel, [(f"INTEST/{n}", b"") for n in strays]) == [None, None]
-    assert fla_sim.answers(fla_channel.user) == []
-    fla_clock.advance(hours=25)  # past orphan_timeout_s (24 h by default)
-    fla_sim.sweep_orphans()
-    fla_sim.drain()
-    results = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, strays)
+    with Simulator(fla_sim_home.path, clock=fla_clock) as sim:
+        assert upload(sim, fla_channel, [(f"INTEST/{n}", b"") for n in strays]) == [None, None]
+        assert sim.answers(fla_channel.user) == []
+        fla_clock.advance(hours=25)  # past orphan_timeout_s (24 h by default)
+        sim.sweep_orphans()
+        sim.drain()
+        results = answers(sim, fla_channel, fla_sim_home, tmp_path, strays)
     assert {n: negative(results[n]) for n in strays} == {n: "ACRF-129" for n in strays}
     assert no_uploads_left(fla_sim_home, fla_channel)
 

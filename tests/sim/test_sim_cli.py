@@ -140,7 +140,8 @@ def test_verbose_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_status_lists_the_journal(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "status", str(home), "--json")
-    assert code == 0 and json.loads(out) == {"sets": [], "files": [], "answers": []}
+    assert code == 0 and json.loads(out) == {"sets": [], "files": [], "answers": [],
+                                             "set_events": []}
     journal = Journal(SimulatorHome(home).journal_path)
     journal.record_file("acme-payroll", "INTEST", FI, 42,
                         datetime(2026, 3, 16, 9, 15, tzinfo=UTC))
