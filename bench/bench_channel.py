@@ -7,7 +7,8 @@
         simulator process peak RSS                                               goal < 150 MB
     (c) small triplets over asyncssh: GO -> ACRF latency p50/p99 with 1, 8, 32 concurrent
         senders (goal p99 <= 50 ms at 8), then sustained triplets/s with zero errors (>= 100/s);
-        the senders sign their sets before each run, as a real sender does on its own machine
+        the senders sign their sets before each run, as a real sender does on its own machine;
+        and the journal commits per set, each a disk flush under durability "power" (<= 7)
 
 The simulator runs in its own process (this script with ``--serve HOME``) so its RSS is its own.
 Run ``python bench/bench_channel.py`` (1 GB, 60 s), ``--size 200M --duration 20`` or ``--quick``.
@@ -895,6 +896,72 @@ async def small_triplets(setup: Setup, port: int, levels: list[int], per_level: 
     return rows
 
 
+# --- (c) journal commits -------------------------------------------------------------------------
+
+# one per closed upload (FI, FS, GO), PROCESSING, answers planned, ACRF written, NOTI written
+# with the clean-up
+COMMITS_BUDGET = 7
+
+
+def journal_commits(work: Path, sets: int, raw: dict[str, object]) -> Row:
+    """(c) SQLite commits of the journal per signed one-part set (FI + FS + GO in, ACRF + NOTI
+    out), counted on the one writer connection while a processor in this process answers
+    ``sets`` sets one after the other.
+
+    Under ``durability = "power"`` every commit is a disk flush, so their number is the per-set
+    cost the sustained rate pays there; a budget, not a property, hence a bench figure (MISS
+    above it), not a test.
+    """
+    from fla_sim.config import SimulatorHome
+    from fla_sim.processor import Processor
+    from fla_sim.store import Journal
+
+    setup = make_setup(work, 0, 1)
+    channel = setup.small[0]
+    home = SimulatorHome(setup.home)
+    day = today()
+    sender = Sender(channel, render_fi(channel, day, 1, None, ref="BENCH-COMMITS"), day)
+    journal = Journal(home.journal_path)
+    commits: list[str] = []
+    with journal.transaction() as db:  # the one writer connection every commit goes through
+        db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    per_set: list[int] = []
+
+    async def answer_sets() -> None:
+        processor = Processor(home, home.load(), journal)
+        await processor.start()
+        try:
+            folder = channel.root / UP
+            for seq in range(1, sets + 1):
+                fi, fs = sender.payload(seq)
+                before = len(commits)
+                for prefix, data in (("FI", fi), ("FS", fs), ("GO", b"")):
+                    name = fi_name(prefix, channel.sender, day, seq)
+                    (folder / name).write_bytes(data)
+                    await processor.on_file_closed(channel.user, UP, name, len(data))
+                await processor.drain(ANSWER_TIMEOUT_S)
+                per_set.append(len(commits) - before)
+        finally:
+            await processor.stop()
+
+    try:
+        asyncio.run(answer_sets())
+        states = journal.summary()["sets"]
+    finally:
+        journal.close()
+    if states != {"NOTIFIED": sets}:  # the commits of a failed set would mean nothing
+        raise RuntimeError(f"journal commits: the {sets} sets ended {states}, not NOTIFIED")
+    mean = statistics.mean(per_set)
+    raw["journal_commits"] = {"sets": sets, "per_set": per_set, "mean": mean,
+                              "budget": COMMITS_BUDGET}
+    print(f"[c] journal commits per set: {mean:.1f} (min {min(per_set)}, max {max(per_set)}, "
+          f"{sets} sets; budget {COMMITS_BUDGET})", flush=True)
+    return Row("small sets", "(c) journal commits per set", mean, None, "commits", None,
+               f"<= {COMMITS_BUDGET}", "PASS" if max(per_set) <= COMMITS_BUDGET else "MISS",
+               f"min {min(per_set)}, max {max(per_set)} over {sets} sets; each a disk flush "
+               "under durability \"power\"")
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -913,6 +980,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tiny run (20 MB, a few sets, 3 s) that keeps the script from rotting")
     parser.add_argument("--levels", default="1,8,32",
                         help="concurrent senders of the latency runs, comma-separated")
+    parser.add_argument("--commit-sets", type=int, default=None,
+                        help="sets whose journal commits are counted (default 20)")
     parser.add_argument("--skip-big", action="store_true", help="only (c)")
     parser.add_argument("--skip-small", action="store_true", help="only (a) and (b)")
     parser.add_argument("--out", type=Path, help="folder of the JSON result (bench/out)")
@@ -924,6 +993,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.size = args.size or (20 * 10**6 if args.quick else 10**9)
     args.records = args.records or (8 if args.quick else 1000)
     args.duration = args.duration or (3.0 if args.quick else 60.0)
+    args.commit_sets = args.commit_sets or (3 if args.quick else 20)
     args.runs = 1 if args.quick else 3
     args.levels = [int(n) for n in str(args.levels).split(",") if n.strip()]
     return args
@@ -957,6 +1027,8 @@ def main(argv: list[str] | None = None) -> int:
                       "(skipped)", file=sys.stderr)
             rows += big_file(setup, args.size, sim, sshd, args.runs, raw)
         if not args.skip_small:
+            # in this process, on a home of its own, while the simulator child is idle
+            rows.append(journal_commits(work / "commits", args.commit_sets, raw))
             rows += asyncio.run(small_triplets(setup, sim.port, args.levels, args.records,
                                                args.duration, args.sustain_senders, raw,
                                                sim.cpu_seconds))

@@ -6,8 +6,9 @@ thing is invalid or rejected, 2 usage or environment error; one line on stderr p
 traceback only with ``-v``.
 
 Other modules add subcommands to :data:`app` (``@app.command()``); :func:`main` imports the
-modules named in :data:`COMMAND_MODULES` when they exist, so ``demo``/``send``/``poll``/
-``certify`` live in their own files and ``cli.py`` never needs editing for them.
+modules named in :data:`COMMAND_MODULES`, so ``demo``/``send``/``poll`` live in their own files.
+A listed module that is missing stops ``fla`` at start-up (exit 2): a command must never vanish
+from the help without a word.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from fla_core.formats import InputError, InputProblem, ReadContext
 from fla_core.model import Declaration, FileContent, Quality, Sender
 from fla_core.plugins import FlaPlugins, PluginError, get_plugins
 
-# Modules that register more subcommands on `app` when imported (written by other teams).
-COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel", "fla_core.cli_certify",
-                                    "fla_core.cli_demo")
+# Modules that register more subcommands on `app` when imported (written by other teams). A
+# module is listed here when it exists, not before (load_command_modules refuses a missing one).
+COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel", "fla_core.cli_demo")
 PASSWORD_ENV = "FLA_KEY_PASSWORD"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -764,19 +765,33 @@ def plugins_command(
 
 # --- entry point ------------------------------------------------------------------------------
 
-def load_command_modules(names: Iterable[str] = COMMAND_MODULES) -> None:
-    """Import the modules that add subcommands; a module that does not exist is skipped."""
-    for name in names:
+class MissingCommandModule(ImportError):
+    """A module listed in COMMAND_MODULES is not installed: its commands would silently vanish."""
+
+
+def load_command_modules(names: Iterable[str] | None = None) -> None:
+    """Import the modules that add subcommands (default: COMMAND_MODULES); a missing one is an
+    error (``MissingCommandModule``), as is a missing dependency inside one."""
+    for name in COMMAND_MODULES if names is None else names:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency inside the module: say so
-                raise
+            missing = exc.name or ""
+            if missing != name and not name.startswith(missing + "."):
+                raise  # a dependency missing inside the module: its own message says which
+            raise MissingCommandModule(
+                f"command module {name!r} is listed in fla_core.cli.COMMAND_MODULES but is not "
+                "installed; reinstall fla-batch (pip install -e .) or remove it from the list",
+                name=name) from None
 
 
 def main() -> None:
-    """Console script ``fla``."""
-    load_command_modules()
+    """Console script ``fla``; a listed command module that is missing is exit 2."""
+    try:
+        load_command_modules()
+    except MissingCommandModule as exc:
+        err.print(f"fla: error: {exc}", markup=False, highlight=False)
+        raise SystemExit(EXIT_USAGE) from None
     app()
 
 

@@ -1,5 +1,10 @@
-"""Belgian identifiers: INSZ/NISS (with BIS numbers), KBO/BCE enterprise numbers (spec 10) and
-the channel's sender number (spec 3.1).
+"""Belgian identifiers: INSZ/NISS (with BIS numbers), KBO/BCE enterprise numbers (spec 10), NOSS
+registration numbers (spec 7.3), and the channel's sender number and username (spec 3.1).
+
+This is the one place where these are normalised and validated: the input formats, both command
+lines, the simulator configuration, mandates and file names all call it, so that no entry point
+accepts a value another one refuses. "Digits" always means the ASCII digits 0-9: ``str.isdigit``
+and ``\\d`` also accept Arabic-Indic and other digits, which no file name or FI can carry.
 
 The ``*_problem`` functions return the NOTI code of spec 8.3 (rows 9-10, 16-17, 20-21) or None:
 
@@ -8,6 +13,9 @@ The ``*_problem`` functions return the NOTI code of spec 8.3 (rows 9-10, 16-17, 
   before the business rules run, so ``901`` only matters for callers checking loose input
   (CSV exports, command-line arguments).
 * ``"004"`` -- structure fine, check digits wrong.
+
+``sender_problem`` also answers ``"reserved"``; ``channel_user_problem`` answers a phrase for the
+error message (a username has no NOTI code).
 """
 
 from __future__ import annotations
@@ -25,14 +33,28 @@ RESERVED = "reserved"
 # Spec 3.1: never allocated to a channel (999999 signs the channel's own answers, spec 4.2).
 RESERVED_SENDERS = frozenset({"000000", "999999"})
 
+# The sender element of every file name (spec 4.2): the name patterns of fla_core.names and
+# fla_core.triplet are built from this text.
+SENDER_PATTERN = "[0-9]{6}"
+
 _INSS_RE = re.compile(r"[0-9]{11}")
 _KBO_RE = re.compile(r"[0-9]{10}")
 _NOSS_RE = re.compile(r"[0-9]{9}")
-_SENDER_RE = re.compile(r"[0-9]{6}")
+_SENDER_RE = re.compile(SENDER_PATTERN)
 _DIGITS9 = _NOSS_RE
 _BODY8_RE = re.compile(r"[0-9]{8}")
+# What people write between the digits: 93.05.18-223.61, 93/05/18-223.61, 042-9795-35 and any
+# whitespace (exports often carry a no-break space).
 _SEPARATORS_INSS = re.compile(r"[.\-\s/]")
+_SEPARATORS_NOSS = _SEPARATORS_INSS
 _SEPARATORS_KBO = re.compile(r"[.\-\s]")
+
+# Spec 3.1 allows [A-Za-z0-9._-]{1,64}. The name is also the folder of the channel's root
+# (channels/<user>), so it must start with a letter or digit ("." and ".." would make the root
+# the channels folder or the home itself; "-x" reads as an option) and hold no "..".
+_CHANNEL_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CHANNEL_USER_GRAMMAR = ("1 to 64 characters of A-Z a-z 0-9 . _ -, starting with a letter or "
+                        "a digit, without '..'")
 
 # Rule 2000 adds a leading "2" to the 9 first digits (spec 10.1).
 _RULE_2000_OFFSET = 2_000_000_000
@@ -136,6 +158,23 @@ def sender_problem(value: str) -> str | None:
     return None
 
 
+def channel_user_problem(value: str) -> str | None:
+    """None for a usable channel username (spec 3.1), else what is wrong with it, as a phrase."""
+    if not isinstance(value, str) or not _CHANNEL_USER_RE.fullmatch(value) or ".." in value:
+        return f"not a plain name: use {CHANNEL_USER_GRAMMAR}"
+    return None
+
+
+def has_inss_form(value: str) -> bool:
+    """True when ``value`` is 11 ASCII digits, the form an FI carries (the rules judge the rest)."""
+    return isinstance(value, str) and _INSS_RE.fullmatch(value) is not None
+
+
+def has_kbo_form(value: str) -> bool:
+    """True when ``value`` is 10 ASCII digits, the form an FI carries (the rules judge the rest)."""
+    return isinstance(value, str) and _KBO_RE.fullmatch(value) is not None
+
+
 def is_valid_inss(value: str) -> bool:
     """True when ``value`` is a valid INSZ/NISS (register or BIS number)."""
     return inss_problem(value) is None
@@ -147,8 +186,13 @@ def is_valid_kbo(value: str) -> bool:
 
 
 def normalize_inss(text: str) -> str:
-    """Strip the separators people write (dots, dashes, spaces) from an INSZ."""
+    """Strip the separators people write (dots, dashes, slashes, whitespace) from an INSZ."""
     return _SEPARATORS_INSS.sub("", text)
+
+
+def normalize_noss(text: str) -> str:
+    """Strip the separators people write (dots, dashes, slashes, whitespace) from a NOSS number."""
+    return _SEPARATORS_NOSS.sub("", text)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -158,7 +202,7 @@ def normalize_kbo(text: str) -> str:
     if value.startswith("BE"):
         value = value[2:]
     # Numbers issued before 2023 are often written with 9 digits (the leading 0 dropped).
-    if len(value) == 9 and value.isdigit():
+    if _DIGITS9.fullmatch(value):
         value = "0" + value
     return value
 

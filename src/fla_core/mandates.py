@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
+from fla_core.identifiers import RESERVED, kbo_problem, sender_problem
+
 _QUARTER = re.compile(r"([0-9]{4})([1-4])")
-_COMPANY = re.compile(r"[0-9]{10}")
-_SENDER = re.compile(r"[0-9]{6}")
 
 
 class MandateError(ValueError):
@@ -66,16 +66,22 @@ class MandateRecord:
     def __post_init__(self) -> None:
         for name in ("employer", "representative"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _COMPANY.fullmatch(value):
-                raise MandateError(f"{name} must be a 10-digit enterprise number, got {value!r}")
+            problem = kbo_problem(value)
+            if problem is not None:
+                what = "wrong check digits" if problem == "004" else "not 10 digits"
+                raise MandateError(f"{name} must be a valid 10-digit enterprise number, got "
+                                   f"{value!r} ({what})")
         if not self.application:
             raise MandateError("application code missing")
         if self.level == 1:
             self._check_level1()
         elif self.level == 2:
-            if self.sender is None or not _SENDER.fullmatch(self.sender):
-                raise MandateError(f"a level-2 mandate needs a 6-digit sender number, "
-                                   f"got {self.sender!r}")
+            problem = sender_problem(self.sender) if self.sender is not None else "901"
+            if problem is not None:
+                why = ("000000 and 999999 are reserved" if problem == RESERVED
+                       else "digits 0-9 only")
+                raise MandateError(f"a level-2 mandate needs the 6-digit sender number of a "
+                                   f"channel ({why}), got {self.sender!r}")
             if self.start is not None or self.end is not None:
                 raise MandateError("a level-2 mandate has no start or end quarter")
         else:

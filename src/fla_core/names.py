@@ -20,13 +20,16 @@ from pathlib import Path
 
 from fla_core.anomalies import ChannelError
 from fla_core.applications import KNOWN_UPLOAD_CODES
+from fla_core.identifiers import SENDER_PATTERN
 
 # Whole-name expressions of spec 4.2, for ``fullmatch``.
 UPLOAD_FI_FS = re.compile(
-    r"(FI|FS)\.([A-Z0-9]{4})\.([0-9]{6})\.([0-9]{8})\.([0-9A-Z]{5})\.([RTS])\.([1-9])\.([1-9])"
+    r"(FI|FS)\.([A-Z0-9]{4})\.(" + SENDER_PATTERN
+    + r")\.([0-9]{8})\.([0-9A-Z]{5})\.([RTS])\.([1-9])\.([1-9])"
 )
 UPLOAD_GO_TD = re.compile(
-    r"(GO|TD)\.([A-Z0-9]{4})\.([0-9]{6})\.([0-9]{8})\.([0-9A-Z]{5})\.([RTS])\.([1-9])"
+    r"(GO|TD)\.([A-Z0-9]{4})\.(" + SENDER_PATTERN
+    + r")\.([0-9]{8})\.([0-9A-Z]{5})\.([RTS])\.([1-9])"
 )
 ANSWER = re.compile(r"(FO|FS|GO|CO)\.([A-Z0-9]{4})\.(999999)\.([0-9]{8})\.([0-9A-Z]{5})\.([RTS])")
 
@@ -47,7 +50,7 @@ PART_ORDER = {"FI": "123", "FS": "124"}
 WRONG_DIRECTORY = {"R": "118", "T": "119", "S": "257"}
 
 _APPL = re.compile(r"[A-Z0-9]{4}")
-_SENDER = re.compile(r"[0-9]{6}")
+_SENDER = re.compile(SENDER_PATTERN)  # N4: the sender number's grammar (fla_core.identifiers)
 _DATE = re.compile(r"[0-9]{8}")
 _SEQ_CHARS = re.compile(r"[0-9A-Z]*")
 _DIGITS = "0123456789"  # str.isdigit() would accept "²" and other non-ASCII digits

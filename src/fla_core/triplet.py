@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fla_core.anomalies import ChannelError
+from fla_core.identifiers import SENDER_PATTERN
 from fla_core.model import FileContent
 from fla_core.names import SequenceAllocator, date_text, upload_name
 from fla_core.settings import DEFAULT_FS_POLICY
 
 SEQUENCES_FILE = ".fla-sequences"
 Renderer = Callable[[FileContent, BinaryIO], None]
-_SET_NAME = re.compile(r"(FI|FS|GO|TD)\.([A-Z0-9]{4}\.[0-9]{6}\.[0-9]{8}\.[0-9A-Z]{5}\.[RTS])"
-                       r"(\..*)?")
+_SET_NAME = re.compile(r"(FI|FS|GO|TD)\.([A-Z0-9]{4}\." + SENDER_PATTERN
+                       + r"\.[0-9]{8}\.[0-9A-Z]{5}\.[RTS])(\..*)?")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fla_core.identifiers import CHANNEL_USER_GRAMMAR, normalize_kbo
 from fla_sim.config import ConfigError, GiB, Renewal, SimulatorConfig, SimulatorHome
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ out = _Out()
 # Placeholders name what a value is (KBO, USER, FILE.pub), not its Python type; flags get none.
 Home = Annotated[Path, typer.Argument(metavar="HOME", help="Simulator home directory.")]
 Json = Annotated[bool, typer.Option("--json", metavar="", help="JSON output.")]
-Kbo = Annotated[str, typer.Option(metavar="KBO", help="Enterprise number (KBO/BCE), 10 digits.")]
+Kbo = Annotated[str, typer.Option(
+    metavar="KBO", help="Enterprise number (KBO/BCE), 10 digits (dots, BE prefix allowed).")]
 HostOption = Annotated[str | None, typer.Option(
     metavar="HOST", help="Listen address (default: host in simulator.toml).")]
 # what spec 6.3 accepts as a signing key
@@ -129,7 +131,7 @@ def _print_renewal(home: SimulatorHome, renewal: Renewal) -> None:
 def channel_add(
     home: Home,
     user: Annotated[str, typer.Option(metavar="USER",
-                                      help="Technical username [A-Za-z0-9._-]{1,64}.")],
+                                      help=f"Technical username: {CHANNEL_USER_GRAMMAR}.")],
     quality: Annotated[str, typer.Option(metavar="QUALITY",
                                          help="employer, service-provider, "
                                               "social-secretariat or training-provider.")],
@@ -149,7 +151,8 @@ def channel_add(
     """Register a channel (spec 3.1)."""
     target = _home(home)
     keys = [line for path in ssh_key for line in _key_lines(path)]
-    added = target.add_channel(user, quality, company, sender, keys,
+    # the same spellings `fla --company` accepts (fla_core.identifiers), stored as 10 digits
+    added = target.add_channel(user, quality, normalize_kbo(company), sender, keys,
                                certificates=cert or [], applications=application or ["FLAC"],
                                quota_bytes=quota)
     out.print(f"channel {added.user} added: {added.quality.alias}, company {added.company}, "
@@ -208,8 +211,10 @@ def mandate_add(
 
     target = _home(home)
     try:
-        record = MandateRecord(level=level, employer=employer,  # type: ignore[arg-type]
-                               representative=representative, application=application.upper(),
+        record = MandateRecord(level=level,  # type: ignore[arg-type]
+                               employer=normalize_kbo(employer),
+                               representative=normalize_kbo(representative),
+                               application=application.upper(),
                                start=start, end=end, sender=sender)
     except MandateError as exc:
         raise CliError(f"mandate refused: {exc}") from None
@@ -355,6 +360,7 @@ def cert_issue(
     """Issue a signing key and certificate from the simulator CA that the company's channels
     accept; the key is encrypted with $FLA_KEY_PASSWORD when set (asked on a terminal)."""
     target, config = _loaded(home)
+    company = normalize_kbo(company)
     if key_type not in SIGNING_KEY_TYPES:
         raise CliError(f"--key-type {key_type}: the channel accepts {', '.join(SIGNING_KEY_TYPES)}"
                        " (spec 6.3)")

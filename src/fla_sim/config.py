@@ -21,7 +21,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -50,8 +49,6 @@ LOCK_NAME = "simulator.lock"
 # simulator's must still find them valid.
 CLOCK_SLACK = timedelta(days=1)
 CHANNEL_DIRS = ("IN", "OUT", "INTEST", "OUTTEST", "INTEST-S", "OUTTEST-S")
-RESERVED_SENDERS = frozenset({"000000", "999999"})
-USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 GiB = 1 << 30
 
 FAULT_WHEN = ("upload", "process", "answer")
@@ -124,6 +121,17 @@ DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-c
 # How long a session's just-closed upload still answers STAT and SETSTAT by name once the
 # processor has archived it: rclone and paramiko check a file right after uploading it.
 DEFAULT_CLOSE_GRACE_MS = 10_000
+# Caps that keep one client from taking the simulator down (fla_sim.limits; docs/simulator.md):
+# [server] key -> (default, lowest, highest). Handles are open files and directories; the
+# attempts are failed public-key logins, per connection as OpenSSH's MaxAuthTries (6) and per
+# source address within a sliding window (0: no per-source limit).
+CAPS: dict[str, tuple[int, int, int]] = {
+    "max_handles_per_session": (64, 1, 1_000_000),
+    "max_handles_per_channel": (256, 1, 1_000_000),
+    "max_auth_attempts": (6, 1, 100),
+    "max_auth_failures_per_source": (30, 0, 1_000_000),
+    "auth_failure_window_s": (60, 1, 86_400),
+}
 
 
 @dataclass
@@ -148,6 +156,11 @@ class SimulatorConfig:
     close_grace_ms: int = DEFAULT_CLOSE_GRACE_MS  # see DEFAULT_CLOSE_GRACE_MS
     # OPEN refuses a name that can never be part of a set (fails N1-N4 and is no GO or TD)
     refuse_unusable_names: bool = True
+    max_handles_per_session: int = CAPS["max_handles_per_session"][0]  # see CAPS
+    max_handles_per_channel: int = CAPS["max_handles_per_channel"][0]
+    max_auth_attempts: int = CAPS["max_auth_attempts"][0]
+    max_auth_failures_per_source: int = CAPS["max_auth_failures_per_source"][0]
+    auth_failure_window_s: int = CAPS["auth_failure_window_s"][0]
 
     def channel(self, user: str) -> ChannelConfig | None:
         """The channel of a username, None when unknown."""
@@ -325,9 +338,10 @@ class SimulatorHome:
         """Register a channel (spec 3.1); refused changes raise ConfigError, nothing stored."""
 
         config = self.load()
-        if config.channel(user) is not None:
-            raise ConfigError(f"channel user {user!r} already exists in {self.config_path}; "
-                              "choose another name")
+        taken = _same_root(user, config.channels)
+        if taken is not None:
+            raise ConfigError(f"channel user {user!r} already exists in {self.config_path}"
+                              f"{_as(taken, user)}; choose another name")
         try:
             quality = Quality.parse(quality) if isinstance(quality, str) else quality
         except ValueError as exc:
@@ -335,7 +349,7 @@ class SimulatorHome:
         apps = frozenset(a.upper() for a in applications) or frozenset({"FLAC"})
         problem = _channel_problem(user, company, sender, apps)
         if problem:
-            raise ConfigError(problem)
+            raise ConfigError(problem[1])
         if not ssh_keys:
             raise ConfigError(f"channel {user!r}: at least one SSH public key is needed "
                               "(spec 3.2: public-key login only)")
@@ -496,8 +510,11 @@ class SimulatorHome:
 
     def channel_root(self, user: str) -> Path:
         """The chroot of a channel, its six directories created; a symlink anywhere is refused."""
-        if not USER_RE.fullmatch(user):
-            raise ConfigError(f"channel user {user!r}: not a valid username")
+        from fla_core.identifiers import channel_user_problem
+
+        problem = channel_user_problem(user)
+        if problem is not None:  # "." or ".." would make the root the channels folder or home
+            raise ConfigError(f"channel user {user!r}: {problem}")
         base = self.path / "channels"
         root = base / user
         for d in (base, root):
@@ -620,27 +637,52 @@ def _issued(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _channel_problem(user: str, company: str, sender: str, apps: frozenset[str]) -> str | None:
-    """Why these channel fields cannot be used (spec 3.1), None when they can."""
-    from fla_core.identifiers import kbo_problem
+def _channel_problem(user: str, company: str, sender: str,
+                     apps: frozenset[str]) -> tuple[str, str] | None:
+    """The key and the message of the first channel field that cannot be used (spec 3.1), None
+    when they all can."""
+    from fla_core.identifiers import (
+        CHECK_DIGITS,
+        RESERVED,
+        channel_user_problem,
+        kbo_problem,
+        sender_problem,
+    )
 
-    if not USER_RE.fullmatch(user):
-        return f"channel user {user!r}: use 1 to 64 characters of A-Z a-z 0-9 . _ - (spec 3.1)"
-    if not re.fullmatch(r"\d{6}", sender):
-        return f"sender {sender!r}: a sender number is 6 digits (spec 3.1)"
-    if sender in RESERVED_SENDERS:
-        return (f"sender {sender}: 000000 and 999999 are reserved (spec 3.1); "
-                "choose another sender number")
+    problem = channel_user_problem(user)
+    if problem is not None:
+        return "user", f"channel user {user!r}: {problem} (spec 3.1)"
+    problem = sender_problem(sender)
+    if problem == RESERVED:
+        return "sender", (f"sender {sender}: 000000 and 999999 are reserved (spec 3.1); "
+                          "choose another sender number")
+    if problem is not None:
+        return "sender", f"sender {sender!r}: a sender number is 6 digits 0-9 (spec 3.1)"
     problem = kbo_problem(company)
     if problem is not None:
-        what = "bad check digits" if problem == "004" else "not 10 digits"
-        return (f"company {company!r}: not a valid enterprise number ({what}, code {problem}); "
-                "give the 10-digit KBO/BCE number")
+        what = "bad check digits" if problem == CHECK_DIGITS else "not 10 digits"
+        return "company", (f"company {company!r}: not a valid enterprise number ({what}, code "
+                           f"{problem}); give the 10-digit KBO/BCE number")
     unknown = sorted(apps - KNOWN_UPLOAD_CODES)
     if unknown:
-        return (f"application {', '.join(unknown)}: unknown application code; "
-                f"known: {', '.join(sorted(KNOWN_UPLOAD_CODES))}")
+        return "applications", (f"application {', '.join(unknown)}: unknown application code; "
+                                f"known: {', '.join(sorted(KNOWN_UPLOAD_CODES))}")
     return None
+
+
+def _same_root(user: str, channels: Sequence[ChannelConfig]) -> ChannelConfig | None:
+    """The channel whose root folder ``user`` would share: the same name, also in another case
+    (on a case-insensitive file system, macOS's and Windows' default, channels/Acme and
+    channels/acme are one folder, so two channels would see each other's files)."""
+    for channel in channels:
+        if channel.user.casefold() == user.casefold():
+            return channel
+    return None
+
+
+def _as(existing: ChannelConfig, user: str) -> str:
+    """`` as 'Acme'`` when a name clashes with an existing one in another case, else empty."""
+    return "" if existing.user == user else f" as {existing.user!r}"
 
 
 # -- simulator.toml reading -------------------------------------------------------------------
@@ -688,6 +730,11 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     judge_workers = server.pop("judge_workers", 1)
     close_grace_ms = server.pop("close_grace_ms", DEFAULT_CLOSE_GRACE_MS)
     refuse_unusable = server.pop("refuse_unusable_names", True)
+    caps = {key: server.pop(key, default) for key, (default, _, _) in CAPS.items()}
+    for key, value in caps.items():
+        low, high = CAPS[key][1:]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"{source} [server]: key {key!r} must be a number {low}-{high}")
     if (not isinstance(close_grace_ms, int) or isinstance(close_grace_ms, bool)
             or not 0 <= close_grace_ms <= 3_600_000):
         raise ConfigError(f"{source} [server]: key 'close_grace_ms' must be a number of "
@@ -719,8 +766,11 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
     channels: list[ChannelConfig] = []
     for n, table in enumerate(raw.get("channel", []), 1):
         channel = _parse_channel(table, base, f"{source} [[channel]] #{n}")
-        if any(c.user == channel.user for c in channels):
-            raise ConfigError(f"{source}: channel user {channel.user!r} is defined twice")
+        taken = _same_root(channel.user, channels)
+        if taken is not None:
+            raise ConfigError(f"{source} [[channel]] #{n}: key 'user': channel user "
+                              f"{channel.user!r} is defined twice{_as(taken, channel.user)}; "
+                              "give each channel its own user")
         channels.append(channel)
     mandates = [_parse_mandate(t, f"{source} [[mandate]] #{n}")
                 for n, t in enumerate(raw.get("mandate", []), 1)]
@@ -738,7 +788,7 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
                            legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers,
                            prescan_min_bytes=prescan_min_bytes,
                            judge_workers=judge_workers, close_grace_ms=close_grace_ms,
-                           refuse_unusable_names=refuse_unusable)
+                           refuse_unusable_names=refuse_unusable, **caps)
 
 
 def _ciphers(value: Any, source: str) -> tuple[str, ...]:
@@ -777,7 +827,8 @@ def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConf
     apps = frozenset(str(a).upper() for a in table.get("applications", ["FLAC"]))
     problem = _channel_problem(user, company, sender, apps)
     if problem:
-        raise ConfigError(f"{where}: {problem}")
+        key, message = problem
+        raise ConfigError(f"{where}: key {key!r}: {message}")
     quota = table.get("quota_bytes", GiB)
     if not isinstance(quota, int) or quota < 0:
         raise ConfigError(f"{where}: key 'quota_bytes' must be a number of bytes")
@@ -823,7 +874,8 @@ def _render_config(config: SimulatorConfig, base: Path) -> str:
            f"ciphers = {_toml(list(config.ciphers))}",
            f"judge_workers = {config.judge_workers}",
            f"close_grace_ms = {config.close_grace_ms}",
-           f"refuse_unusable_names = {_toml(config.refuse_unusable_names)}"]
+           f"refuse_unusable_names = {_toml(config.refuse_unusable_names)}",
+           *(f"{key} = {getattr(config, key)}" for key in CAPS)]
     out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
     for channel in config.channels:
         key_paths = []

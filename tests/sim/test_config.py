@@ -112,7 +112,24 @@ def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
     ("[servers]\n", "unknown table [servers]"),
     ("[[channel]]\nuser = 'a'\nquality = 'employer'\nssh_keys = []\n", "missing key 'company'"),
     ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
-     "sender = '999999'\nssh_keys = []\n", "reserved"),
+     "sender = '999999'\nssh_keys = []\n", "#1 (user 'a'): key 'sender': sender 999999: "
+     "000000 and 999999 are reserved"),
+    ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
+     "sender = '\u0661\u0662\u0663\u0664\u0665\u0666'\nssh_keys = []\n",
+     "key 'sender': sender '\u0661\u0662\u0663\u0664\u0665\u0666': a sender number is 6 "
+     "digits 0-9"),
+    ("[[channel]]\nuser = '..'\nquality = 'employer'\ncompany = '0123456749'\n"
+     "sender = '123456'\nssh_keys = []\n", "[[channel]] #1 (user '..'): key 'user': channel "
+     "user '..': not a plain name"),
+    ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
+     "sender = '123456'\nssh_keys = []\n[[channel]]\nuser = 'A'\nquality = 'employer'\n"
+     "company = '0897223670'\nsender = '654321'\nssh_keys = []\n",
+     "[[channel]] #2: key 'user': channel user 'A' is defined twice as 'a'"),
+    ("[[mandate]]\nlevel = 1\nemployer = '0897223607'\nrepresentative = '0123456749'\n"
+     "start = '20241'\n", "[[mandate]] #1: employer must be a valid 10-digit enterprise number, "
+     "got '0897223607' (wrong check digits)"),
+    ("[[mandate]]\nlevel = 2\nemployer = '0897223670'\nrepresentative = '0123456749'\n"
+     "sender = '\u0661\u0662\u0663\u0664\u0665\u0666'\n", "6-digit sender number"),
     ("[[channel]]\nuser = 'a'\nquality = 'boss'\n", "unknown quality 'boss'"),
     ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
      "sender = '123456'\nssh_keys = ['keys/gone.pub']\n", "cannot read"),
@@ -176,10 +193,17 @@ def test_add_channel_stores_keys_in_the_home_and_builds_the_profile(home: Simula
     ({"sender": "000000"}, "reserved"),
     ({"sender": "999999"}, "reserved"),
     ({"sender": "12345"}, "6 digits"),
+    ({"sender": "\u0661\u0662\u0663\u0664\u0665\u0666"}, "6 digits 0-9"),  # no name has them
     ({"user": "acme payroll"}, "A-Z a-z 0-9"),
     ({"user": "../etc"}, "A-Z a-z 0-9"),
     ({"user": "x" * 65}, "A-Z a-z 0-9"),
+    ({"user": ".."}, "not a plain name"),  # its root would be the simulator home itself
+    ({"user": "."}, "not a plain name"),  # ... or the folder of every channel
+    ({"user": ".acme"}, "starting with a letter or a digit"),
+    ({"user": "-acme"}, "starting with a letter or a digit"),
+    ({"user": "acme..x"}, "without '..'"),
     ({"user": "acme-payroll"}, "already exists"),
+    ({"user": "ACME-Payroll"}, "already exists in .* as 'acme-payroll'"),  # one folder on macOS
     ({"company": "0123456748"}, "enterprise number"),
     ({"company": "123"}, "enterprise number"),
     ({"applications": ["FLAC", "XXXX"]}, "unknown application code"),
@@ -247,6 +271,16 @@ def test_add_trust_refuses_what_is_not_a_pem_certificate(home: SimulatorHome,
 
 
 # -- channel roots --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", ["..", ".", "a..b", ".hidden"])
+def test_channel_root_is_never_the_home_or_the_channels_folder(home: SimulatorHome,
+                                                               user: str) -> None:
+    before = sorted(os.listdir(home.path))
+    with pytest.raises(ConfigError, match="not a plain name"):
+        home.channel_root(user)
+    assert sorted(os.listdir(home.path)) == before  # no IN, OUT, ... made in the home
+    assert not any(d in os.listdir(home.path / "channels") for d in CHANNEL_DIRS)
 
 
 def test_channel_root_refuses_a_symlink_anywhere_in_the_tree(home: SimulatorHome) -> None:

@@ -1,5 +1,6 @@
 """``[server] durability`` (docs/simulator.md "Durability"): "process" never flushes the disk per
-set, "power" flushes every journal commit and every answer file."""
+set, "power" flushes every journal commit and every answer file. How many commits a set costs is
+a budget, measured by bench/bench_channel.py ("journal commits per set"), not pinned here."""
 
 from __future__ import annotations
 
@@ -97,42 +98,3 @@ def test_answer_files_are_fsynced_only_when_durable(home: SimulatorHome, tmp_pat
                                        "GO.ACRF.999999.20260316.00001.T"]
     assert all(p.exists() for p in paths) and (tmp_path / NAME).read_bytes() == b"<answer/>"
     assert len(synced) == flushes  # FO, FS, GO and the directory, or nothing
-
-
-def test_one_set_costs_six_journal_commits(fla_sim_home, fla_channel) -> None:  # type: ignore[no-untyped-def]
-    """FI close, GO close, PROCESSING, answers planned, ACRF written, NOTI written + clean-up:
-    each commit is a disk flush under "power", so their number is the per-set cost."""
-    import asyncio
-
-    from fla_core.plugins import FlaPlugins
-    from fla_sim.processor import Processor
-
-    fixture = Path(__file__).parents[2] / "fixtures" / "fla" / "valid-minimal.xml"
-    home = fla_sim_home
-    folder = home.channel_root("acme-payroll") / "INTEST"
-    names = ["FI.FLAC.123456.20260316.00001.T.1.1", "GO.FLAC.123456.20260316.00001.T.1"]
-    (folder / names[0]).write_bytes(fixture.read_bytes())
-    (folder / names[1]).write_bytes(b"")
-    journal = Journal(home.journal_path)
-    commits: list[str] = []
-    with journal.transaction() as db:  # the one writer connection every commit goes through
-        db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
-    commits.clear()
-
-    async def run() -> None:
-        processor = Processor(home, home.load(), journal, clock=lambda: AT,
-                              plugins=FlaPlugins(entry_points=False))
-        await processor.start()
-        for name in names:
-            await processor.on_file_closed("acme-payroll", "INTEST", name,
-                                           (folder / name).stat().st_size)
-        await processor.drain(30)
-        await processor.stop()
-
-    asyncio.run(run())
-    assert journal.summary()["sets"] == {"NOTIFIED": 1}
-    assert sorted(p.name for p in (home.channel_root("acme-payroll") / "OUTTEST").iterdir()) \
-        == sorted(f"{p}.{k}.999999.20260316.{s}.T" for p in ("FO", "FS", "GO")
-                  for k, s in (("ACRF", "00001"), ("NOTI", "00002")))
-    assert len(commits) == 6
-    journal.close()

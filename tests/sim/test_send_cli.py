@@ -132,11 +132,17 @@ def test_poll_flags_answers_signed_by_an_untrusted_ca(fla_sim, fla_channel, fla_
     accepted_triplet(folder, "00001", fla_channel.signer)
     assert run("send", str(folder), *channel_args(fla_sim, fla_channel)).exit_code == 0
     fla_sim.drain()
+    # fla_pki's CA issued the channel's signer, not the simulator's answer certificate
     res = run("poll", *channel_args(fla_sim, fla_channel), "--out", str(tmp_path / "in"),
               "--json", "--trust", str(fla_pki.ca_path))
     assert res.exit_code == 1
     (result,) = json.loads(res.stdout)
-    assert result["signature_problem"].startswith("FO.")
+    assert sorted(result["answers"]) == [f"FO.ACRF.999999.{DAY}.00001.T",
+                                         f"FO.NOTI.999999.{DAY}.00002.T"]
+    assert result["acrf"]["result_code"] == 1 and result["noti"]["result_code"] == 1
+    # the answers are fine: only their chain fails, S6 (605), not any other check
+    assert re.fullmatch(rf"FO\.(ACRF|NOTI)\.999999\.{DAY}\.0000[12]\.T: ACRF-605 .*",
+                        result["signature_problem"]), result["signature_problem"]
 
 
 @pytest.mark.parametrize("command", ["send", "poll"])

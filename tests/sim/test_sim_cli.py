@@ -91,6 +91,59 @@ def test_reserved_sender_is_refused_with_exit_2_and_nothing_stored(
     assert not (home / "channels" / "second").exists()
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--user", "..", "channel user '..': not a plain name"),  # its root: the home itself
+    ("--user", ".", "channel user '.': not a plain name"),
+    ("--user", "-x", "starting with a letter or a digit"),
+    ("--user", "Acme-Payroll", "already exists in"),
+    # digits, but not the 0-9 of every file name: the channel could never send a file
+    ("--sender", "\u0661\u0662\u0663\u0664\u0665\u0666", "a sender number is 6 digits 0-9"),
+    ("--company", "0897223607", "bad check digits"),
+])
+def test_refused_channel_is_exit_2_and_nothing_stored(
+        home: Path, option: str, value: str, message: str,
+        ssh_key: tuple[asyncssh.SSHKey, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    before = (home / "simulator.toml").read_bytes()
+    listing = sorted(os.listdir(home))
+    args = {"--user": "second", "--quality": "employer", "--company": "0897223670",
+            "--sender": "654321", option: value}
+    code, _, err = run_cli(capsys, "channel", "add", str(home),
+                           *[x for kv in args.items() for x in kv], "--ssh-key", str(ssh_key[1]))
+    assert code == 2
+    assert err.startswith("fla-sim: error: ") and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err
+    assert (home / "simulator.toml").read_bytes() == before
+    assert sorted(os.listdir(home)) == listing  # no IN, OUT, ... in the home
+    assert sorted(os.listdir(home / "channels")) == ["acme-payroll"]
+
+
+def test_enterprise_numbers_are_read_as_fla_reads_them(
+        home: Path, ssh_key: tuple[asyncssh.SSHKey, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "channel", "add", str(home), "--user", "second",
+                             "--quality", "employer", "--company", "BE 0897.223.670",
+                             "--sender", "654321", "--ssh-key", str(ssh_key[1]))
+    assert code == 0, err
+    assert "company 0897223670" in out
+    code, _, err = run_cli(capsys, "mandate", "add", str(home), "--employer", "897.223.670",
+                           "--representative", "BE0123456749", "--level", "1", "--start", "20241")
+    assert code == 0, err
+    config = SimulatorHome(home).load()
+    assert [c.company for c in config.channels] == ["0123456749", "0897223670"]
+    assert [(m.employer, m.representative) for m in config.mandates] == [
+        ("0897223670", "0123456749")]
+
+
+def test_a_mandate_with_a_wrong_check_digit_is_exit_2(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (home / "simulator.toml").read_bytes()
+    code, _, err = run_cli(capsys, "mandate", "add", str(home), *MANDATE,
+                           "--representative", "0123456700", "--start", "20241")
+    assert code == 2 and err.count("\n") == 1
+    assert "representative must be a valid 10-digit enterprise number" in err
+    assert (home / "simulator.toml").read_bytes() == before
+
+
 def test_overlapping_level1_mandate_is_exit_2_and_nothing_stored(
         home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "mandate", "add", str(home), *MANDATE,

@@ -55,7 +55,8 @@ def test_bench_core_quick_measures_every_subject_against_its_anchor(tmp_path: Pa
 @pytest.mark.slow
 def test_bench_channel_quick_runs_upload_end_to_end_and_small_sets(tmp_path: Path) -> None:
     _need("sftp", "openssl", "xmllint", "ssh-keygen")
-    result = _run("bench_channel.py", tmp_path, "--size", "2M", "--records", "2",
+    # 24 sets per level: CPU times tick by 10 ms, and 2 sets (~5 ms each) could read as 0
+    result = _run("bench_channel.py", tmp_path, "--size", "2M", "--records", "24",
                   "--duration", "1", "--levels", "1,8", "--sustain-senders", "8")
     rows = {r["subject"]: r for r in result["rows"]}
     assert rows["(a) upload MB/s"]["ours"] > 0
@@ -73,3 +74,6 @@ def test_bench_channel_quick_runs_upload_end_to_end_and_small_sets(tmp_path: Pat
         assert latency["cpu_ms_per_set"]["simulator"] > 0
     sustained = result["params"]["results"]["sustained"]
     assert sustained["sets"] > 0 and sustained["errors"] == []
+    # counted over answered sets (the bench refuses to report the commits of failed ones)
+    assert rows["(c) journal commits per set"]["ours"] > 0
+    assert result["params"]["results"]["journal_commits"]["sets"] == 3

@@ -243,13 +243,39 @@ def test_commands_from_other_modules_are_loaded(tmp_path, monkeypatch):
     mod.write_text("from fla_core.cli import app\n\n@app.command('hello')\n"
                    "def hello() -> None:\n    print('hello from a module')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    cli.load_command_modules(["fla_extra_cmd", "fla_core.no_such_module"])
+    cli.load_command_modules(["fla_extra_cmd"])
     res = CliRunner().invoke(cli.app, ["hello"])
     assert res.exit_code == 0 and res.stdout.strip() == "hello from a module"
     broken = tmp_path / "fla_broken_cmd.py"
     broken.write_text("import no_such_dependency_xyz\n")
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz") as raised:
         cli.load_command_modules(["fla_broken_cmd"])
+    assert not isinstance(raised.value, cli.MissingCommandModule)  # the dependency is named
+
+
+def test_every_listed_command_module_exists():
+    cli.load_command_modules()  # raises MissingCommandModule for a listed module that is not there
+    assert "fla_core.cli_certify" not in cli.COMMAND_MODULES  # comes with the certify command
+
+
+@pytest.mark.parametrize("name", ["fla_core.no_such_module", "no_such_package.cli"])
+def test_a_listed_command_module_that_is_missing_is_an_error(name):
+    with pytest.raises(cli.MissingCommandModule, match=re.escape(repr(name))):
+        cli.load_command_modules(["fla_core.cli_demo", name])
+
+
+def test_fla_does_not_start_with_a_listed_module_missing(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "fla_core.cli_certify"))
+    monkeypatch.setattr(sys, "argv", ["fla", "--help"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not even the help: a command of the list would be missing
+    assert captured.err.strip().splitlines() == [
+        "fla: error: command module 'fla_core.cli_certify' is listed in "
+        "fla_core.cli.COMMAND_MODULES but is not installed; reinstall fla-batch (pip install -e "
+        ".) or remove it from the list"]
 
 
 def test_console_script_traceback_only_with_verbose(tmp_path):
@@ -427,6 +453,9 @@ def test_an_export_without_rows_is_a_problem(runner, tmp_path, name, text):
     (["--company", "BE 0123.456.7"], "--company 'BE 0123.456.7' is not an enterprise number"),
     (["--sender", "000000"], "--sender 000000: 000000 and 999999 are reserved"),
     (["--sender", "999999"], "--sender 999999: 000000 and 999999 are reserved"),
+    # digits, but no file name can carry them (names take 0-9 only)
+    (["--sender", "\u0661\u0662\u0663\u0664\u0665\u0666"],
+     "--sender '\u0661\u0662\u0663\u0664\u0665\u0666' must be the 6-digit sender number"),
 ])
 def test_build_checks_company_and_sender_numbers(runner, tmp_path, args, message):
     values = {"--quality": "employer", "--sender": "123456", "--company": "0123456749"}

@@ -278,3 +278,55 @@ def test_refs_adjacent_decides_whether_an_export_can_be_streamed(refs, adjacent)
     from fla_core.formats.layout import refs_adjacent
 
     assert refs_adjacent(iter(refs)) is adjacent
+
+
+# --- identifiers: the spellings fla_core.identifiers accepts, and only those -----------------
+
+ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667"
+                                           "\u0668\u0669")
+
+
+def _row(**values: str) -> str:
+    row = {"declaration_ref": "D-1", "action": "NEW", "reporting_year": "2025",
+           "employer_company_id": "0897223670", "inss": "93051822361", "training_ref": "T1",
+           "title": "T", "training_type": "FORMAL", "start_date": "2025-03-03",
+           "end_date": "2025-03-03", "hours": "1", "during_working_time": "0"} | values
+    return ",".join(row.get(f, "") for f in FIELDS)
+
+
+@pytest.mark.parametrize(("column", "written", "stored"), [
+    ("inss", "93/05/18-223.61", "93051822361"),  # what identifiers.normalize_inss accepts
+    ("inss", "93.05.18-223.61", "93051822361"),
+    ("inss", "93 05 18\u00a0223 61", "93051822361"),
+    ("employer_noss_nbr", "042/9795/35", "042979535"),
+    ("employer_company_id", "BE 0897.223.670", "0897223670"),
+])
+def test_written_identifiers_are_normalised_like_the_identifiers_module(
+        tmp_path, column, written, stored):
+    path = tmp_path / "x.csv"
+    path.write_text(HEADER + "\n" + _row(**{column: written}) + "\n", "utf-8")
+    _, decls, problems = read(path)
+    assert problems == []
+    worker = decls[0].workers[0]
+    employer = decls[0].employer
+    assert employer is not None
+    assert {"inss": worker.inss, "employer_noss_nbr": employer.noss_registration_nbr,
+            "employer_company_id": employer.company_id}[column] == stored
+
+
+@pytest.mark.parametrize(("column", "written", "message"), [
+    # digits, but not 0-9: no FI may carry them (its schema wants [0-9])
+    ("inss", "93051822361".translate(ARABIC_INDIC), "is not an INSZ/NISS number (11 digits)"),
+    ("employer_company_id", "897223670".translate(ARABIC_INDIC),
+     "is not an enterprise number (10 digits)"),
+    ("provider_company_id", "0566988259".translate(ARABIC_INDIC),
+     "is not an enterprise number (10 digits)"),
+    ("employer_noss_nbr", "042979535".translate(ARABIC_INDIC), "is not a NOSS number (9 digits)"),
+    ("reporting_year", "2025".translate(ARABIC_INDIC), "is not 4 digits"),
+])
+def test_non_ascii_digits_are_an_input_problem(tmp_path, column, written, message):
+    path = tmp_path / "x.csv"
+    path.write_text(HEADER + "\n" + _row(**{column: written}) + "\n", "utf-8")
+    _, decls, problems = read(path)
+    assert decls == []
+    assert len(problems) == 1 and f"field '{column}'" in problems[0] and message in problems[0]

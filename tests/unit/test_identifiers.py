@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -9,9 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fla_core.identifiers import (
+    SENDER_PATTERN,
     InssInfo,
+    channel_user_problem,
     format_inss,
     format_kbo,
+    has_inss_form,
+    has_kbo_form,
     inss_check_digits,
     inss_info,
     inss_problem,
@@ -22,6 +27,7 @@ from fla_core.identifiers import (
     make_kbo,
     normalize_inss,
     normalize_kbo,
+    normalize_noss,
     noss_problem,
     sender_problem,
 )
@@ -42,6 +48,12 @@ INSS_TABLE = [
     ("93051800090", "901"),
     ("9305182236", "901"),
     ("00012556748", None),  # the note under the table: rule 1900, born in 1900
+    # Check digits 97: the first 9 digits (rule 1900) or 2 000 000 000 + them (rule 2000) are a
+    # multiple of 97, remainder 0 gives 97, never 00.
+    ("85010101697", None),  # 850101016 mod 97 = 0
+    ("00010100697", None),  # (2 000 101 006) mod 97 = 0
+    ("85010101600", "004"),
+    ("00010100600", "004"),
 ]
 
 KBO_TABLE = [
@@ -86,6 +98,15 @@ def test_kbo_table_10_2(value: str, expected: str | None) -> None:
 )
 def test_inss_info_decodes_table_rows(value: str, info: InssInfo) -> None:
     assert inss_info(value) == info
+
+
+def test_check_digits_97_when_the_remainder_is_0() -> None:
+    assert inss_check_digits("850101016") == "97"
+    assert inss_check_digits("000101006", born_2000=True) == "97"
+    assert (inss_info("85010101697").century, inss_info("85010101697").year) == (1900, 1985)
+    assert (inss_info("00010100697").century, inss_info("00010100697").year) == (2000, 2000)
+    assert make_inss(date(1985, 1, 1), 16) == "85010101697"
+    assert make_inss(date(2000, 1, 1), 6) == "00010100697"
 
 
 def test_inss_info_birth_date_and_unknowns() -> None:
@@ -150,11 +171,16 @@ def test_noss_format_only() -> None:
 def test_format_and_normalize() -> None:
     assert format_inss("93051822361") == "93.05.18-223.61"
     assert normalize_inss("93.05.18-223.61") == "93051822361"
+    assert normalize_inss("93/05/18-223.61") == "93051822361"
+    assert normalize_inss("93 05 18\u00a0223 61") == "93051822361"  # Excel's no-break space
+    assert normalize_noss("042-9795-35") == "042979535"
     assert format_kbo("0123456749") == "0123.456.749"
     assert format_kbo("123456749") == "0123.456.749"
     assert normalize_kbo("BE 0123.456.749") == "0123456749"
     assert normalize_kbo("be0123456749") == "0123456749"
     assert normalize_kbo("123.456.749") == "0123456749"
+    assert normalize_kbo("\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0664\u0669") == \
+        "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0664\u0669"  # not padded: not 0-9
     with pytest.raises(ValueError, match="11 digits"):
         format_inss("123")
     with pytest.raises(ValueError, match="10 digits"):
@@ -236,3 +262,37 @@ def test_two_rules_never_both_match(value: str) -> None:
 ])
 def test_sender_number(value, problem):
     assert sender_problem(value) == problem
+    assert (re.fullmatch(SENDER_PATTERN, value) is not None) is (problem != "901")
+
+
+@pytest.mark.parametrize(("value", "form"), [
+    ("93051822362", True),  # the form only: check digits are the business rules' concern
+    ("9305182236", False),
+    ("930518223611", False),
+    ("93.05.18-223.61", False),  # normalise first
+    ("\u0669\u0663\u0660\u0665\u0661\u0668\u0662\u0662\u0663\u0666\u0661", False),
+])
+def test_inss_form(value, form):
+    assert has_inss_form(value) is form
+
+
+def test_kbo_form():
+    assert has_kbo_form("0123456700") and has_kbo_form("2000000042")
+    assert not has_kbo_form("123456749") and not has_kbo_form("0123.456.749")
+    assert not has_kbo_form("\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0664\u0669")
+    assert not has_kbo_form(123456749)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("user", ["acme-payroll", "ACME_2", "a", "9", "a.b", "x" * 64])
+def test_plain_channel_usernames(user):
+    assert channel_user_problem(user) is None
+
+
+@pytest.mark.parametrize("user", [
+    ".", "..",  # the root would be the channels folder or the simulator home
+    ".hidden", "-opt", "_x",  # a letter or digit first
+    "a..b", "acme..",  # no ".." anywhere
+    "../etc", "a/b", "a b", "", "x" * 65, "acm\u00e9",
+])
+def test_channel_usernames_that_are_not_plain(user):
+    assert "not a plain name" in (channel_user_problem(user) or "")

@@ -18,7 +18,14 @@ from decimal import Decimal
 from functools import lru_cache
 
 from fla_core.formats import ReadContext
-from fla_core.identifiers import normalize_kbo
+from fla_core.identifiers import (
+    has_inss_form,
+    has_kbo_form,
+    normalize_inss,
+    normalize_kbo,
+    normalize_noss,
+    noss_problem,
+)
 from fla_core.model import (
     Action,
     Declaration,
@@ -61,12 +68,9 @@ _TRUE = {"true", "yes", "1", "ja", "oui", "y", "j", "o"}
 _FALSE = {"false", "no", "0", "nee", "non", "n"}
 _MAX_HOURS = Decimal("9999.99")
 _CENT = Decimal("0.01")
-# Compiled once: parse_row runs for every row of an export.
-_SEPARATORS = re.compile(r"[\s.\-]")
-_DIGITS4 = re.compile(r"\d{4}")
-_DIGITS9 = re.compile(r"\d{9}")
-_DIGITS10 = re.compile(r"\d{10}")
-_DIGITS11 = re.compile(r"\d{11}")
+# Compiled once: parse_row runs for every row of an export. ASCII digits only: the FI schema
+# refuses others (identifiers are normalised and judged by fla_core.identifiers).
+_DIGITS4 = re.compile(r"[0-9]{4}")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ASCII_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ASCII_DMY_DATE = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4})")
@@ -123,11 +127,6 @@ def check_columns(columns: list[str], path: object, context: ReadContext,
     for col in missing:
         context.problem(path, line, col, f"required column {col!r} is missing")
     return not missing
-
-
-def normalize_inss(text: str) -> str:
-    """Strip the dots, dashes and spaces of a written INSZ (``93.05.18-223.61``)."""
-    return _SEPARATORS.sub("", text)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -238,11 +237,11 @@ def _declaration_fields(declaration_ref: str, action_text: str, replaced: str, y
     if year and not _DIGITS4.fullmatch(year):
         after.append(("reporting_year", f"reporting year {year!r} is not 4 digits"))
     employer = normalize_kbo(employer_text) if employer_text else None
-    if employer is not None and not _DIGITS10.fullmatch(employer):
+    if employer is not None and not has_kbo_form(employer):
         after.append(("employer_company_id",
                       f"{employer_text!r} is not an enterprise number (10 digits)"))
-    noss = _SEPARATORS.sub("", noss_text) or None
-    if noss is not None and not _DIGITS9.fullmatch(noss):
+    noss = normalize_noss(noss_text) or None
+    if noss is not None and noss_problem(noss) is not None:
         after.append(("employer_noss_nbr", f"{noss_text!r} is not a NOSS number (9 digits)"))
     return tuple(before), tuple(after), action, employer, noss
 
@@ -253,10 +252,10 @@ def _parse_worker(v: dict[str, str], problem: Callable[[str, str], None]
         if not v[col]:
             problem(col, f"{col} is empty (required on a row with a worker)")
     inss = normalize_inss(v["inss"])
-    if inss and not _DIGITS11.fullmatch(inss):
+    if inss and not has_inss_form(inss):
         problem("inss", f"{v['inss']!r} is not an INSZ/NISS number (11 digits)")
     provider = normalize_kbo(v["provider_company_id"]) if v["provider_company_id"] else None
-    if provider is not None and not _DIGITS10.fullmatch(provider):
+    if provider is not None and not has_kbo_form(provider):
         problem("provider_company_id",
                 f"{v['provider_company_id']!r} is not an enterprise number (10 digits)")
     if len(v["title"]) > 200:
