@@ -5,18 +5,29 @@ One asyncssh server; each SFTP session is chrooted into its channel's root. The
 each raising :class:`asyncssh.SFTPError` with the status a client sees on the real channel.
 Uploads are written under a hidden temporary name and renamed to their real name when the
 client closes them; only then is ``on_file_closed`` awaited.
+
+The path policy is in one place, :meth:`ChannelSFTPServer.map_path`, through which asyncssh
+and every request method here map each client path; the request methods only add their own rule
+(writes in IN*, reads and deletes in OUT*). One client cannot take the server down: open
+handles are capped per session and per channel, failed logins per connection and per source
+(:mod:`fla_sim.limits`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import math
 import os
+import posixpath
 import re
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +38,7 @@ from asyncssh.public_key import get_default_public_key_algs as _default_sig_algs
 from fla_core.anomalies import ChannelError
 from fla_core.names import check_shape
 from fla_sim.config import ConfigError
+from fla_sim.limits import FailureWindow, RepeatFilter, raise_file_limit
 
 if TYPE_CHECKING:
     from fla_sim.config import SimulatorConfig, SimulatorHome
@@ -39,8 +51,18 @@ TEMP_PREFIX = ".upload-"
 HIDDEN = "."  # simulator temp files (.upload-*, .answer-*): never listed, served or writable
 
 FileClosed = Callable[[str, str, str, int], Awaitable[None]]
+# (user, directory, name) -> a context held while a closed upload takes its name; it yields
+# False when that name belongs to a set its GO triggered (fla_sim.processor.Processor.replacing)
+Replacing = Callable[[str, str, str], contextlib.AbstractContextManager[bool]]
 
-_CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")  # not allowed in names (see _parts)
+
+@contextlib.contextmanager
+def _always(user: str, directory: str, name: str) -> Generator[bool, None, None]:
+    yield True
+
+_CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")  # not allowed in names (see map_path)
+# lstat errors meaning "not there": nothing below such a component can exist either
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 _WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
 _MAX_GAPS = 64  # out-of-order ranges an FI upload may leave open and still be pre-scanned
 # what a client that uploads under a temporary name and renames must change (docs/clients.md)
@@ -58,7 +80,16 @@ class _Context:
     log: logging.Logger
     legacy_ssh_rsa: bool = False
     prescan: Prescanner | None = None  # validates big FIs while they arrive (fla_sim.prescan)
+    replacing: Replacing = _always
+    # the SFTP sessions of each channel, for the per-channel handle cap (a session leaves at
+    # its exit; weak, so a session asyncssh dropped without exit cannot be counted for ever)
+    sessions: dict[str, weakref.WeakSet[ChannelSFTPServer]] = field(default_factory=dict)
+    failures: FailureWindow = field(default_factory=FailureWindow)  # failed logins per source
     _parsed: dict[str, bytes | None] = field(default_factory=dict)
+
+    def channel_handles(self, user: str) -> int:
+        """Open files and directories of all the SFTP sessions of a channel."""
+        return sum(session.open_handles() for session in self.sessions.get(user, ()))
 
     def key_allowed(self, user: str, key: asyncssh.SSHKey) -> bool:
         """True when ``key`` is registered for the channel ``user`` (looked up at each login)."""
@@ -103,6 +134,12 @@ class _Upload:
 
     def fileno(self) -> int:
         return self.fd
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Refused: an upload's handle is write-only."""
+        # asyncssh's ranges@asyncssh.com handler seeks the handle object itself (no server
+        # method to override); without this it answered "Uncaught exception"
+        raise _denied("uploads cannot be read back")
 
     def finish(self) -> os.stat_result:
         """Close the temp file and rename it over the real name; return its fstat."""
@@ -154,6 +191,59 @@ def _denied(reason: str) -> asyncssh.SFTPError:
     return asyncssh.SFTPPermissionDenied(reason)
 
 
+def _served(depth: int, name: str, st: os.stat_result) -> bool:
+    """Whether an entry found ``depth`` levels below a channel root is part of what it serves.
+
+    The root holds the six channel directories, they hold plain files: nothing else is ever
+    shown or served, whatever was put in the tree (a link, a directory, a device, a FIFO).
+    """
+    if depth == 1:
+        return name in CHANNEL_DIRS and stat.S_ISDIR(st.st_mode)
+    # a hard link is another name of some file of the home (the CA key): only files with one
+    # name are served; uploads and answers are always written under a single name
+    return (depth == 2 and not name.startswith(HIDDEN) and stat.S_ISREG(st.st_mode)
+            and st.st_nlink == 1)
+
+
+class _Listing:
+    """A directory handle: what the directory serves, read in one go at the first READDIR."""
+
+    __slots__ = ("__weakref__", "_depth", "_local", "_names")
+
+    def __init__(self, local: str, depth: int):
+        self._local = local
+        self._depth = depth  # of the entries listed: 1 at the root, 2 in a channel directory
+        self._names: Iterator[asyncssh.SFTPName] | None = None
+
+    def __aiter__(self) -> _Listing:
+        return self
+
+    async def __anext__(self) -> asyncssh.SFTPName:
+        if self._names is None:
+            # read whole and closed at once: an open listing holds no file descriptor
+            self._names = iter(self._read())
+        try:
+            return next(self._names)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def _read(self) -> list[asyncssh.SFTPName]:
+        parent = os.path.dirname(self._local) if self._depth == 2 else self._local  # chroot
+        names = [asyncssh.SFTPName(b".", attrs=asyncssh.SFTPAttrs.from_local(
+                     os.lstat(self._local))),
+                 asyncssh.SFTPName(b"..", attrs=asyncssh.SFTPAttrs.from_local(os.lstat(parent)))]
+        with os.scandir(self._local) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # archived or answered-and-removed since the scan began
+                if _served(self._depth, entry.name, st):
+                    names.append(asyncssh.SFTPName(os.fsencode(entry.name),
+                                                   attrs=asyncssh.SFTPAttrs.from_local(st)))
+        return names
+
+
 def _never_in_a_set(name: str) -> str | None:
     """Why a file of this name can never be part of a set (checks N1-N4 fail), else None.
 
@@ -175,6 +265,10 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         self._ctx = ctx
         self._user: str = chan.get_extra_info("username")
         self._uploads: set[_Upload] = set()
+        self._readers: set[Any] = set()  # answers open for reading (plain file objects)
+        # open directory handles: asyncssh drops one at CLOSEDIR without telling the server,
+        # and with it the only strong reference, so this set follows the client's handles
+        self._listings: weakref.WeakSet[_Listing] = weakref.WeakSet()
         # (directory, name) -> (fstat at CLOSE, monotonic deadline): this session's uploads
         # whose name keeps answering STAT and SETSTAT for [server] close_grace_ms
         self._closed: dict[tuple[str, ...], tuple[os.stat_result, float]] = {}
@@ -190,31 +284,65 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             root = os.path.realpath(ctx.home.path / "channels" / self._user)
         super().__init__(chan, chroot=os.fsencode(root))
         self._root = os.fsencode(root)
+        ctx.sessions.setdefault(self._user, weakref.WeakSet()).add(self)
 
-    # -- path helpers -------------------------------------------------------------------------
+    # -- the path policy: every path of every request goes through map_path ----------------
 
-    def _parts(self, path: bytes) -> tuple[str, ...]:
-        """The client path as components below the channel root (``..`` cannot climb out)."""
+    def map_path(self, path: bytes) -> bytes:
+        """The local path of a client path, once it passed the channel's whole path policy.
+
+        asyncssh maps every path it hands to the server through here, and so do the request
+        methods of this class (:meth:`_parts`): this is the one place that decides what a client
+        can reach. The channel root and nothing above it (``..`` at the root stays there, an
+        absolute path starts at the root), UTF-8 names without control characters, no symbolic
+        link anywhere on the path, and only what the channel serves (:func:`_served`: its six
+        directories and the plain files in them, never the simulator's dot-name temp files).
+        A path that does not exist passes, so each request answers it with its own rule: an
+        upload creates it, STAT says there is no such file, MKDIR is refused.
+        """
         if self._broken:
             raise asyncssh.SFTPFailure(self._broken)
-        rel = self.map_path(path)[len(self._root):].strip(b"/")
+        # lexically from "/", as a chroot does; with no link on the path (checked below) the
+        # lexical path is the real one. normpath keeps a leading "//", lstrip drops it.
+        rel = posixpath.normpath(b"/" + path).lstrip(b"/")
         try:
             text = rel.decode("utf-8")
         except UnicodeDecodeError:
             raise _denied("file names must be UTF-8") from None
-        parts = tuple(text.split("/")) if text else ()
         if _CONTROL.search(text):
             # NUL fails only at the final rename; other control characters cannot be written
             # into the XML answer naming the file, so the set would never be answered
             raise _denied("file names cannot contain control characters")
         local = self._root
-        for part in parts:  # a link planted in the tree could point outside: never follow it
-            local = local + b"/" + part.encode()
-            if os.path.islink(local):
+        for depth, part in enumerate(text.split("/") if text else (), 1):
+            local += b"/" + part.encode()
+            try:
+                st = os.lstat(local)
+            except OSError as exc:
+                if exc.errno in _ABSENT:
+                    break
+                raise
+            if stat.S_ISLNK(st.st_mode):
+                # a link put in the tree could point anywhere (the CA key): never followed
+                self._ctx.log.warning("%s: %s is a symbolic link in the channel tree; it is "
+                                      "never followed (remove it)", self._user, os.fsdecode(local))
                 raise _denied("symbolic links are not served")
-        if parts and parts[-1].startswith(HIDDEN) and parts[-1] not in (".", ".."):
-            raise asyncssh.SFTPNoSuchFile("no such file")
-        return parts
+            if not _served(depth, part, st):
+                raise asyncssh.SFTPNoSuchFile("no such file")
+        return self._root + b"/" + rel if rel else self._root
+
+    def reverse_map_path(self, path: bytes) -> bytes:
+        """The client's name of a local path: "/" is the channel root, nothing above exists."""
+        if path == self._root:
+            return b"/"
+        if path.startswith(self._root + b"/"):
+            return path[len(self._root):]
+        raise asyncssh.SFTPNoSuchFile("no such file")
+
+    def _parts(self, path: bytes) -> tuple[str, ...]:
+        """The components below the channel root of a client path, through :meth:`map_path`."""
+        rel = self.map_path(path)[len(self._root) + 1:]
+        return tuple(rel.decode("utf-8").split("/")) if rel else ()
 
     def _local(self, parts: tuple[str, ...]) -> str:
         return os.path.join(os.fsdecode(self._root), *parts)
@@ -236,16 +364,62 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
     # -- open / read / write / close ----------------------------------------------------------
 
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
-        """OPEN: writes only directly in IN*, reads only in OUT*."""
-        if pflags & _WRITE_FLAGS:
-            if path.rstrip(b"/").rsplit(b"/", 1)[-1].startswith(HIDDEN.encode()):
-                raise self._refused("upload", path, "names starting with '.' are reserved by "
-                                                    f"the simulator; {_FINAL_NAME}")
-            return self._open_upload(self._parts(path), pflags)
+        """OPEN: writes only directly in IN*, reads only in OUT*; open handles are capped."""
         parts = self._parts(path)
+        if pflags & _WRITE_FLAGS:
+            return self._open_upload(parts, pflags)
         if len(parts) != 2 or parts[0] not in ANSWER_DIRS:
             raise _denied("files can be read only in OUT, OUTTEST and OUTTEST-S")
-        return open(self._local(parts), "rb", buffering=0)  # closed in close()
+        self._claim_handle()
+        return self._open_answer(self._local(parts))
+
+    def _open_answer(self, local: str) -> object:
+        """A read handle on an answer (closed in :meth:`close`)."""
+        # map_path checked the path an instant ago: O_NOFOLLOW and the fstat close the window
+        # in which it could have been replaced (O_NONBLOCK: a FIFO must not block the loop)
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            served = _served(2, os.path.basename(local), os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        if not served:
+            os.close(fd)
+            raise asyncssh.SFTPNoSuchFile("no such file")
+        reader = open(fd, "rb", buffering=0)  # noqa: SIM115 -- closed in close()
+        self._readers.add(reader)
+        return reader
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        """READ: answers; an upload's handle is write-only, as on OpenSSH."""
+        if isinstance(file_obj, _Upload):
+            raise _denied("uploads cannot be read back; answers are read in OUT, OUTTEST and "
+                          "OUTTEST-S")
+        return os.pread(cast(Any, file_obj).fileno(), size, offset)
+
+    def fstat(self, file_obj: object) -> os.stat_result:
+        """FSTAT: any open file, as on OpenSSH; an upload answers with what it holds so far."""
+        return os.fstat(cast(Any, file_obj).fileno())
+
+    def open_handles(self) -> int:
+        """Files and directories this session has open."""
+        return len(self._uploads) + len(self._readers) + len(self._listings)
+
+    def _claim_handle(self) -> None:
+        """FAILURE for one more open file or directory beyond the session's or channel's cap."""
+        # each handle holds a file descriptor (a listing holds memory): one session once took
+        # all of the process's, and from then on no channel could log in
+        config = self._ctx.config
+        if self.open_handles() >= config.max_handles_per_session:
+            reason = (f"too many open files in this session (max "
+                      f"{config.max_handles_per_session}); close some")
+        elif self._ctx.channel_handles(self._user) >= config.max_handles_per_channel:
+            reason = (f"too many open files on this channel, all its sessions together (max "
+                      f"{config.max_handles_per_channel}); close some")
+        else:
+            return
+        self._ctx.log.warning("%s: open refused: %s", self._user, reason)
+        raise asyncssh.SFTPFailure(reason)
 
     def open56(self, path: bytes, desired_access: int, flags: int,
                attrs: asyncssh.SFTPAttrs) -> object:
@@ -273,6 +447,9 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             raise self._refused("upload", "/".join(parts).encode(),
                                 "uploads go directly into IN, INTEST or INTEST-S")
         directory, name = parts
+        if name.startswith(HIDDEN):
+            raise self._refused("upload", "/".join(parts).encode(), "names starting with '.' "
+                                f"are reserved by the simulator; {_FINAL_NAME}")
         why = _never_in_a_set(name) if self._ctx.config.refuse_unusable_names else None
         if why is not None:
             # such a file would wait a day for the orphan sweep, undeletable: a client's
@@ -291,6 +468,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPFileAlreadyExists(f"{name} already exists")
         if existing is None and not pflags & asyncssh.FXF_CREAT:
             raise asyncssh.SFTPNoSuchFile(f"{name} does not exist")
+        self._claim_handle()
         limit = self._quota - self._used_bytes() + (existing or 0)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._local((directory,)))
         if existing is not None and not pflags & asyncssh.FXF_TRUNC:
@@ -380,6 +558,10 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         """The prefix reached the next mark: start the follower, or tell it how far it may read."""
         prescan = self._ctx.prescan
         assert prescan is not None
+        if upload.hwm > self._ctx.config.settings.max_file_size:
+            # P8 refuses it (184) without reading a byte: following it would only cost CPU
+            self._unwatch(upload, "over max_file_size")
+            return
         if upload.follower is None:
             upload.follower = prescan.start(self._user, upload.directory, upload.name, upload.fd)
             if upload.follower is None:
@@ -400,6 +582,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
     async def close(self, file_obj: object) -> None:
         """CLOSE: a completed upload gets its real name, then ``on_file_closed`` is awaited."""
         if not isinstance(file_obj, _Upload):
+            self._readers.discard(file_obj)
             file_obj.close()  # type: ignore[attr-defined]
             return
         self._uploads.discard(file_obj)
@@ -410,11 +593,18 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             self._unwatch(file_obj, "upload incomplete")
             file_obj.discard()
             return
-        try:
-            st = file_obj.finish()
-        except BaseException:
-            self._unwatch(file_obj, "upload could not be renamed")
-            raise
+        with self._ctx.replacing(self._user, file_obj.directory, file_obj.name) as free:
+            if not free and os.path.lexists(file_obj.final):
+                # the signed bytes are judged and archived as they were at the GO: a late
+                # handle must not put other content under that name (issue: unsigned content)
+                self._unwatch(file_obj, "name taken by a set being processed")
+                file_obj.discard()
+                raise self._refused_close(file_obj)
+            try:
+                st = file_obj.finish()
+            except BaseException:
+                self._unwatch(file_obj, "upload could not be renamed")
+                raise
         size = st.st_size
         self._remember_closed((file_obj.directory, file_obj.name), st)
         prescan = self._ctx.prescan
@@ -436,6 +626,15 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             self._ctx.log.exception("%s: processing hand-off failed for %s/%s", self._user,
                                     file_obj.directory, file_obj.name)
             raise asyncssh.SFTPFailure("internal simulator error") from None
+
+    def _refused_close(self, upload: _Upload) -> asyncssh.SFTPError:
+        """FAILURE for an upload whose name belongs to a set its GO triggered."""
+        reason = (f"{upload.name} belongs to a set whose GO was closed and which is being "
+                  "processed: this upload was discarded and the file keeps the content it had "
+                  "at the GO; send a corrected set under a new sequence number")
+        self._ctx.log.warning("%s: close of %s/%s refused: %s", self._user, upload.directory,
+                              upload.name, reason)
+        return asyncssh.SFTPFailure(reason)
 
     def _remember_closed(self, parts: tuple[str, ...], st: os.stat_result) -> None:
         """Keep a closed upload's attributes for the client's usual requests after CLOSE."""
@@ -463,7 +662,11 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             self._unwatch(upload, "session ended during the upload")
             upload.discard()
         self._uploads.clear()
+        for reader in self._readers:  # asyncssh closed them already; never leave one open
+            reader.close()
+        self._readers.clear()
         self._closed.clear()
+        self._ctx.sessions.get(self._user, weakref.WeakSet()).discard(self)
         # sshd reports the sftp-server's exit status; OpenSSH's scp (SFTP mode) exits 1 when a
         # session ends without one, after a successful transfer
         if not self.channel.is_closing():
@@ -471,15 +674,17 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     # -- directories --------------------------------------------------------------------------
 
-    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
-        """READDIR: the root and the channel directories; temp names are never listed."""
+    def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        """OPENDIR: the root and the channel directories, listing only what they serve."""
+        # a plain method, not an async generator: asyncssh calls it at OPENDIR and iterates
+        # at READDIR, so a refusal here answers the OPENDIR itself, as OpenSSH does
         parts = self._parts(path)
         if len(parts) > 1 or (parts and parts[0] not in CHANNEL_DIRS):
             raise _denied("only the channel directories can be listed")
-        async for entry in super().scandir(path):
-            name = cast(bytes, entry.filename)  # typed str | bytes; the server side has bytes
-            if not name.startswith(HIDDEN.encode()) or name in (b".", b".."):
-                yield entry
+        self._claim_handle()
+        listing = _Listing(self._local(parts), depth=len(parts) + 1)
+        self._listings.add(listing)
+        return listing
 
     def remove(self, path: bytes) -> None:
         """REMOVE: answers only (OUT*)."""
@@ -501,10 +706,13 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     def rmdir(self, path: bytes) -> None:
         """RMDIR: refused."""
+        self.map_path(path)
         raise _denied("directories cannot be removed")
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         """RENAME: refused (a set is named by its uploads)."""
+        self.map_path(oldpath)  # so the refusal logs only a path that passed the policy
+        self.map_path(newpath)
         raise self._refused("rename", oldpath,
                             f"rename is not allowed on the channel; {_FINAL_NAME}")
 
@@ -514,20 +722,30 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         """SYMLINK: refused."""
+        self.map_path(newpath)
         raise _denied("symbolic links are not allowed")
 
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         """hardlink@openssh.com: refused."""
+        self.map_path(oldpath)
+        self.map_path(newpath)
         raise _denied("links are not allowed")
 
     def readlink(self, path: bytes) -> bytes:
         """READLINK: there are no links to read."""
+        self.map_path(path)
         raise _denied("symbolic links are not served")
+
+    def realpath(self, path: bytes) -> bytes:
+        """REALPATH: the path made absolute in the channel root, never resolved on disk."""
+        # asyncssh's default resolves links with os.path.realpath; map_path refuses any link
+        # on the path, so the lexical path it checked is the answer
+        return self.reverse_map_path(self.map_path(path))
 
     # -- attributes ---------------------------------------------------------------------------
 
     def stat(self, path: bytes) -> Any:
-        """STAT: anything inside the root except temp files and links; a just-closed upload
+        """STAT: what the channel serves (never a link, see map_path); a just-closed upload
         of this session keeps its attributes at CLOSE when it was already processed."""
         parts = self._parts(path)
         try:
@@ -573,17 +791,25 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
 
 
 class _ChannelSSHServer(asyncssh.SSHServer):
-    """Authentication: public key only, the key must be registered for that channel."""
+    """Authentication: public key only, the key must be registered for that channel.
+
+    Failed attempts are capped per connection (``max_auth_attempts``, OpenSSH's MaxAuthTries)
+    and per source address over a sliding window; beyond either the connection is dropped
+    with a reason the client shows.
+    """
 
     def __init__(self, ctx: _Context):
         self._ctx = ctx
         self._peer = "?"
+        self._source = "?"  # the peer's address without port: the per-source window's key
         self._user: str | None = None
         self._authenticated = False
+        self._failures: list[float] = []  # when this connection's attempts failed
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._source = str(peer[0]) if peer else "?"
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._user is not None and not self._authenticated:
@@ -593,10 +819,13 @@ class _ChannelSSHServer(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self._authenticated = True
+        # an agent offers its other keys first: a login that succeeds is no failed login
+        self._ctx.failures.forgive(self._source, self._failures)
         self._ctx.log.info("login: user %r from %s", self._user, self._peer)
 
     def begin_auth(self, username: str) -> bool:
         self._user = username
+        self._check_source()
         if self._ctx.config.channel(username) is None:
             self._ctx.log.warning("login refused: unknown channel user %r from %s",
                                   username, self._peer)
@@ -612,31 +841,62 @@ class _ChannelSSHServer(asyncssh.SSHServer):
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self._check_source()
         if self._ctx.key_allowed(username, key):
-            if not self._ctx.legacy_ssh_rsa and key.algorithm == b"ssh-rsa":
-                self._refuse_sha1_signature(username, key)
+            self._check_signature(username, key)
             return True
         self._ctx.log.warning("login refused: key %s is not registered for user %r (from %s)",
                               key.get_fingerprint(), username, self._peer)
+        self._failed(username)
         return False
 
+    def _check_source(self) -> None:
+        """Drop the connection while its address has too many recent failed logins."""
+        config = self._ctx.config
+        wait = self._ctx.failures.blocked_for(self._source, config.max_auth_failures_per_source,
+                                              config.auth_failure_window_s)
+        if wait:
+            reason = (f"too many failed logins from {self._source} (max "
+                      f"{config.max_auth_failures_per_source} in "
+                      f"{config.auth_failure_window_s} s); try again in {math.ceil(wait)} s")
+            self._ctx.log.warning("login refused: %s", reason)
+            raise asyncssh.PermissionDenied(reason)  # asyncssh sends it as the disconnect
 
-    def _refuse_sha1_signature(self, username: str, key: asyncssh.SSHKey) -> None:
-        """Make this key's signature check fail for the SHA-1 "ssh-rsa" algorithm (spec 3.2)."""
+    def _failed(self, username: str) -> None:
+        """Count a failed attempt; at ``max_auth_attempts`` the connection is dropped."""
+        self._failures.append(self._ctx.failures.add(self._source))
+        limit = self._ctx.config.max_auth_attempts
+        if len(self._failures) >= limit:
+            # as OpenSSH (MaxAuthTries): the attempt that reaches the cap ends the connection
+            self._ctx.log.warning("login refused: user %r from %s: too many authentication "
+                                  "failures (max %d per connection)", username, self._peer, limit)
+            raise asyncssh.PermissionDenied("Too many authentication failures")
+
+    def _check_signature(self, username: str, key: asyncssh.SSHKey) -> None:
+        """Count a bad signature as a failed attempt; refuse SHA-1 "ssh-rsa" (spec 3.2)."""
         # asyncssh verifies whatever algorithm the client signed with; the key object it asked
         # us about is the one it verifies with, so wrapping its verify() enforces the policy
         verify = key.verify
+        refuse_sha1 = not self._ctx.legacy_ssh_rsa and key.algorithm == b"ssh-rsa"
         log, peer = self._ctx.log, self._peer
 
         def checked(data: bytes, sig: bytes) -> bool:
             alg = sig[4:4 + int.from_bytes(sig[:4], "big")]
-            if alg == b"ssh-rsa":
+            if refuse_sha1 and alg == b"ssh-rsa":
                 log.warning("login refused: user %r from %s signed with SHA-1 ssh-rsa "
                             "(legacy_ssh_rsa is off)", username, peer)
-                return False
-            return verify(data, sig)
+                good = False
+            else:
+                good = verify(data, sig)
+            if not good:
+                self._failed(username)
+            return good
 
         key.verify = checked  # type: ignore[method-assign]
+
+
+_REPEATS = RepeatFilter()  # one per process: it is installed on loggers, which are global
+_LIBRARY_LOGGERS = ("asyncio", "asyncssh", "asyncssh.sftp")  # the accept loop and SSH layer
 
 
 def _prescan_step() -> int:
@@ -673,7 +933,8 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
                        *, host: str | None = None, port: int | None = None,
                        log: logging.Logger | None = None,
                        legacy_ssh_rsa: bool | None = None,
-                       prescan: Prescanner | None = None) -> asyncssh.SSHAcceptor:
+                       prescan: Prescanner | None = None,
+                       replacing: Replacing = _always) -> asyncssh.SSHAcceptor:
     """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port.
 
     With ``prescan``, single-part FI uploads of ``prescan.min_bytes`` or more are followed by a
@@ -681,10 +942,18 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
     """
     legacy = config.legacy_ssh_rsa if legacy_ssh_rsa is None else legacy_ssh_rsa
     log = log or logging.getLogger("fla_sim.server")
+    # the handle caps keep every channel far below the limit; a limit left at a low default
+    # (1024 on many systems) would still be reached by a few busy channels together
+    raise_file_limit(log)
+    # a flood of identical warnings (refusals, failed logins, the accept loop's "out of
+    # system resource") must not fill the disk: each kind is let through at a bounded rate
+    _REPEATS.reset()
+    _REPEATS.install([log, *(logging.getLogger(name) for name in _LIBRARY_LOGGERS)])
     discard_partial_uploads(home, config, log)
     if prescan is not None and prescan.min_bytes <= 0:
         prescan = None
-    ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy, prescan=prescan)
+    ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy, prescan=prescan,
+                   replacing=replacing)
     host_key = asyncssh.read_private_key(home.host_key_path)
     options: dict[str, Any] = {"encryption_algs": list(config.ciphers)}
     if not legacy:
