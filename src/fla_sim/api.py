@@ -145,7 +145,8 @@ class Simulator:
             self.processor.prescanner = self.prescanner
         self._server = await start_server(self.home, self.config, self.processor.on_file_closed,
                                           host=self.host, port=self._want_port,
-                                          prescan=self.prescanner)
+                                          prescan=self.prescanner,
+                                          replacing=self.processor.replacing)
         self.port = self._server.get_port()
 
     async def astop(self) -> None:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 import sys
 import types
 from collections.abc import Iterator
@@ -48,6 +51,37 @@ class JudgeJob:
     go: FileName
     files: tuple[Path, ...]
     at: datetime  # aware, simulator time zone; the processing date is its date
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent ends (Linux; elsewhere nothing).
+
+    Called first by every judge worker and pre-scan follower. Their parent is the fork
+    server, which exits once nothing holds the write end of its "alive" pipe: the simulator
+    and, as CPython hands it to every child, each child. A child lets go of it here, so a
+    simulator killed with SIGKILL takes the fork server with it, and the fork server its
+    children: before, they lived on for ever, paused followers included.
+    """
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver  # CPython's ForkServer of this process (private)
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:  # these children never start processes of their own
+        with contextlib.suppress(OSError):
+            os.close(alive)
+        server._forkserver_alive_fd = None
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        return
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
 
 
 def _context() -> multiprocessing.context.ForkServerContext:
@@ -337,6 +371,7 @@ def _serve(conn: Any, home_path: str, journal_path: str, config: SimulatorConfig
     the simulator closes the pipe."""
     import traceback
 
+    die_with_parent()
     worker = _Worker(home_path, journal_path, config)
     try:
         conn.send(("ready", None))

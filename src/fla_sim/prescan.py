@@ -139,6 +139,9 @@ class Prescanner:
     # Finished uploads whose GO has not come yet keep their (paused) followers, at most this
     # many: the oldest are stopped first (their sets are then judged by reading the file).
     max_waiting = 4
+    # ... and for at most this long (None: the orphan timeout, after which the FI is swept):
+    # nothing stays paused without a time limit
+    max_parked_s: float | None = None
 
     def __init__(self, processor: Processor, min_bytes: int):
         self.processor = processor
@@ -242,6 +245,20 @@ class Prescanner:
             follower.parked = True
         log.info("%s: no GO yet; pre-scan paused", follower.key[2])
         self._signal(follower, signal.SIGSTOP)
+        limit = self.max_parked_s
+        if limit is None:
+            limit = float(self.processor.settings.orphan_timeout_s)
+        with contextlib.suppress(RuntimeError):  # no running loop: stopped with the simulator
+            asyncio.get_running_loop().call_later(limit, self._expire, follower)
+
+    def _expire(self, follower: Follower) -> None:
+        """A follower paused for longer than allowed: stopped (its set is judged by reading
+        the file, if its GO ever comes)."""
+        with self._lock:
+            if not follower.parked or self._ready.get(follower.key) is not follower:
+                return
+            del self._ready[follower.key]
+        self._stop(follower, "paused too long without its GO")
 
     def _resume(self, follower: Follower) -> None:
         with self._lock:
@@ -323,6 +340,8 @@ class Prescanner:
             return "the FI is gone"
         if (st.st_ino, st.st_size, st.st_mtime_ns) != follower.identity:
             return "the FI is not the file that was followed"
+        if st.st_size > self.processor.settings.max_file_size:
+            return "the FI is over max_file_size: P8 answers it without reading it"
         if today != follower.today:
             return "another processing date"
         if self._config_gen != follower.config_gen:
@@ -835,6 +854,9 @@ class _Forked:
 
 def _forked_main(stdin_fd: int, stdout_fd: int, upload_fd: int) -> None:
     """Entry point of a follower forked from the fork server."""
+    from fla_sim.judging import die_with_parent
+
+    die_with_parent()
     with contextlib.suppress(OSError):
         os.nice(NICE)
     stdout = os.fdopen(stdout_fd, "wb")

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gzip
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -82,6 +84,9 @@ class Processor:
         self.faults = faults if faults is not None else FaultInjector.of(config.faults)
         self.checkpoint = checkpoint or (lambda point: None)
         self._roots: dict[str, Path] = {}
+        # held while files are claimed for a set and while the server puts a closed upload
+        # under its name: a claimed file is never replaced (see replacing())
+        self._claims = threading.Lock()
         # per channel: events waiting (id, due time) and the task running them, if any
         self._queues: dict[str, collections.deque[tuple[int, float]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -90,6 +95,7 @@ class Processor:
         self._busy = 0
         self._idle: asyncio.Condition | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None  # start-up writing of stray answers
         self._started = False
         self._signer: Any = None
         self._trust: Any = None
@@ -132,14 +138,19 @@ class Processor:
             return
         self._started = True
         self._idle = asyncio.Condition()
-        # answers planned by a sweep (no event) that a crash left unwritten
-        orphans = [a for a in self.journal.answers(written=False) if a.event_id is None]
-        if orphans:
-            await self._track(self._write_answers(orphans))
+        # every planned answer not on disk is written, whatever its event's state: answers of
+        # a sweep (no event), and any whose event was closed without it (never lost)
+        events = self.journal.events(("pending", "planned"))
+        open_events = {e.id for e in events}
+        stray = [a for a in self.journal.answers(written=False)
+                 if a.event_id not in open_events]
+        if stray:  # in the background: a disk still full must not hold up the start
+            await self._begin()
+            self._recovery = asyncio.create_task(self._write_then_end(stray))
         await asyncio.to_thread(self._archive_leftovers)
-        for event in self.journal.events(("pending", "planned")):
+        for event in events:
             if event.kind == "TD" and event.state == "pending":
-                await self._track(asyncio.to_thread(self._handle_td, event))
+                await self._take_td(event)
             else:
                 self._enqueue(event, delay=0.0)
         self.journal.checkpoint_in_background()
@@ -152,10 +163,11 @@ class Processor:
     async def stop(self) -> None:
         """Stop the workers; work already under way finishes (never half an answer)."""
         self._stopping = True  # workers end after their current event
-        sweeper = [self._sweeper] if self._sweeper is not None else []
+        sweeper = [t for t in (self._sweeper, self._recovery) if t is not None]
         for task in [*self._pausing, *sweeper]:
             task.cancel()
         await asyncio.gather(*self._workers.values(), *sweeper, return_exceptions=True)
+        self._recovery = None
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
@@ -178,6 +190,12 @@ class Processor:
 
         await asyncio.wait_for(wait(), timeout)
 
+    async def _write_then_end(self, answers: list[AnswerRow]) -> None:
+        try:
+            await self._write_answers(answers)
+        finally:
+            await self._end()
+
     async def _track(self, awaitable: Any) -> Any:
         await self._begin()
         try:
@@ -196,6 +214,16 @@ class Processor:
 
     # --- the hand-off from the server ------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def replacing(self, user: str, directory: str, name: str) -> Generator[bool, None, None]:
+        """Held by the server while a closed upload takes its name; yields False when it is
+        an FI or FS of a set whose GO was closed and that is not archived yet: then the file
+        must keep its bytes, the ones its signature, size, scan and archive are about. (A GO
+        or TD sent again is a new event with its own answer: its bytes mean nothing.)"""
+        with self._claims:
+            yield not (name.startswith(("FI.", "FS."))
+                       and self.journal.is_claimed(user, directory, name))
+
     async def on_file_closed(self, user: str, directory: str, name: str, size: int) -> None:
         """A complete upload is visible under its real name (called by fla_sim.server)."""
         channel = self.config.channel(user)
@@ -211,7 +239,7 @@ class Processor:
             return
         self.checkpoint("event-journaled")
         if ev.kind == "TD":
-            await self._track(asyncio.to_thread(self._handle_td, ev))
+            await self._take_td(ev)
         else:
             self._enqueue(ev, delay=self.settings.answer_delay_ms / 1000)
 
@@ -255,7 +283,7 @@ class Processor:
         """Journal a closed file in one transaction; a GO/TD also becomes an event and, when
         its name passes P1, claims the files of its stem (spec 5.6: never swept)."""
         kind = name.split(".", 1)[0]
-        with self.journal.transaction():
+        with self._claims, self.journal.transaction():
             self.journal.record_file(user, directory, name, size, now, veto=veto)
             if kind not in ("GO", "TD"):
                 stem = _stem_of(name, now.date())
@@ -292,6 +320,12 @@ class Processor:
         ctx = ChannelNameContext(sender=channel.sender, directory=directory,
                                  enabled=frozenset(channel.applications))
         return parse_upload(name, rules, ctx)
+
+    async def _take_td(self, event: EventRow) -> None:
+        """Handle a TD at once (spec 5.5); a refused one's ACRF is written like every answer,
+        by its channel's worker."""
+        if await self._track(asyncio.to_thread(self._handle_td, event)):
+            self._enqueue(event, delay=0.0)
 
     # --- the per-channel queue -------------------------------------------------------------
 
@@ -347,8 +381,8 @@ class Processor:
         if self._nothing_to_wait_for() and await self._quick(
                 self._write_all_now, eid, may_block=self._answer_hooked):
             return
-        await self._write_answers(self.journal.answers(written=False, event_id=eid))
-        await asyncio.to_thread(self._finish_event, eid)
+        if await self._write_answers(self.journal.answers(written=False, event_id=eid)):
+            await asyncio.to_thread(self._finish_event, eid)
 
     async def _quick(self, fn: Callable[..., Any], *args: Any, may_block: bool = False) -> Any:
         """Run short journal-and-file work: on the event loop when nothing in it can block,
@@ -390,11 +424,27 @@ class Processor:
         loop (a worker process or thread)."""
         # an injected processing delay sleeps in _veto: only this channel may wait
         delayed = any(f.when == "process" and f.action == "delay" for f in self.faults.faults)
-        prepared = await self._quick(self._plan_go_start, event, may_block=delayed)
-        if prepared is not None:
-            go, files, now = prepared
-            verdict = await self._judge_async(event.channel, event.directory, go, files, now)
-            await self._quick(self._plan_go_finish, event, go, verdict, now)
+        go = None
+        try:
+            prepared = await self._quick(self._plan_go_start, event, may_block=delayed)
+            if prepared is not None:
+                go, files, now = prepared
+                verdict = await self._judge_async(event.channel, event.directory, go, files,
+                                                  now)
+                # the answers carry the time of the verdict, not of the start (spec 9)
+                await self._quick(self._plan_go_finish, event, go, verdict, self.now())
+        except Exception as exc:  # a bug, never the sender's fault: answered, not left hanging
+            log.exception("%s: %s/%s could not be judged; answered ACRF-999", event.channel,
+                          event.directory, event.name)
+            await self._quick(self._plan_failure, event, go, exc)
+
+    def _plan_failure(self, event: EventRow, go: Any, exc: Exception) -> None:
+        """Commit ACRF-999 for a GO whose judging raised, unless its answers were planned."""
+        if self.journal.event(event.id).state != "pending":
+            return  # the outcome was committed before the failure: it stands
+        detail = f"internal failure ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        self._commit(event, go, [PlannedAnswer("ACRF", event.name, "999", detail, "REJECTED")],
+                     self.now())
 
     def _plan_go_start(self, event: EventRow) -> tuple[Any, list[Path], datetime] | None:
         """P1-P3 and vetoes; commits the answer itself and returns None when they decide,
@@ -407,7 +457,8 @@ class Processor:
         except ChannelError as exc:  # P1: no set; the GO alone is archived
             self._commit(event, None, [PlannedAnswer("ACRF", name, exc.code, exc.detail)], now)
             return None
-        with self.journal.transaction():
+        # the claims lock first, then the journal's, in that order everywhere (no deadlock)
+        with self._claims, self.journal.transaction():
             if self.journal.event(event.id).state != "pending":
                 return None  # P3: a TD cancelled the queued set (and closed this event)
             row = self.journal.get_set(user, directory, go.stem)
@@ -425,6 +476,8 @@ class Processor:
                                     go_name=name)
             # listed inside the transaction: a file journaled after it was not in the listing
             files = self._set_files(user, directory, go.stem)
+            # a file that arrived after the GO is judged too: it is claimed now as well
+            self.journal.claim_files(user, directory, [p.name for p in files])
             self._taken[(user, directory, go.stem)] = frozenset(p.name for p in files)
         code = self._veto(user, directory, [name, *(p.name for p in files)])
         if code is not None:
@@ -598,24 +651,46 @@ class Processor:
 
     # --- writing answers -----------------------------------------------------------------------
 
-    async def _write_answers(self, answers: list[AnswerRow]) -> None:
-        """Write planned answers in order; a failed write (disk full) is retried, never lost."""
+    async def _write_answers(self, answers: list[AnswerRow]) -> bool:
+        """Write planned answers in order (the one retry policy: ``_write_retrying``); False
+        when the processor stops first: what is unwritten stays planned for the next start."""
         for n, answer in enumerate(answers):
             if answer.kind == "NOTI" and n > 0 and self.settings.noti_delay_ms > 0:
                 await asyncio.sleep(self.settings.noti_delay_ms / 1000)
             fault = self.faults.take("answer", answer.name, ("delay",))
             if fault is not None:
                 await asyncio.sleep(fault.delay_ms / 1000)
-            attempt = 0
-            while True:
-                try:
-                    await asyncio.to_thread(self._write_one, answer)
-                    break
-                except OSError as exc:
-                    attempt += 1
-                    log.error("writing answer %s failed (%s); retry %d", answer.name, exc,
-                              attempt)
-                    await asyncio.sleep(min(2.0, 0.02 * 2 ** attempt))
+            if not await self._write_retrying(answer):
+                return False
+        return True
+
+    async def _write_retrying(self, answer: AnswerRow) -> bool:
+        """Write one answer; a failed write (disk full, ...) is retried with back-off, never
+        given up: False only when the processor stops meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await asyncio.to_thread(self._write_one, answer)
+                return True
+            except OSError as exc:
+                attempt += 1
+                delay = retry_delay(attempt)
+                if attempt & (attempt - 1) == 0:  # 1, 2, 4, 8, ...: the log stays readable
+                    log.error("writing answer %s failed (%s); attempt %d, retrying every %.1f s "
+                              "at most until it is written", answer.name, exc, attempt, delay)
+                if self._stopping:
+                    return False
+                await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep in a way stop() may cut short (it cancels the sleeping task)."""
+        me = asyncio.current_task()
+        assert me is not None
+        self._pausing.add(me)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._pausing.discard(me)
 
     def _write_one(self, answer: AnswerRow, *, finish: int | None = None) -> None:
         """Write one planned answer and journal it; with ``finish`` (the event id, for its last
@@ -677,6 +752,9 @@ class Processor:
 
     def _clean_up_done(self, eid: int, user: str, directory: str, names: list[str]) -> None:
         """Journal the clean-up (call inside a transaction): files archived, event done."""
+        unwritten = self.journal.answers(written=False, event_id=eid)
+        if unwritten:  # never: an event is done only once every answer of it is on disk
+            raise RuntimeError(f"event {eid} cannot be done: {unwritten[0].name} is unwritten")
         if not self.settings.keep_uploads:
             self.journal.set_file_state(user, directory, names, "archived")
         self.journal.set_event_state(eid, "done")
@@ -713,17 +791,16 @@ class Processor:
 
     # --- TD (spec 5.5) ---------------------------------------------------------------------------
 
-    def _handle_td(self, event: EventRow) -> None:
+    def _handle_td(self, event: EventRow) -> bool:
+        """Cancel a set, or plan the ACRF of a refused TD; True when an answer is planned (its
+        event then goes through the channel's queue like a GO's)."""
         user, directory, name = event.channel, event.directory, event.name
         now = self.now()
         try:
             td = self._parse(user, directory, name, now)
         except ChannelError as exc:
             self._commit(event, None, [PlannedAnswer("ACRF", name, exc.code, exc.detail)], now)
-            self._write_sync(self.journal.answers(written=False, event_id=event.id))
-            self._archive(user, directory, [name], "archived")
-            self.journal.set_event_state(event.id, "done")
-            return
+            return True
         cancelled: list[str] = []
         with self.journal.transaction():
             row = self.journal.get_set(user, directory, td.stem)
@@ -746,16 +823,7 @@ class Processor:
         # files go to the archive (never deleted: the archive is the simulator's evidence)
         self._archive(user, directory, cancelled, "cancelled")
         self._archive(user, directory, [name], "archived")
-
-    def _write_sync(self, answers: list[AnswerRow]) -> None:
-        for answer in answers:
-            for attempt in range(50):
-                try:
-                    self._write_one(answer)
-                    break
-                except OSError as exc:
-                    log.error("writing answer %s failed (%s); retry %d", answer.name, exc,
-                              attempt + 1)
+        return False
 
     # --- orphan sweep (spec 5.6) -----------------------------------------------------------------
 
@@ -872,6 +940,11 @@ class Processor:
         if self.prescanner is None:
             return None
         return self.prescanner.result_for(user, directory, go, files, now.date())
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retrying a failed answer write: doubling from 40 ms, at most 2 s."""
+    return min(2.0, 0.02 * 2 ** attempt)
 
 
 def _verdict_text(planned: Sequence[PlannedAnswer], verdict: Any) -> str:

@@ -319,6 +319,12 @@ class Journal:
                 "UPDATE files SET claimed=1 WHERE channel=? AND directory=? AND name=?"
                 " AND state='present'", [(channel, directory, n) for n in names])
 
+    def is_claimed(self, channel: str, directory: str, name: str) -> bool:
+        """True while the file belongs to a set whose GO was taken and is not yet archived."""
+        return bool(self._query(
+            "SELECT 1 FROM files WHERE channel=? AND directory=? AND name=? AND claimed=1"
+            " AND state='present'", (channel, directory, name)))
+
     # --- sets -------------------------------------------------------------------------------
 
     def get_set(self, channel: str, directory: str, stem: str) -> SetRow | None:

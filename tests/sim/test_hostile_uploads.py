@@ -606,3 +606,44 @@ def test_go_before_its_fi_is_closed_never_sees_half_a_file(fla_sim, fla_channel,
     assert negative(results[GO]) == "ACRF-142"  # the half-written FI was invisible
     # the FI closed after its GO stays, complete, for the orphan sweep (spec 5.7)
     assert (fla_sim_home.channel_root(fla_channel.user) / "INTEST" / FI).read_bytes() == fi
+
+
+# --- a signature covers exactly the bytes judged ---------------------------------------------
+
+def test_a_file_of_a_triggered_set_cannot_be_replaced_by_unsigned_content(
+        fla_sim, fla_channel, fla_sim_home, tmp_path):
+    """A second write handle on the FI, opened before the GO and closed after it, would put
+    content that was never signed under the signed FI's name while the set waits or is judged:
+    its CLOSE is refused, and the set is judged, answered and archived with the signed bytes."""
+    from fla_sim.config import FaultSpec
+
+    fi = accepted_fi()
+    fs = signed(fi, fla_channel.signer, tmp_path)
+    unsigned = fi.replace(b"Forklift safety refresher", b"Never signed, never sent")
+    assert unsigned != fi
+    # hold the set in processing for a while: the window the attack used (a few ms) made wide
+    fla_sim.processor.faults.add(FaultSpec(when="process", action="delay", delay_ms=1000))
+    refused: list[Exception] = []
+
+    async def attack() -> None:
+        async with sftp_session(fla_channel, fla_sim.port) as sftp:
+            for name, data in ((FI, fi), (FS, fs)):
+                async with sftp.open(f"INTEST/{name}", "wb") as f:
+                    await f.write(data)
+            second = await sftp.open(f"INTEST/{FI}", "wb")
+            await second.write(unsigned)
+            async with sftp.open(f"INTEST/{GO}", "wb"):
+                pass
+            try:
+                await second.close()
+            except asyncssh.SFTPFailure as exc:
+                refused.append(exc)
+
+    asyncio.run(attack())
+    fla_sim.drain()
+    assert refused and "being processed" in str(refused[0])
+    result = answers(fla_sim, fla_channel, fla_sim_home, tmp_path, [GO])[GO]
+    assert result.acrf is not None and result.acrf.accepted
+    archived = fla_sim_home.archive_dir / fla_channel.user / "INTEST" / FI
+    assert archived.read_bytes() == fi
+    assert no_uploads_left(fla_sim_home, fla_channel)

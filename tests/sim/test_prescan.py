@@ -368,6 +368,17 @@ def test_a_follower_without_go_is_paused_and_resumed_by_the_go(
         assert_answered_from_the_prescan(sim, fla_channel, go)
 
 
+def test_a_paused_follower_does_not_wait_for_ever(fla_sim_home, fla_channel, fla_clock):
+    fi, _fs, _go = names("00001")
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        prescanner = sim.prescanner
+        prescanner.park_after = 0.0
+        prescanner.max_parked_s = 0.2
+        send(sim, fla_channel, [(fi, big_fi(1500))])
+        assert len(prescanner.running_pids()) == 2
+        wait_for(lambda: prescanner.running_pids() == [], "the paused followers to be stopped")
+
+
 def test_only_the_rules_half_reads_along_until_the_go(fla_sim_home, fla_channel, fla_clock,
                                                       tmp_path):
     # a process reading along slows the upload: the validating one waits for the GO
@@ -466,3 +477,25 @@ def test_prescan_min_bytes_is_a_server_key(fla_sim_home):
             text.replace("prescan_min_bytes = 12345", f"prescan_min_bytes = {bad}"))
         with pytest.raises(ConfigError, match="prescan_min_bytes"):
             fla_sim_home.load()
+
+
+def test_an_fi_over_max_file_size_is_answered_184_without_being_followed_to_its_end(
+        fla_sim_home, fla_channel, fla_clock):
+    """Size limits come before work: past max_file_size the follower is stopped, and the set
+    is answered by P8 at once, never after a pre-scan of the whole file."""
+    from dataclasses import replace
+
+    config = fla_sim_home.load()
+    config.settings = replace(config.settings, max_file_size=4 * THRESHOLD)
+    fla_sim_home.save(config)
+    fi, _fs, go = names("00001")
+    data = big_fi(1500)  # ~1.5 MB: well past the limit
+    assert len(data) > 8 * THRESHOLD
+    with simulator(fla_sim_home, fla_clock, THRESHOLD) as sim:
+        send(sim, fla_channel, [(fi, data), (go, b"")])
+        sim.drain(TIMEOUT)
+        stats = Counter(sim.prescanner.stats)
+        (acrf,) = parsed(sim, fla_channel)
+        assert sim.prescanner.running_pids() == []
+    assert isinstance(acrf, Acrf) and acrf.error_code == "184"
+    assert stats["used"] == 0

@@ -531,3 +531,114 @@ def test_set_level_failures_reach_the_acrf(rig, setup, code):
     r = run(rig, scenario)
     assert r.answers() == triplet_names("ACRF", "00001", "T")
     assert r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T").error_code == code
+
+
+# --- promises: every accepted GO or TD answered exactly once, whatever fails -----------------
+
+BAD_TD = "TD.FLAC.654321.20260316.00001.T.1"  # another channel's sender number: ACRF-108
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    """Wait for ``condition()`` (bounded): the processor works in its own tasks and threads."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_an_answer_the_disk_refuses_through_every_retry_is_written_after_a_restart(rig):
+    """Disk full for as long as the simulator runs: the refused TD's ACRF stays planned (its
+    event is never done) and the next start writes it, exactly once."""
+    async def while_full(r: Rig) -> None:
+        await r.upload("INTEST", BAD_TD)
+        await _until(lambda: len(r.faults.fired) >= 3)  # retried, with back-off, not given up
+
+    forever = [FaultSpec(when="answer", action="disk-full", match="FS.ACRF.*")]
+    full = run(rig, while_full, faults=forever)
+    assert not [n for n in full.answers() if n.startswith("GO.")]  # no answer complete
+
+    async def with_space(r: Rig) -> None:
+        await r.processor.drain(10)
+
+    r = run(rig, with_space)
+    assert r.answers() == triplet_names("ACRF", "00001", "T")
+    assert r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T").error_code == "108"
+    assert all(a.written for a in r.journal.answers())
+    assert r.journal.events(("pending", "planned")) == []
+
+
+def test_an_answer_left_unwritten_under_a_done_event_is_written_at_start(rig):
+    """Whatever the state of its event, start-up writes a planned answer that is not on
+    disk (a journal left so by an older version, or by a bug)."""
+    async def refused(r: Rig) -> None:
+        await r.upload("INTEST", BAD_TD)
+        await _until(lambda: len(r.faults.fired) >= 1)
+
+    forever = [FaultSpec(when="answer", action="disk-full", match="FS.ACRF.*")]
+    left = run(rig, refused, faults=forever)
+    journal = Journal(left.home.journal_path)
+    for event in journal.events(("pending", "planned")):
+        journal.set_event_state(event.id, "done")
+    journal.close()
+
+    r = run(rig, lambda r: r.processor.drain(10))
+    assert r.answers() == triplet_names("ACRF", "00001", "T")
+
+
+class Crashing:
+    """A business check with a bug: it raises on the declarations of one employer."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def fla_check_declaration(self, declaration, position, context):
+        self.calls += 1
+        if self.calls == 1:
+            raise IndexError("string index out of range")
+        return None
+
+
+def test_a_judge_bug_is_answered_acrf_999_and_the_channel_goes_on(rig, caplog):
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T")
+        await r.processor.drain(10)
+        await r.triplet("INTEST", "00002", "T")  # the same check works this time
+        await r.processor.drain(10)
+
+    plugins = FlaPlugins(entry_points=False, extra=[Crashing()])
+    r = run(rig, scenario, plugins=plugins)
+    first = r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T")
+    assert first.error_code == "999"
+    second = r.read("OUTTEST", "FO.ACRF.999999.20260316.00002.T")
+    assert second.accepted
+    assert "IndexError" in caplog.text  # the traceback is logged for the maintainers
+    assert r.journal.events(("pending", "planned")) == []
+    assert r.uploads() == []  # both sets archived
+
+    again = run(rig, lambda r: r.processor.drain(10), plugins=plugins)  # a restart
+    assert len([n for n in again.answers() if n.startswith("FO.ACRF")]) == 2
+
+
+class SlowJudge:
+    """A business check that takes five minutes of the simulator clock."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        self.clock = clock
+
+    @hookimpl
+    def fla_check_declaration(self, declaration, position, context):
+        self.clock.advance(minutes=5)
+        return None
+
+
+def test_answers_carry_the_time_of_the_verdict(rig, fla_clock):
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T")
+        await r.processor.drain(10)
+
+    started = fla_clock()
+    r = run(rig, scenario, plugins=FlaPlugins(entry_points=False, extra=[SlowJudge(fla_clock)]))
+    acrf = r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T")
+    assert fla_clock() != started
+    assert acrf.created == fla_clock().replace(tzinfo=None)
