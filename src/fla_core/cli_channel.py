@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from fla_core.cli import EXIT_INVALID, Failure, Json, _emit, app, err, errors, flag, out
+from fla_core.model import ANSWER_DIRS
 from fla_core.responses import Acrf, Noti, parse_answer
 from fla_core.transport import (
-    ANSWER_DIRS,
     ChannelAddress,
     FetchedAnswer,
     TransportError,
@@ -288,6 +288,7 @@ def _check_options(user: str, identity: Path, trust: Path | None) -> None:
 def saved_answers(folder: Path) -> list[FetchedAnswer]:
     """The answers (FO/CO with their FS) that an earlier run saved in ``folder``."""
     from fla_core.names import parse_answer as parse_answer_name
+    from fla_core.names import with_prefix
 
     found = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else ():
@@ -297,7 +298,7 @@ def saved_answers(folder: Path) -> list[FetchedAnswer]:
             name = parse_answer_name(path.name)
         except ValueError:
             continue
-        fs = path.with_name("FS." + path.name[3:])
+        fs = path.with_name(with_prefix(path.name, "FS"))
         found.append(FetchedAnswer(name, str(folder), path, fs if fs.is_file() else None))
     return found
 

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import io
 import re
 import threading
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -38,6 +40,41 @@ from lxml import etree
 from fla_core.anomalies import ChannelError
 
 CHUNK = 1 << 20  # 1 MiB: few Python calls per document, small memory
+
+# Shapes refused before any parser builds them (P11, 102; modelled, Settings.max_prolog_size and
+# Settings.max_attributes): a hostile prolog or start tag must not cost memory out of proportion.
+MAX_PROLOG_SIZE = 1 << 20  # bytes from the document's start to the end of the root start tag
+MAX_ATTRIBUTES = 256  # attributes (namespace declarations included) on one element
+
+
+@dataclass(frozen=True)
+class ShapeLimits:
+    """The modelled limits on a document's shape (see :func:`shape_limits`)."""
+
+    max_prolog_size: int = MAX_PROLOG_SIZE
+    max_attributes: int = MAX_ATTRIBUTES
+
+
+_DEFAULT_SHAPE = ShapeLimits()
+_SHAPE: ContextVar[ShapeLimits | None] = ContextVar("fla_fi_shape", default=None)
+
+
+def current_shape_limits() -> ShapeLimits:
+    """The limits in force (see :func:`shape_limits`)."""
+    return _SHAPE.get() or _DEFAULT_SHAPE
+
+
+@contextlib.contextmanager
+def shape_limits(*, max_prolog_size: int = MAX_PROLOG_SIZE,
+                 max_attributes: int = MAX_ATTRIBUTES) -> Iterator[ShapeLimits]:
+    """Within the block (this thread or task), documents are read with these limits; the
+    judge sets them from its Settings. A reader reads them once, when it starts."""
+    limits = ShapeLimits(max_prolog_size, max_attributes)
+    token = _SHAPE.set(limits)
+    try:
+        yield limits
+    finally:
+        _SHAPE.reset(token)
 
 Source = Sequence[Path | str] | Path | str | IO[bytes]
 
@@ -177,8 +214,9 @@ class Utf8Guard:
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._pending = 0  # bytes of an unfinished sequence held by the decoder
         self.offset = 0  # bytes checked so far
+        self.shape: AttributeGuard | None = None  # set by the readers that build elements
 
-    def check(self, chunk: bytes) -> None:
+    def check(self, chunk: bytes | bytearray) -> None:
         """Raise ChannelError 138 naming the byte offset of the first invalid sequence."""
         if not self._pending and chunk.isascii():
             self.offset += len(chunk)  # ASCII is UTF-8: no decoding needed (the common case)
@@ -200,15 +238,66 @@ class Utf8Guard:
 
 def _read_head(stream: IO[bytes], chunk_size: int) -> bytes:
     """First bytes of the document, enough to hold the whole XML declaration (short reads)."""
-    head = stream.read(chunk_size)
+    head = bytearray(stream.read(chunk_size))
+    searched = 0  # "?>" is not in head[:searched]: each byte is searched once (linear)
+
+    def declaration_open() -> bool:
+        nonlocal searched
+        if not head.removeprefix(UTF8_BOM).startswith(b"<?xml"):
+            return False
+        if head.find(b"?>", searched) >= 0:
+            return False
+        searched = max(len(head) - 1, 0)
+        return True
+
     # A pipe may return a few bytes at a time: the declaration must be complete to be judged.
-    while head and (len(head) < 1024 or (head.removeprefix(UTF8_BOM).startswith(b"<?xml")
-                                         and b"?>" not in head)) and len(head) < (1 << 16):
+    while head and (len(head) < 1024 or declaration_open()) and len(head) < (1 << 16):
         more = stream.read(chunk_size)
         if not more:
             break
         head += more
-    return head
+    return bytes(head)
+
+
+class AttributeGuard:
+    """Refuses (102) an element with more than ``limit`` attributes before lxml builds it.
+
+    A million attributes on one element cost lxml ~900 bytes each. Each read is looked at
+    with the end of the previous one (``OVERLAP`` bytes); the exact search (a regular
+    expression, in C) runs only when those bytes hold more than ``limit`` "=" signs, which an
+    ordinary document never does. A start tag whose first ``limit`` + 1 attributes span more
+    than ``OVERLAP`` bytes across a read boundary may escape the count: such attributes average
+    over 250 bytes, so their cost stays in proportion to the input. Something shaped like such
+    a start tag inside a comment or CDATA section is refused too.
+    """
+
+    OVERLAP = 64 * 1024
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._tail = b""
+        self._tail_eq = 0
+        self._pattern = _attribute_pattern(limit + 1)
+
+    def check(self, data: bytes | bytearray) -> ChannelError | None:
+        """102 when ``data`` (after what was checked before) shows too many attributes."""
+        eq = data.count(b"=")
+        if eq + self._tail_eq > self.limit:
+            window = self._tail + bytes(data) if self._tail else data
+            if self._pattern.search(window):
+                return ChannelError(
+                    "102", f"an element has more than {self.limit} attributes (the limit)")
+        self._tail = bytes(data[-self.OVERLAP:])
+        self._tail_eq = self._tail.count(b"=") if eq else 0
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _attribute_pattern(count: int) -> re.Pattern[bytes]:
+    """A start tag (finished or not) with at least ``count`` attributes; possessive
+    quantifiers, so that a near miss costs no backtracking."""
+    return re.compile(rb"<[^\s/<>!?=]++(?:[ \t\r\n]++[^\s=<>/]++[ \t\r\n]*+=[ \t\r\n]*+"
+                      rb"(?:\"[^\"<]*+\"|'[^'<]*+')){%d}" % count)
 
 
 def drain(stream: IO[bytes], guard: Utf8Guard, chunk_size: int = CHUNK) -> None:
@@ -220,30 +309,62 @@ def drain(stream: IO[bytes], guard: Utf8Guard, chunk_size: int = CHUNK) -> None:
 
 # --- P11 / P12: prolog and root -------------------------------------------------------------
 
-_PROLOG_ITEM = re.compile(rb"[ \t\r\n]+|<\?.*?\?>|<!--.*?-->", re.S)
+_BLANKS = re.compile(rb"[ \t\r\n]+")
 _DOCTYPE = b"<!DOCTYPE"
+_OPEN_ITEMS = ((b"<?", b"?>"), (b"<!--", b"-->"))  # a PI, a comment: opener, terminator
 
 
-def prolog_doctype(buf: bytes) -> int | bool | None:
+def _find(buf: bytes | bytearray, needle: bytes, start: int) -> int:
+    """``buf.find(needle, start)``; one place, so that tests can count the bytes searched."""
+    return buf.find(needle, start)
+
+
+class PrologScanner:
+    """Incremental scan of the prolog (XML declaration, PIs, comments, white space) of a
+    buffer that only grows: every byte is examined a bounded number of times however the
+    bytes arrive (rescanning from the start at each read was quadratic: a 45 MB comment took
+    14-28 s). ``scan`` answers like :func:`prolog_doctype`.
+    """
+
+    def __init__(self) -> None:
+        self.pos = 0  # end of the prolog items read so far
+        self._resume = 0  # where the terminator of an unfinished item is looked for next
+
+    def scan(self, buf: bytes | bytearray) -> int | bool | None:
+        """The offset of a DOCTYPE, False when the prolog ends without one, None for more."""
+        pos = self.pos
+        while True:
+            blanks = _BLANKS.match(buf, pos)
+            if blanks:
+                pos = blanks.end()
+            item = next((pair for pair in _OPEN_ITEMS if buf.startswith(pair[0], pos)), None)
+            if item is None:
+                self.pos = pos
+                rest = bytes(buf[pos:pos + len(_DOCTYPE)])
+                if rest == _DOCTYPE:
+                    return pos
+                if len(rest) < len(_DOCTYPE) and _DOCTYPE.startswith(rest):
+                    return None  # "", "<", "<!D", ...: need more bytes
+                return False
+            # the terminator is looked for after the opener, never twice over the same bytes
+            opener, end = item
+            found = _find(buf, end, max(pos + len(opener), self._resume))
+            if found < 0:
+                self.pos = pos
+                self._resume = max(pos + len(opener), len(buf) - len(end) + 1)
+                return None  # an unfinished PI or comment
+            pos = found + len(end)
+            self._resume = 0
+
+
+def prolog_doctype(buf: bytes | bytearray) -> int | bool | None:
     """Scan the prolog (XML declaration, PIs, comments, white space) of ``buf``.
 
     Returns the offset of a DOCTYPE declaration, False when the prolog ends without one (at the
     root or at something the parser will refuse), None when ``buf`` ends inside the prolog.
+    A buffer that grows should be scanned by one :class:`PrologScanner` instead (linear).
     """
-    pos = 0
-    while True:
-        match = _PROLOG_ITEM.match(buf, pos)
-        if match:
-            pos = match.end()
-            continue
-        rest = buf[pos:pos + len(_DOCTYPE)]
-        if rest == _DOCTYPE:
-            return pos
-        if len(rest) < len(_DOCTYPE) and _DOCTYPE.startswith(rest):
-            return None  # "", "<", "<!D", ...: need more bytes
-        if rest.startswith((b"<?", b"<!--")):
-            return None  # an unfinished PI or comment
-        return False
+    return PrologScanner().scan(buf)
 
 
 class _DoctypeFound(Exception):
@@ -354,7 +475,17 @@ def _read_checked(stream: IO[bytes], guard: Utf8Guard, size: int) -> bytes:
     data = stream.read(size)
     if data:
         guard.check(data)
+        _check_shape(stream, guard, data, size)
     return data
+
+
+def _check_shape(stream: IO[bytes], guard: Utf8Guard, data: bytes | bytearray,
+                 size: int) -> None:
+    """102 (after the rest is read for a 138) when ``data`` shows too many attributes."""
+    if guard.shape is not None and (bad := guard.shape.check(data)) is not None:
+        guard.shape = None
+        drain(stream, guard, size)
+        raise bad
 
 
 def stream_elements(source: Source, *, namespace: str, root: str, schema: etree.XMLSchema | None,
@@ -406,9 +537,12 @@ def confirm_valid(source: Source, *, namespace: str, root: str, xsd: Path, head_
             if start is None:
                 return None
         guard = Utf8Guard()
+        limits = current_shape_limits()
+        guard.shape = AttributeGuard(limits.max_attributes)
         chunk_size = chunk_size or CHUNK
         try:
-            pieces = _prolog(stream, guard, namespace, root, chunk_size)
+            pieces = _prolog(stream, guard, namespace, root, chunk_size,
+                             limits.max_prolog_size)
         except ChannelError:
             return None
         feed = _ValidatorFeed(stream, guard, pieces, head_tag, chunk_size)
@@ -548,24 +682,36 @@ def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bo
                      namespace: str, root_name: str, schema: etree.XMLSchema | None,
                      tags: Sequence[str], chunk_size: int) -> Generator[Batch, None, None]:
     guard = Utf8Guard()
-    buffered = _prolog(stream, guard, namespace, root_name, chunk_size)
+    limits = current_shape_limits()
+    guard.shape = AttributeGuard(limits.max_attributes)
+    buffered = _prolog(stream, guard, namespace, root_name, chunk_size, limits.max_prolog_size)
     yield from _validating_pass(stream, guard, reopen, buffered, namespace, root_name, schema,
                                 tags, chunk_size)
 
 
 def _prolog(stream: IO[bytes], guard: Utf8Guard, namespace: str, root_name: str,
-            chunk_size: int) -> list[bytes]:
+            chunk_size: int, max_prolog: int = MAX_PROLOG_SIZE) -> list[bytes]:
     """P10-P12 up to the root start tag: no DOCTYPE, well-formed so far, the right root
-    (ChannelError otherwise); the bytes read so far, in pieces (not yet validated)."""
-    head = _read_head(stream, chunk_size)
-    skip = sniff_encoding(head)
-    head = head[skip:]
+    (ChannelError otherwise); the bytes read so far, in pieces (not yet validated).
+
+    At most ``max_prolog`` bytes (and one more read) are held before the root start tag
+    ends: a longer prolog is refused (102) without being parsed.
+    """
+    first = _read_head(stream, chunk_size)
+    skip = sniff_encoding(first)
+    head = bytearray(first[skip:])  # grows in place: appending stays linear
+    del first
     guard.check(head)
+    _check_shape(stream, guard, head, chunk_size)
 
     # 1. No DOCTYPE in the prolog: refused before any parser sees it, so entity bombs and
     #    external entities are never parsed (libxml2 reads the internal subset eagerly).
-    more = head
-    while (doctype := prolog_doctype(head)) is None and more:
+    scanner = PrologScanner()
+    more = b"-"
+    while (doctype := scanner.scan(head)) is None and more:
+        if len(head) > max_prolog:
+            drain(stream, guard, chunk_size)
+            raise _prolog_too_long(max_prolog)
         more = _read_checked(stream, guard, chunk_size)
         head += more
     if doctype is not None and doctype is not False:
@@ -576,10 +722,15 @@ def _prolog(stream: IO[bytes], guard: Utf8Guard, namespace: str, root_name: str,
     # 2. Tree-less probe up to the root start tag (its doctype hook is a second safety net).
     probe, probe_parser = _root_probe()
     try:
-        return _probe_root(stream, guard, head, probe, probe_parser, namespace, root_name,
-                           chunk_size)
+        return _probe_root(stream, guard, bytes(head), probe, probe_parser, namespace,
+                           root_name, chunk_size, max_prolog)
     finally:
         _discard(probe_parser)
+
+
+def _prolog_too_long(max_prolog: int) -> ChannelError:
+    return ChannelError("102", f"no root start tag within the first {max_prolog} bytes "
+                               "(the limit on the prolog and the root start tag)")
 
 
 _probes = threading.local()
@@ -603,16 +754,22 @@ def _root_probe() -> tuple[_RootProbe, Any]:
 
 def _probe_root(stream: IO[bytes], guard: Utf8Guard, head: bytes, probe: _RootProbe,
                 probe_parser: Any, namespace: str, root_name: str,
-                chunk_size: int) -> list[bytes]:
+                chunk_size: int, max_prolog: int = MAX_PROLOG_SIZE) -> list[bytes]:
     """Steps 2-3 of _prolog: feed the probe up to the root start tag, then judge the root."""
     buffered = [head]
     data = head
+    held = 0  # bytes fed to the probe: the root start tag must end within max_prolog
     try:
         while True:
             if data:
-                probe_parser.feed(data)
+                probe_parser.feed(data if held + len(data) <= max_prolog
+                                  else data[:max(max_prolog - held, 0)])
+                held += len(data)
             if probe.root is not None:
                 break
+            if held > max_prolog:
+                drain(stream, guard, chunk_size)
+                raise _prolog_too_long(max_prolog)
             data = _read_checked(stream, guard, chunk_size)
             if not data:
                 probe_parser.close()  # raises: no root element

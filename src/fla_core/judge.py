@@ -10,7 +10,7 @@ declaration object outlives its checks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from fla_core.anomalies import FILE_ZONE, Anomaly, ChannelError, rule_anomaly
 from fla_core.checks.context import CheckContext, MandateView, NoMandates, RegistryView
 from fla_core.checks.engine import DeclarationVerdict, evaluate, noti_result_code
 from fla_core.model import Environment, Sender
-from fla_core.names import ChannelNameContext, FileName, NameRules, parse_upload
+from fla_core.names import ChannelNameContext, FileName, NameRules, parse_upload, stem_of
 from fla_core.settings import ChannelProfile, Settings
 
 if TYPE_CHECKING:
@@ -178,12 +178,21 @@ def _check_signatures(fis: dict[str | None, Path], fss: list[tuple[FileName, Pat
         known = digests.get(name.tail) if digests else None
         result = verify_fs(fis[name.tail], _read_fs(path, name), trust=trust, at=at,
                            sender_company=channel.company_id, registered=channel.certificates,
-                           layout=settings.fs_layout, subject=str(name), digests=known)
+                           layout=settings.fs_layout, subject=str(name), digests=known,
+                           max_certificates=settings.max_fs_certificates)
         sha1 = sha1 or SHA1_WARNING in result.warnings
     return [sha1_warning()] if sha1 else []
 
 
 # --- P10-P16: the data file -----------------------------------------------------------------------
+
+def _shape(settings: Settings) -> AbstractContextManager[object]:
+    """The P11 shape limits of ``settings`` for the documents read within the block."""
+    from fla_core.fi import shape_limits
+
+    return shape_limits(max_prolog_size=settings.max_prolog_size,
+                           max_attributes=settings.max_attributes)
+
 
 def _application(plugins: FlaPlugins, code: str) -> Application | None:
     return next((app for app in plugins.applications() if app.code == code), None)
@@ -216,8 +225,9 @@ def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
         verdicts.append(evaluate(declaration, position, context, plugins))
 
     expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
-    result = app.scan(parts, expect=expect, max_declarations=settings.max_declarations,
-                      on_declaration=on_declaration)
+    with _shape(settings):
+        result = app.scan(parts, expect=expect, max_declarations=settings.max_declarations,
+                          on_declaration=on_declaration)
     return result.header.file_reference, verdicts, dict(context.file_registry)
 
 
@@ -260,14 +270,15 @@ def validate_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: C
     if app is None:
         return None
     expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
-    if app.confirm is not None:
-        header = app.confirm(source, expect=expect)
-        if header is not None:
-            return header.file_reference, None
-    try:
-        result = app.scan(source, expect=expect, max_declarations=settings.max_declarations)
-    except ChannelError as exc:
-        return exc
+    with _shape(settings):
+        if app.confirm is not None:
+            header = app.confirm(source, expect=expect)
+            if header is not None:
+                return header.file_reference, None
+        try:
+            result = app.scan(source, expect=expect, max_declarations=settings.max_declarations)
+        except ChannelError as exc:
+            return exc
     return result.header.file_reference, result.declarations
 
 
@@ -297,7 +308,7 @@ def rules_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: Chan
     count = 0
     batches = fi.stream_elements(source, namespace=fla.NAMESPACE, root=fla.ROOT, schema=None,
                                  tags=(fla.HEADER_TAG, fla.DECLARATION_TAG))
-    with closing(batches):
+    with _shape(settings), closing(batches):
         for batch in batches:
             for el in batch.elements:
                 if el.tag == fla.DECLARATION_TAG:
@@ -346,8 +357,7 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
     fi_paths: list[Path] = []
     try:
         fi_paths, fs_paths = _same_stem([p for p in files if p.is_file()], go)
-        rules = NameRules(today=today, max_age_days=settings.max_age_days,
-                          max_parts=settings.max_parts)
+        rules = NameRules.of(settings, today)
         # P4: FI names in ASCII order first, then FS names.
         fis = [(parse_upload(p.name, rules), p) for p in fi_paths]
         fss = [(parse_upload(p.name, rules), p) for p in fs_paths]
@@ -409,17 +419,10 @@ class FolderEntry:
     verdict: SetVerdict
 
 
-def _stem_of(name: str) -> str | None:
-    parts = name.split(".")
-    return ".".join(parts[1:6]) if len(parts) >= 7 else None
-
-
 def _go_for(name: str, rules: NameRules, channel: ChannelProfile) -> FileName:
     """P1 for offline use: N1-N9, the directory taken as the one matching the name's letter."""
     plain = parse_upload(name, rules)
-    context = ChannelNameContext(sender=channel.sender,
-                                 directory=Environment(plain.env).upload_dir,
-                                 enabled=frozenset(channel.applications))
+    context = ChannelNameContext.of(channel, Environment(plain.env).upload_dir)
     return parse_upload(name, rules, context)
 
 
@@ -436,8 +439,7 @@ def judge_folder(directory: Path, channel: ChannelProfile, settings: Settings, *
     that are not FI/FS/GO names are ignored (a folder may hold exports and keys).
     """
     mandates = mandates if mandates is not None else NoMandates()
-    rules = NameRules(today=today, max_age_days=settings.max_age_days,
-                      max_parts=settings.max_parts)
+    rules = NameRules.of(settings, today)
     files = sorted((p for p in directory.iterdir() if p.is_file()), key=lambda p: p.name)
     gos = [p for p in files if p.name.startswith("GO.")]
     data = [p for p in files if p.name.startswith(("FI.", "FS."))]
@@ -465,12 +467,12 @@ def judge_folder(directory: Path, channel: ChannelProfile, settings: Settings, *
 
     covered: set[str] = set()
     for path in gos:
-        stem = _stem_of(path.name) or path.name
+        stem = stem_of(path.name) or path.name
         covered.add(stem)
         judge(path.name, path.name, path.name)
     orphans: dict[str, Path] = {}
     for path in data:
-        data_stem = _stem_of(path.name)
+        data_stem = stem_of(path.name)
         if data_stem is None:
             # Too few elements to know its set: its own name gives the code.
             judge(path.name, "", path.name)

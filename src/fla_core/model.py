@@ -53,7 +53,12 @@ class TrainingType(enum.StrEnum):
 
 
 class Environment(enum.StrEnum):
-    """Environment letter of a name (spec 4.4)."""
+    """Environment letter of a name (spec 4.4), and the one home of its channel directories.
+
+    ``UPLOAD_DIRS``, ``ANSWER_DIRS`` and ``CHANNEL_DIRS`` below are the only tables of
+    directory names: the name checks (N9b), the simulator's server, home and processor and
+    ``fla send``/``fla poll`` all take them from here.
+    """
 
     R = "R"
     T = "T"
@@ -62,21 +67,38 @@ class Environment(enum.StrEnum):
     @property
     def upload_dir(self) -> str:
         """The channel directory uploads of this environment go to."""
-        return {"R": "IN", "T": "INTEST", "S": "INTEST-S"}[self.value]
+        return _UPLOAD_DIR[self]
 
     @property
     def answer_dir(self) -> str:
         """The channel directory answers of this environment come from."""
-        return {"R": "OUT", "T": "OUTTEST", "S": "OUTTEST-S"}[self.value]
+        return _ANSWER_DIR[self]
 
     @classmethod
     def of_dir(cls, directory: str) -> Environment | None:
         """Environment of an upload or answer directory name, None for any other name."""
-        return {
-            "IN": cls.R, "OUT": cls.R,
-            "INTEST": cls.T, "OUTTEST": cls.T,
-            "INTEST-S": cls.S, "OUTTEST-S": cls.S,
-        }.get(directory)
+        return _DIR_ENV.get(directory)
+
+    @classmethod
+    def of_upload_dir(cls, directory: str) -> Environment | None:
+        """Environment of an upload directory name, None for any other name (answer ones too)."""
+        return _UPLOAD_DIR_ENV.get(directory)
+
+
+# Spec 4.4: each environment's upload directory and the directory its answers come from.
+_UPLOAD_DIR: dict[Environment, str] = {
+    Environment.R: "IN", Environment.T: "INTEST", Environment.S: "INTEST-S"}
+_ANSWER_DIR: dict[Environment, str] = {
+    Environment.R: "OUT", Environment.T: "OUTTEST", Environment.S: "OUTTEST-S"}
+_UPLOAD_DIR_ENV: dict[str, Environment] = {d: env for env, d in _UPLOAD_DIR.items()}
+_DIR_ENV: dict[str, Environment] = {
+    **_UPLOAD_DIR_ENV, **{d: env for env, d in _ANSWER_DIR.items()}}
+
+UPLOAD_DIRS: tuple[str, ...] = tuple(_UPLOAD_DIR.values())  # IN, INTEST, INTEST-S
+ANSWER_DIRS: tuple[str, ...] = tuple(_ANSWER_DIR.values())  # OUT, OUTTEST, OUTTEST-S
+# The folders of a channel's chroot, each upload directory beside its answer directory.
+CHANNEL_DIRS: tuple[str, ...] = tuple(d for env in Environment
+                                      for d in (_UPLOAD_DIR[env], _ANSWER_DIR[env]))
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from fla_core.anomalies import ChannelError
 from fla_core.applications import KNOWN_UPLOAD_CODES
+from fla_core.files import atomic_write
 from fla_core.identifiers import SENDER_PATTERN
+from fla_core.model import Environment
 
 # Whole-name expressions of spec 4.2, for ``fullmatch``.
 UPLOAD_FI_FS = re.compile(
@@ -36,12 +38,8 @@ ANSWER = re.compile(r"(FO|FS|GO|CO)\.([A-Z0-9]{4})\.(999999)\.([0-9]{8})\.([0-9A
 ANSWER_SENDER = "999999"
 UPLOAD_PREFIXES = ("FI", "FS", "GO", "TD")
 ANSWER_PREFIXES = ("FO", "FS", "GO", "CO")
-ENVIRONMENTS = ("R", "T", "S")
-
-# Spec 4.4: upload directory <-> environment letter, and the answer directory of each pair.
-DIRECTORY_ENV: dict[str, str] = {"IN": "R", "INTEST": "T", "INTEST-S": "S"}
-ENV_DIRECTORY: dict[str, str] = {env: d for d, env in DIRECTORY_ENV.items()}
-ANSWER_DIRECTORY: dict[str, str] = {"R": "OUT", "T": "OUTTEST", "S": "OUTTEST-S"}
+# Spec 4.4; the directory of each environment is fla_core.model.Environment's.
+ENVIRONMENTS = tuple(env.value for env in Environment)
 
 # "Malformed" code of N2-N4 and the part-order code of N8e, by prefix (spec 4.5).
 MALFORMED = {"FI": "131", "FS": "132", "GO": "107", "TD": "107"}
@@ -126,6 +124,11 @@ class NameRules:
     max_age_days: int = 90
     max_parts: int = 9
 
+    @classmethod
+    def of(cls, settings: _NameLimits, today: date) -> NameRules:
+        """The rules of a configuration (``fla_core.settings.Settings``) on ``today``."""
+        return cls(today=today, max_age_days=settings.max_age_days, max_parts=settings.max_parts)
+
 
 @dataclass(frozen=True)
 class ChannelNameContext:
@@ -134,6 +137,28 @@ class ChannelNameContext:
     sender: str
     directory: str
     enabled: frozenset[str]
+
+    @classmethod
+    def of(cls, channel: _Channel, directory: str) -> ChannelNameContext:
+        """The context of an upload to ``directory`` of ``channel`` (a
+        ``fla_core.settings.ChannelProfile`` or the simulator's ``ChannelConfig``): the one
+        place that says which of a channel's values the N9 checks see."""
+        return cls(sender=channel.sender, directory=directory,
+                   enabled=frozenset(channel.applications))
+
+
+class _NameLimits(Protocol):
+    @property
+    def max_age_days(self) -> int: ...
+    @property
+    def max_parts(self) -> int: ...
+
+
+class _Channel(Protocol):
+    @property
+    def sender(self) -> str: ...
+    @property
+    def applications(self) -> Iterable[str]: ...
 
 
 def _check_part(text: str, rules: NameRules, name: str, what: str) -> int:
@@ -183,8 +208,8 @@ def _check_channel(parsed: FileName, channel: ChannelNameContext, name: str) -> 
     if parsed.sender != channel.sender:
         raise ChannelError("108", f"sender {parsed.sender} is not the channel's "
                            f"{channel.sender}", subject=name)
-    if DIRECTORY_ENV.get(channel.directory) != parsed.env:
-        expected = ENV_DIRECTORY[parsed.env]
+    if Environment.of_upload_dir(channel.directory) != parsed.env:
+        expected = Environment(parsed.env).upload_dir
         raise ChannelError(WRONG_DIRECTORY[parsed.env], f"{parsed.env} file in "
                            f"{channel.directory}, expected {expected}", subject=name)
     if parsed.appl not in KNOWN_UPLOAD_CODES:
@@ -193,6 +218,54 @@ def _check_channel(parsed: FileName, channel: ChannelNameContext, name: str) -> 
     if parsed.appl not in channel.enabled:
         raise ChannelError("154", f"application {parsed.appl} not enabled on this channel",
                            subject=name)
+
+
+# --- elements of a name read without checking them -------------------------------------------
+# The one home of splitting a name on its dots: the simulator, the judge, the CLI and the
+# transport group files by these before (or instead of) the checks of parse_upload. None of them
+# validates an element; each says what it returns for a name too short to have it.
+
+ELEMENT_COUNT = {"FI": 8, "FS": 8, "GO": 7, "TD": 7}  # spec 4.2: PREFIX ... TOTAL[.INDEX]
+
+
+def prefix_of(name: str) -> str:
+    """The text before the first dot: ``FI``, ``GO``, ``FO``... (the whole name without one)."""
+    return name.split(".", 1)[0]
+
+
+def tail_of(name: str) -> str:
+    """The text after the prefix and its dot (``APPL.SENDER...``); ValueError without a dot."""
+    _, dot, tail = name.partition(".")
+    if not dot:
+        raise ValueError(f"{name!r} has no prefix element")
+    return tail
+
+
+def with_prefix(name: str, prefix: str) -> str:
+    """The same name with another prefix: the FS of an FI, the GO of an FO, ..."""
+    return f"{prefix}.{tail_of(name)}"
+
+
+def stem_of(name: str, *, exact: bool = False) -> str | None:
+    """``APPL.SENDER.DATE.SEQ.ENV``: elements 2-6 of a name, as written (unchecked).
+
+    None when the name has fewer than 7 elements, or, with ``exact``, when it does not have
+    exactly the count of its prefix (``ELEMENT_COUNT``; None for another prefix).
+    """
+    parts = name.split(".")
+    if (len(parts) != ELEMENT_COUNT.get(parts[0])) if exact else (len(parts) < 7):
+        return None
+    return ".".join(parts[1:6])
+
+
+def stem_set_key(stem: str) -> str:
+    """``SENDER.DATE.SEQ.ENV`` of a stem ``APPL.SENDER.DATE.SEQ.ENV`` (``FileName.set_key``)."""
+    return stem.partition(".")[2]
+
+
+def stem_env(stem: str) -> str:
+    """The last element of a stem: its environment letter as written."""
+    return stem.rpartition(".")[2]
 
 
 def check_shape(name: str) -> list[str]:
@@ -206,7 +279,7 @@ def check_shape(name: str) -> list[str]:
     if prefix not in UPLOAD_PREFIXES:
         raise ChannelError("129", f"prefix {prefix[:20]!r} is not FI, FS, GO or TD", subject=name)
     malformed = MALFORMED[prefix]
-    expected = 8 if prefix in ("FI", "FS") else 7
+    expected = ELEMENT_COUNT[prefix]
     if len(parts) != expected:
         raise ChannelError(malformed, f"{len(parts)} elements, {prefix} names have {expected}",
                            subject=name)
@@ -389,12 +462,8 @@ class SequenceAllocator:
         return state
 
     def _write(self, state: dict) -> None:
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(state, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, json.dumps(state, indent=1, sort_keys=True).encode(),
+                     durable=True)
 
 
 def _ahead_of(seq: str, ordinal: int) -> bool:

@@ -32,6 +32,9 @@ class Settings:
     max_parts: int = 9
     max_file_size: int = 52_428_800
     max_declarations: int = 10_000
+    max_prolog_size: int = 1_048_576  # fla_core.fi.MAX_PROLOG_SIZE (102)
+    max_attributes: int = 256  # fla_core.fi.MAX_ATTRIBUTES (102)
+    max_fs_certificates: int = 10  # fla_core.signing.MAX_FS_CERTIFICATES (602)
     fs_policy: dict[str, FsPolicy] = field(default_factory=lambda: dict(DEFAULT_FS_POLICY))
     fs_layout: Literal["lenient", "strict"] = "lenient"
     two_level_qualities: tuple[str, ...] = tuple(sorted(_LIMITS.two_level_qualities))
@@ -97,6 +100,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if key == "two_level_qualities":
             return tuple(Quality.parse(q).value for q in value)
         if key == "max_parts" and not 1 <= int(value) <= 9:
+            raise ValueError(value)
+        if key in ("max_prolog_size", "max_attributes", "max_fs_certificates") \
+                and int(value) < 1:
             raise ValueError(value)
         if key in ("keep_uploads", "compress_answers"):
             if not isinstance(value, bool):

@@ -34,6 +34,10 @@ from fla_core.anomalies import ChannelError
 
 Layout = Literal["lenient", "strict"]
 CHUNK = 1 << 20
+# Certificates an FS may include (S2, 602; modelled, Settings.max_fs_certificates): spec 6.2 asks
+# for one signer and its chain. Counted before any certificate is decoded or a path is built:
+# 13 000 fake intermediates cost ~22 s of path building.
+MAX_FS_CERTIFICATES = 10
 ACCEPTED_DIGESTS = ("sha256", "sha384", "sha512", "sha1")
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
@@ -504,8 +508,9 @@ def _attr_values(attrs: cms.CMSAttributes, name: str) -> list[Any]:
     return values
 
 
-def _parse(der: bytes) -> _Parsed:
-    """S2: the DER as a detached SignedData with one signer whose certificate is included."""
+def _parse(der: bytes, max_certificates: int = MAX_FS_CERTIFICATES) -> _Parsed:
+    """S2: the DER as a detached SignedData with one signer whose certificate is included,
+    and at most ``max_certificates`` certificates."""
     try:
         ci = cms.ContentInfo.load(der, strict=True)
         if ci["content_type"].native != "signed_data":
@@ -520,6 +525,10 @@ def _parse(der: bytes) -> _Parsed:
         if eci["content"].native is not None:
             raise _bad_structure("the content is attached; the FS must be detached")
         si = infos[0]
+        included = len(sd["certificates"])  # the entries' headers only: nothing decoded yet
+        if included > max_certificates:
+            raise _bad_structure(f"{included} certificates included; at most "
+                                 f"{max_certificates} (the signer and its chain)")
         signer_der, other_ders = _included_certificates(sd, si)
         cert = _certificate(signer_der)
         digest = si["digest_algorithm"]["algorithm"].native
@@ -832,18 +841,20 @@ def _describe(cert: x509.Certificate) -> str:
 def verify_fs(fi: str | Path | BinaryIO, fs: bytes, *, trust: TrustStore, at: datetime,
               sender_company: str | None, registered: Sequence[bytes] = (),
               layout: Layout = "lenient", subject: str | None = None,
-              digests: Mapping[str, bytes] | None = None) -> VerifyResult:
+              digests: Mapping[str, bytes] | None = None,
+              max_certificates: int = MAX_FS_CERTIFICATES) -> VerifyResult:
     """Check an FS against its FI part, S1..S11 in order; the first failure raises ChannelError.
 
     ``sender_company`` None skips S10; ``registered`` are the channel's DER certificates (6.6).
     ``digests`` maps hashlib algorithm names to digests of the FI bytes already computed by the
     caller; S5 uses the one of the FS's algorithm instead of reading ``fi`` (read otherwise).
+    An FS including more than ``max_certificates`` certificates is a 602 (S2).
     """
     if at.tzinfo is None:
         raise ValueError("verify_fs: 'at' must be a timezone-aware datetime")
     try:
         der = decode_fs(fs, layout)  # S1
-        p = _parse(der)  # S2
+        p = _parse(der, max_certificates)  # S2
         if p.digest not in ACCEPTED_DIGESTS:  # S3
             raise ChannelError("603", f"digest algorithm {p.digest} is not accepted; "
                                       "use SHA-256, SHA-384 or SHA-512")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +18,18 @@ from pathlib import Path
 
 import asyncssh
 
-from fla_core.model import Environment
-from fla_core.names import FileName, parse_answer
+from fla_core.files import atomic_write
+from fla_core.model import ANSWER_DIRS, Environment
+from fla_core.names import (
+    UPLOAD_PREFIXES,
+    FileName,
+    parse_answer,
+    prefix_of,
+    stem_env,
+    stem_of,
+    tail_of,
+)
 
-ANSWER_DIRS = ("OUT", "OUTTEST", "OUTTEST-S")
 STATE_FILE = ".fla-sent.json"
 BLOCK_SIZE = 256 * 1024
 
@@ -82,15 +89,15 @@ def plan_sets(folder: Path) -> list[UploadSet]:
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
-        parts = path.name.split(".")
-        if len(parts) < 7 or parts[0] not in ("FI", "FS", "GO", "TD"):
+        stem = stem_of(path.name)
+        if stem is None or prefix_of(path.name) not in UPLOAD_PREFIXES:
             continue
-        groups.setdefault(".".join(parts[1:6]), []).append(path)
+        groups.setdefault(stem, []).append(path)
     sets = []
     for stem, paths in sorted(groups.items()):
-        env = Environment(stem.rsplit(".", 1)[1]) if stem[-1] in "RTS" else Environment.T
-        data = sorted((p for p in paths if p.name[:2] in ("FI", "FS")), key=_part_order)
-        triggers = [p for p in paths if p.name[:2] in ("GO", "TD")]
+        env = Environment(stem_env(stem)) if stem[-1] in "RTS" else Environment.T
+        data = sorted((p for p in paths if prefix_of(p.name) in ("FI", "FS")), key=_part_order)
+        triggers = [p for p in paths if prefix_of(p.name) in ("GO", "TD")]
         sets.append(UploadSet(stem, env.upload_dir, tuple(data + triggers)))
     return sets
 
@@ -116,9 +123,9 @@ class _SentState:
 
     def mark(self, local: Path) -> None:
         self.sent[local.name] = local.stat().st_size
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.sent, indent=0), "utf-8")
-        os.replace(tmp, self.path)
+        # not durable (no fsync per uploaded file), as it always was: it survives a killed
+        # `fla send`, which is what the resume is for
+        atomic_write(self.path, json.dumps(self.sent, indent=0).encode(), durable=False)
 
 
 def read_identity(path: Path) -> asyncssh.SSHKey:
@@ -190,7 +197,8 @@ async def send_sets(address: ChannelAddress, folder: Path, sets: Sequence[Upload
                 await _upload(conn, sftp, local, f"{upload.directory}/{local.name}", progress)
                 state.mark(local)
                 report.uploaded.append(local.name)
-            report.triggers.extend(p.name for p in upload.files if p.name[:3] in ("GO.", "TD."))
+            report.triggers.extend(p.name for p in upload.files
+                                   if prefix_of(p.name) in ("GO", "TD"))
     return report
 
 
@@ -259,7 +267,7 @@ async def _fetch_dir(sftp: asyncssh.SFTPClient, directory: str, out: Path,
         return []  # a channel without this answer directory (not enabled)
     got = []
     for go in sorted(n for n in names if n.startswith("GO.")):
-        tail = go[3:]
+        tail = tail_of(go)
         body = next((f"{p}.{tail}" for p in ("FO", "CO") if f"{p}.{tail}" in names), None)
         if body is None:
             continue

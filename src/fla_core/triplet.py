@@ -1,13 +1,13 @@
 """Write a triplet (FI, FS, GO) or a TD to a folder, and read a folder back as sets (spec 4, 5).
 
-Files are written under a hidden temporary name and renamed when complete, in upload order
+Files are written under a hidden temporary name and renamed when complete
+(``fla_core.files.atomic_write``, durable: file and folder fsynced), in upload order
 (FI, FS, then GO), so that a folder watcher or ``fla send`` never sees a half-written FI or a GO
 before its parts. The FI is rendered as a stream: its size never sits in memory.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fla_core.anomalies import ChannelError
+from fla_core.files import atomic_write
 from fla_core.identifiers import SENDER_PATTERN
 from fla_core.model import FileContent
-from fla_core.names import SequenceAllocator, date_text, upload_name
+from fla_core.names import SequenceAllocator, date_text, stem_of, upload_name, with_prefix
 from fla_core.settings import DEFAULT_FS_POLICY
 
 SEQUENCES_FILE = ".fla-sequences"
@@ -39,7 +40,10 @@ class Triplet:
     @property
     def stem(self) -> str:
         """``APPL.SENDER.DATE.SEQ.ENV``."""
-        return ".".join(self.go.name.split(".")[1:6])
+        stem = stem_of(self.go.name)
+        if stem is None:  # never: the GO is one write_triplet named
+            raise ValueError(f"{self.go.name} is not a GO name")
+        return stem
 
 
 @dataclass
@@ -64,21 +68,6 @@ class Folder:
 
     sets: list[FileSet]
     unknown: list[Path]
-
-
-def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Write through a hidden temporary file, fsync, then rename into place."""
-    tmp = target.with_name(f".{target.name}.part")
-    try:
-        with open(tmp, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
 
 
 def _default_renderer(appl: str) -> Renderer:
@@ -125,14 +114,14 @@ def write_triplet(out_dir: str | Path, content: FileContent, *, sender: str, dat
         seq = seq or allocator.allocate(sender, day, env)
         fi = out / upload_name("FI", appl, sender, day, seq, env, 1, 1)
         renderer = render or _default_renderer(appl)
-        written.append(_atomic_write(fi, lambda stream: renderer(content, stream)))
+        written.append(atomic_write(fi, lambda stream: renderer(content, stream), durable=True))
         fs = None
         if signer is not None:
             # a failed signature removes the FI too: never an unsigned FI where a signed one is due
             fs = write_fs(fi, signer, signing_time=signing_time)
             written.append(fs)
-        go = _atomic_write(out / upload_name("GO", appl, sender, day, seq, env, 1),
-                           lambda stream: None)
+        go = atomic_write(out / upload_name("GO", appl, sender, day, seq, env, 1), b"",
+                          durable=True)
     except BaseException:
         _remove(written, created)
         raise
@@ -164,7 +153,7 @@ def fs_name_for(fi: Path) -> Path:
     """The FS path beside an FI: the same name with the ``FS`` prefix."""
     if not fi.name.startswith("FI."):
         raise ValueError(f"{fi.name}: not an FI name (it must start with 'FI.')")
-    return fi.with_name("FS." + fi.name[3:])
+    return fi.with_name(with_prefix(fi.name, "FS"))
 
 
 def write_fs(fi: Path, signer: object, *, signing_time: datetime | None = None,
@@ -173,7 +162,7 @@ def write_fs(fi: Path, signer: object, *, signing_time: datetime | None = None,
     from fla_core.signing import encode_fs, sign_file
 
     der = sign_file(fi, signer, digest=digest, signing_time=signing_time)  # type: ignore[arg-type]
-    return _atomic_write(fs_name_for(Path(fi)), lambda stream: stream.write(encode_fs(der)))
+    return atomic_write(fs_name_for(Path(fi)), encode_fs(der), durable=True)
 
 
 def write_td(out_dir: str | Path, *, sender: str, date: str | Date, seq: str, env: str,
@@ -182,7 +171,7 @@ def write_td(out_dir: str | Path, *, sender: str, date: str | Date, seq: str, en
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = upload_name("TD", appl, sender, date, seq, env, total)
-    return _atomic_write(out / name, lambda stream: None)
+    return atomic_write(out / name, b"", durable=True)
 
 
 def read_folder(directory: str | Path) -> Folder:

@@ -13,7 +13,6 @@ fsynced, so the answer survives a power cut too.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -26,6 +25,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from fla_core.files import fsync_directory, write_via_temp
+from fla_core.names import with_prefix
 from fla_core.signing import Signer, build_signed_data, encode_fs, sign_stream
 
 TEMP_PREFIX = ".answer-"
@@ -39,19 +40,15 @@ class AnswerConflict(RuntimeError):
     """An answer file exists with other bytes than the journal planned: never overwritten."""
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # Plain string paths: this runs for every answer file on the event loop, where pathlib's
 # objects cost more than the system calls on a fast file system.
 def _write_atomic(directory: str, name: str, data: bytes, before_write: BeforeWrite | None,
                   durable: bool = True) -> bool:
-    """Write ``data`` to ``directory/name`` via a temp name; False when it already exists."""
+    """Write ``data`` to ``directory/name`` via a temp name; False when it already exists.
+
+    The temp name is fixed (``TEMP_PREFIX + name``): a leftover of a crash is reused, and the
+    server hides it. The directory is fsynced once per answer by ``write_answer``.
+    """
     path = os.path.join(directory, name)
     if os.path.exists(path):
         return False
@@ -68,22 +65,7 @@ def _write_atomic(directory: str, name: str, data: bytes, before_write: BeforeWr
         finally:
             os.close(fd)
         return True
-    temp = os.path.join(directory, TEMP_PREFIX + name)
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            view = memoryview(data)
-            while view:  # short writes are rare on regular files, but possible
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):  # a full disk must not leave a half file
-            os.unlink(temp)
-        raise
+    write_via_temp(path, os.path.join(directory, TEMP_PREFIX + name), data, durable=durable)
     return True
 
 
@@ -195,8 +177,7 @@ def sign_answer(data: bytes, signer: Signer, signing_time: datetime | None) -> b
 
 def answer_names(name_fo: str) -> tuple[str, str]:
     """The FS and GO names of an answer whose FO (or CO) is ``name_fo``."""
-    tail = name_fo.split(".", 1)[1]
-    return f"FS.{tail}", f"GO.{tail}"
+    return with_prefix(name_fo, "FS"), with_prefix(name_fo, "GO")
 
 
 def write_answer(directory: str | Path, name_fo: str, data: bytes, signer: Signer, *,
@@ -226,6 +207,6 @@ def write_answer(directory: str | Path, name_fo: str, data: bytes, signer: Signe
         _write_atomic(folder, fs_name, encode_fs(der), before_write, durable)
     _write_atomic(folder, go_name, b"", before_write, durable)
     if durable:
-        _fsync_dir(folder)
+        fsync_directory(folder)
     base = Path(folder)
     return [base / name_fo, base / fs_name, base / go_name]

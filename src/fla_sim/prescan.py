@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from fla_core.fi import read_full
+from fla_core.names import stem_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -216,7 +217,9 @@ class Prescanner:
 
     def go_closed(self, user: str, directory: str, name: str) -> None:
         """A GO was uploaded: the follower of its set's single FI is wanted (resumed if parked)."""
-        stem = name[3:].rpartition(".")[0]
+        stem = stem_of(name, exact=True)  # a follower's FI passed the name checks: so did its GO
+        if stem is None:
+            return
         with self._lock:
             follower = self._ready.get((user, directory, f"FI.{stem}.1.1"))
         if follower is not None:
@@ -243,8 +246,9 @@ class Prescanner:
             if follower.wanted or follower.parked or follower not in self._running:
                 return
             follower.parked = True
-        log.info("%s: no GO yet; pre-scan paused", follower.key[2])
         self._signal(follower, signal.SIGSTOP)
+        # logged once stopped: a reader of the log (tests/sim/test_crash_leftovers.py) may look
+        log.info("%s: no GO yet; pre-scan paused", follower.key[2])
         limit = self.max_parked_s
         if limit is None:
             limit = float(self.processor.settings.orphan_timeout_s)
@@ -529,10 +533,8 @@ class Prescanner:
             raise _NotEligible("unknown channel")
         settings = processor.settings
         today = processor.now().date()
-        rules = NameRules(today=today, max_age_days=settings.max_age_days,
-                          max_parts=settings.max_parts)
-        context = ChannelNameContext(sender=channel.sender, directory=directory,
-                                     enabled=frozenset(channel.applications))
+        rules = NameRules.of(settings, today)
+        context = ChannelNameContext.of(channel, directory)
         try:
             fi = parse_upload(name, rules, context)
         except ChannelError as exc:

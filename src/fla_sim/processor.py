@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 from fla_core.anomalies import ChannelError
 from fla_core.model import Environment
+from fla_core.names import prefix_of, stem_of, stem_set_key
 from fla_core.plugins import FlaPlugins, get_plugins
 from fla_core.responses import render_acrf, render_noti
 from fla_sim.answers import write_answer
@@ -282,7 +283,7 @@ class Processor:
                        veto: str | None) -> EventRow | None:
         """Journal a closed file in one transaction; a GO/TD also becomes an event and, when
         its name passes P1, claims the files of its stem (spec 5.6: never swept)."""
-        kind = name.split(".", 1)[0]
+        kind = prefix_of(name)
         with self._claims, self.journal.transaction():
             self.journal.record_file(user, directory, name, size, now, veto=veto)
             if kind not in ("GO", "TD"):
@@ -290,7 +291,7 @@ class Processor:
                 if kind in ("FI", "FS") and stem is not None:
                     row = self.journal.get_set(user, directory, stem)
                     if row is None:
-                        self.journal.touch_set(user, directory, stem, stem.split(".", 1)[1], now)
+                        self.journal.touch_set(user, directory, stem, stem_set_key(stem), now)
                     elif row.go_name is not None and row.state in _AFTER_GO:
                         self._late_file(row, name, now)
                 return None
@@ -315,11 +316,8 @@ class Processor:
 
         channel = self.config.channel(user)
         assert channel is not None
-        rules = NameRules(today=now.date(), max_age_days=self.settings.max_age_days,
-                          max_parts=self.settings.max_parts)
-        ctx = ChannelNameContext(sender=channel.sender, directory=directory,
-                                 enabled=frozenset(channel.applications))
-        return parse_upload(name, rules, ctx)
+        rules = NameRules.of(self.settings, now.date())
+        return parse_upload(name, rules, ChannelNameContext.of(channel, directory))
 
     async def _take_td(self, event: EventRow) -> None:
         """Handle a TD at once (spec 5.5); a refused one's ACRF is written like every answer,
@@ -860,7 +858,7 @@ class Processor:
             if code is not None:
                 singles.append((f.channel, f.directory, f.name, code))
             else:
-                stem = ".".join(f.name.split(".")[1:6])
+                stem = stem_of(f.name) or f.name  # never None: the name passed N1-N4
                 groups.setdefault((f.channel, f.directory, stem), []).append(f.name)
         ids: list[int] = []
         swept: list[tuple[str, str, list[str]]] = []
@@ -986,7 +984,7 @@ def _stem_of(name: str, today: date) -> str | None:
     """``APPL.SENDER.DATE.SEQ.ENV`` of a name that passes N1-N4 (spec 5.6 grouping)."""
     if _n1_n4_code(name, today) is not None:
         return None
-    return ".".join(name.split(".")[1:6])
+    return stem_of(name)
 
 
 def _answer_name(prefix: str, appl: str, day: str, seq: str, env: str) -> str:

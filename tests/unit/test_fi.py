@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import io
 import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -415,3 +418,181 @@ def test_judging_file_after_file_does_not_leak_parsers():
     gc.collect()
     grown = libc.mallinfo2().uordblks - before
     assert grown < 300_000, f"{grown} bytes more in use after 6000 scans"  # leaked: ~1.4 MB
+
+
+# --- hostile shapes: linear scans, bounded memory (issue "A hostile sender cannot ...") ----------
+
+def _shape_limits(**kw):
+    """fi.shape_limits, or nothing for a reader without it (to watch these tests fail)."""
+    limits = getattr(fi, "shape_limits", None)
+    return limits(**kw) if limits is not None else contextlib.nullcontext()
+
+
+def _prolog_work(monkeypatch, comment: int, chunk: int) -> tuple[str | None, int]:
+    """The verdict on VALID with a ``comment``-byte comment in its prolog, read ``chunk`` bytes
+    at a time, and the bytes the prolog scan examined (regular expressions and searches)."""
+    work = [0]
+
+    class Counting:
+        def __init__(self, pattern, fail_cost):
+            self.pattern, self.fail_cost = pattern, fail_cost
+
+        def match(self, buf, pos=0):
+            found = self.pattern.match(buf, pos)
+            work[0] += found.end() - pos + 1 if found else self.fail_cost(buf, pos)
+            return found
+
+    if hasattr(fi, "_PROLOG_ITEM"):  # ".*?-->" may run to the end of the buffer and fail
+        monkeypatch.setattr(fi, "_PROLOG_ITEM",
+                            Counting(fi._PROLOG_ITEM, lambda buf, pos: len(buf) - pos))
+    if hasattr(fi, "_BLANKS"):  # a character class fails at the first byte
+        monkeypatch.setattr(fi, "_BLANKS", Counting(fi._BLANKS, lambda buf, pos: 1))
+    if hasattr(fi, "_find"):
+        real_find = fi._find
+
+        def find(buf, needle, start):
+            work[0] += len(buf) - start
+            return real_find(buf, needle, start)
+
+        monkeypatch.setattr(fi, "_find", find)
+    monkeypatch.setattr(fi, "CHUNK", chunk)
+    declaration_end = VALID.index(b"?>") + 2
+    data = (VALID[:declaration_end] + b"\n<!--" + b"x" * comment + b"-->"
+            + VALID[declaration_end:])
+    with _shape_limits(max_prolog_size=1 << 30):
+        code = code_of(io.BytesIO(data))
+    return code, work[0]
+
+
+def test_the_prolog_scan_is_linear_in_the_bytes_read(monkeypatch):
+    """A comment in the prolog fed in small reads: each byte examined a bounded number of
+    times (it was rescanned from its start at every read: 45 MB took 14-28 s)."""
+    code, small = _prolog_work(monkeypatch, 1 << 19, 4096)
+    assert code is None
+    code, large = _prolog_work(monkeypatch, 1 << 20, 4096)
+    assert code is None
+    assert large <= 3 * (1 << 20)  # O(n), not O(n^2 / chunk)
+    assert large <= 2.5 * small
+
+
+def _refusal(data: bytes) -> str:
+    with pytest.raises(ChannelError) as err:
+        _scan(io.BytesIO(data))
+    return f"{err.value.code} {err.value.detail}"
+
+
+def test_a_long_prolog_is_refused_with_102_without_being_held(monkeypatch):
+    limit = "102 no root start tag within the first 1048576 bytes"
+    with _shape_limits(max_prolog_size=1 << 20):
+        # an unfinished comment, or a finished one too long: refused before the end is read
+        assert _refusal(b"<?xml version='1.0'?><!--" + b"x" * (3 << 20)).startswith(limit)
+        assert _refusal(b"<!--" + b"x" * (3 << 20) + b"--><a/>").startswith(limit)
+        # a prolog under the limit, then a root start tag over it
+        root = b"<FLAFile" + b" " * (2 << 20) + b">"
+        assert _refusal(b"<!--x-->" + root + b"</FLAFile>").startswith(limit)
+    assert code_of(io.BytesIO(b"<" * (4 << 20))) == "102"  # no root element at all
+    # the root start tag must end within the limit; a valid document under it is unchanged
+    root_end = VALID.index(b">", VALID.index(b"<FLAFile")) + 1
+    with _shape_limits(max_prolog_size=root_end):
+        assert code_of(io.BytesIO(VALID)) is None
+    with _shape_limits(max_prolog_size=root_end - 1):
+        assert code_of(io.BytesIO(VALID)) == "102"
+
+
+def test_the_prolog_limit_yields_to_a_later_invalid_byte():
+    data = b"<!--" + b"x" * (2 << 20) + b"\xff"
+    with _shape_limits(max_prolog_size=1 << 20):
+        assert code_of(io.BytesIO(data)) == "138"
+
+
+def _many_attributes(count: int, *, root: bool = False) -> bytes:
+    attrs = b" ".join(b'a%d="1"' % i for i in range(count))
+    if root:
+        return VALID.replace(b"<FLAFile ", b"<FLAFile " + attrs + b" ", 1)
+    return VALID.replace(b"<FileHeader>", b"<FileHeader " + attrs + b">", 1)
+
+
+@pytest.mark.parametrize("chunk", [None, 4096, 100_003])
+@pytest.mark.parametrize("root", [False, True])
+def test_too_many_attributes_on_one_element_is_102(monkeypatch, chunk, root):
+    if chunk:
+        monkeypatch.setattr(fi, "CHUNK", chunk)
+    with pytest.raises(ChannelError) as err:
+        _scan(io.BytesIO(_many_attributes(100_000, root=root)))
+    assert err.value.code == "102"
+    with _shape_limits(max_attributes=8):
+        assert code_of(io.BytesIO(_many_attributes(9))) == "102"
+        assert code_of(io.BytesIO(_many_attributes(8))) == "312"  # the schema has none
+
+
+def test_attributes_under_the_limit_and_equal_signs_in_text_are_fine():
+    text = VALID.replace(b"ACME-2026-0001", b"ACME-" + b"=" * 300, 1)
+    assert code_of(io.BytesIO(text)) == "312"  # too long a reference, not a 102
+    comment = VALID.replace(b"<FileHeader>", b"<!--" + b' a="1"' * 300 + b"--><FileHeader>")
+    assert code_of(io.BytesIO(comment)) is None
+
+
+def _scan(source):
+    for _ in fi.stream_elements(source, namespace=fla.NAMESPACE, root=fla.ROOT,
+                                schema=fla.schema(), tags=(fla.DECLARATION_TAG,)):
+        pass
+
+
+_PEAK_SCRIPT = """
+import re, sys
+from fla_core import fi
+from fla_core.anomalies import ChannelError
+from fla_core.applications import fla
+schema = fla.schema()
+def scan(path):
+    try:
+        for _ in fi.stream_elements(path, namespace=fla.NAMESPACE, root=fla.ROOT, schema=schema,
+                                    tags=(fla.DECLARATION_TAG,)):
+            pass
+    except ChannelError as exc:
+        return exc.code
+def rss(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+scan(sys.argv[1])  # warm up: imports, schema, parsers
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from the current resident size
+before = rss("VmRSS")
+code = scan(sys.argv[2])
+print(code, rss("VmHWM") - before)
+"""
+
+
+def _peak_kib(tmp_path: Path, data: bytes, name: str) -> tuple[str, int]:
+    """The verdict on ``data`` and how far a fresh process's peak RSS (KiB) rose above its
+    resident size while it read ``data`` (after a valid document was read)."""
+    warm = tmp_path / "warm.xml"
+    warm.write_bytes(VALID)
+    path = tmp_path / name
+    path.write_bytes(data)
+    src = Path(fi.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(warm), str(path)],
+                         capture_output=True, text=True, check=True, env=env).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux peak RSS reset")
+@pytest.mark.parametrize("shape", ["attributes", "comment", "angles"])
+def test_memory_is_bounded_whatever_the_shape(tmp_path, shape):
+    """100 000 (then 200 000) attributes on one element, 8 (then 16) MiB of an unfinished
+    comment or of "<" (no root element): refused with 102, and the peak memory does not grow
+    with the input."""
+    if shape == "attributes":
+        small, large = _many_attributes(100_000), _many_attributes(200_000)
+    elif shape == "angles":  # the probe kept every read while it looked for a root element
+        small, large = b"<" * (8 << 20), b"<" * (16 << 20)
+    else:
+        small = b"<?xml version='1.0'?>\n<!-- " + b"x" * (8 << 20)
+        large = b"<?xml version='1.0'?>\n<!-- " + b"x" * (16 << 20)
+    code_small, grew_small = _peak_kib(tmp_path, small, "small.xml")
+    code_large, grew_large = _peak_kib(tmp_path, large, "large.xml")
+    assert (code_small, code_large) == ("102", "102")
+    # a constant (a few reads), whatever the size: lxml held ~900 bytes per attribute, and
+    # the prolog was held whole (twice while it grew)
+    assert grew_small < 12 * 1024 and grew_large < 12 * 1024, (grew_small, grew_large)
+    assert grew_large - grew_small < 2 * 1024, (grew_small, grew_large)

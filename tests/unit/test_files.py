@@ -12,7 +12,7 @@ from typing import BinaryIO
 import pytest
 
 from fla_core import pki
-from fla_core.files import atomic_write, make_private, write_private
+from fla_core.files import atomic_write, make_private, write_private, write_via_temp
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -86,3 +86,50 @@ def test_pki_keys_and_pkcs12_are_private_certificates_are_not(tmp_path: Path,
     assert mode(pki.write_pem(tmp_path / "enc-key.pem", ck.key, password=b"pw")) == 0o600
     assert mode(pki.write_pkcs12(tmp_path / "s.p12", ck, b"pw")) == 0o600
     assert mode(pki.write_pem(tmp_path / "cert.pem", ck.cert)) == 0o666
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What ``os.fsync`` was called on: "file" or "dir"."""
+    seen: list[str] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        seen.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return seen
+
+
+@pytest.mark.parametrize("content", [b"data", lambda stream: stream.write(b"data")])
+def test_durable_fsyncs_the_file_and_its_folder(tmp_path: Path, fsyncs: list[str],
+                                                content: object) -> None:
+    target = atomic_write(tmp_path / "FI", content, durable=True)  # type: ignore[arg-type]
+    assert fsyncs == ["file", "dir"] and target.read_bytes() == b"data"
+
+
+def test_not_durable_fsyncs_nothing(tmp_path: Path, fsyncs: list[str]) -> None:
+    target = atomic_write(tmp_path / "state", b"data", durable=False)
+    assert fsyncs == [] and target.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
+
+
+def test_a_fixed_temporary_name_left_by_a_crash_is_reused(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-x").write_bytes(b"half of a longer file")
+    write_via_temp(str(tmp_path / "x"), str(tmp_path / ".tmp-x"), b"whole", durable=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+    assert (tmp_path / "x").read_bytes() == b"whole"
+
+
+def test_every_atomic_write_goes_through_fla_core_files() -> None:
+    """One temp-write-rename primitive: ``os.replace`` elsewhere is a move, not a write."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    allowed = {
+        "fla_core/files.py",  # the primitive
+        "fla_sim/server.py",  # an upload's hidden name renamed when its client closes it
+        "fla_sim/processor.py",  # processed sets moved to the archive
+        "fla_sim/config.py",  # simulator.toml: not yet moved here (see docs/internals.md)
+    }
+    users = {str(p.relative_to(src)) for p in src.rglob("*.py") if "os.replace(" in p.read_text()}
+    assert users <= allowed, users - allowed

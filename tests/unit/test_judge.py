@@ -399,3 +399,24 @@ def test_part_removed_before_judging_counts_as_missing(tmp_path, pki, plugins):
                         trust=pki.trust, today=TODAY, at=AT, registry=MemoryRegistry(),
                         mandates=MANDATES, plugins=plugins)
     assert error_code(verdict) == "120"
+
+
+# --- modelled shape and certificate limits reach P9 and P11 -------------------------------------
+
+def test_p9_p11_limits_come_from_the_settings(tmp_path, pki, plugins):
+    """max_fs_certificates (602), max_attributes and max_prolog_size (102) are settings."""
+    fi = write_fi(tmp_path, VALID)
+    write_fs(fi, pki.signer)
+    assert error_code(judge(tmp_path, pki, plugins)) is None
+    assert error_code(judge(tmp_path, pki, plugins,
+                            settings=Settings(max_fs_certificates=0))) == "602"
+    three = VALID.replace(b"<FileHeader>", b'<FileHeader a="1" b="2" c="3">', 1)
+    fi.write_bytes(three)
+    write_fs(fi, pki.signer)
+    assert error_code(judge(tmp_path, pki, plugins)) == "312"  # the schema has no attribute
+    assert error_code(judge(tmp_path, pki, plugins, settings=Settings(max_attributes=2))) == "102"
+    fi.write_bytes(VALID)
+    write_fs(fi, pki.signer)
+    assert error_code(judge(tmp_path, pki, plugins, settings=Settings(max_prolog_size=60))) == "102"
+    settings = Settings.from_mapping({"max_prolog_size": 4096, "max_attributes": 8})
+    assert (settings.max_prolog_size, settings.max_attributes) == (4096, 8)

@@ -23,9 +23,15 @@ from fla_core.names import (
     answer_name,
     parse_answer,
     parse_upload,
+    prefix_of,
     sequence_at,
     sequence_ordinal,
+    stem_env,
+    stem_of,
+    stem_set_key,
+    tail_of,
     upload_name,
+    with_prefix,
 )
 
 TODAY = date(2026, 3, 16)
@@ -329,3 +335,47 @@ def test_two_processes_never_get_the_same_sequence(tmp_path: Path) -> None:
     every = results[0] + results[1]
     assert len(set(every)) == 80
     assert sorted(every) == [f"{i:05d}" for i in range(1, 81)]
+
+
+# --- elements read without checks: the helpers every module groups files by -------------------
+
+@pytest.mark.parametrize(("name", "prefix", "stem", "exact"), [
+    ("GO.FLAC.123456.20260316.00001.T.1", "GO", "FLAC.123456.20260316.00001.T", True),
+    ("FI.FLAC.123456.20260316.00001.T.2.1", "FI", "FLAC.123456.20260316.00001.T", True),
+    ("GO.FLAC.123456.20260316.00001.T.1.1", "GO", "FLAC.123456.20260316.00001.T", False),
+    ("FS.A.B.C.D.E.F.G.H", "FS", "A.B.C.D.E", False),  # elements as written, unchecked
+    ("XX.A.B.C.D.E.F", "XX", "A.B.C.D.E", False),  # any prefix: None only when exact
+    ("GO.A.B.C.D.E", "GO", None, False),  # six elements: too few
+    ("export.csv", "export", None, False),
+    ("nodot", "nodot", None, False),
+    ("", "", None, False),
+])
+def test_prefix_and_stem_of_any_name(name: str, prefix: str, stem: str | None,
+                                     exact: bool) -> None:
+    assert prefix_of(name) == prefix
+    assert stem_of(name) == stem
+    assert stem_of(name, exact=True) == (stem if exact else None)
+
+
+@given(st.text(alphabet="AB.", max_size=30))
+def test_stem_of_is_elements_two_to_six_of_names_with_seven_or_more(name: str) -> None:
+    parts = name.split(".")
+    assert stem_of(name) == (".".join(parts[1:6]) if len(parts) >= 7 else None)
+
+
+def test_stem_of_agrees_with_the_parsed_name() -> None:
+    for name in ("GO.FLAC.123456.20260316.00001.T.1", "FI.FLAC.123456.20260316.0000A.S.3.2",
+                 "TD.DMFA.123456.20260301.ZZZZZ.R.9"):
+        parsed = parse_upload(name, RULES)
+        stem = stem_of(name, exact=True)
+        assert stem == parsed.stem and stem_set_key(stem) == parsed.set_key
+        assert stem_env(stem) == parsed.env and prefix_of(name) == parsed.prefix
+
+
+def test_tail_and_with_prefix() -> None:
+    fo = "FO.FLAC.999999.20260316.00001.T"
+    assert tail_of(fo) == "FLAC.999999.20260316.00001.T"
+    assert with_prefix(fo, "FS") == "FS.FLAC.999999.20260316.00001.T"
+    assert with_prefix("FI.FLAC.123456.20260316.00001.T.1.1", "FS").startswith("FS.FLAC.")
+    with pytest.raises(ValueError, match="no prefix"):
+        tail_of("FO")

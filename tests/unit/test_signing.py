@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -739,3 +740,58 @@ def test_corrupted_der_gives_a_spec_code_or_a_valid_result(valid_der, signer, tr
         # only unauthenticated bookkeeping (version numbers, the SignedData digestAlgorithms
         # set, NULL parameters) may change without effect: the signer is still the genuine one
         assert result.signer == signer.cert
+
+
+# --- S2: a cap on the certificates an FS carries (issue "A hostile sender cannot ...") ----------
+
+@pytest.fixture(scope="module")
+def fake_issuers() -> list:
+    """Self-signed certificates named like the signer's issuer: candidates for path building."""
+    return [pki.make_ca("FLA Test Root CA", not_before=T0, key_type="ec-p256").cert
+            for _ in range(100)]
+
+
+def test_s2_an_fs_with_too_many_certificates_is_602_before_any_path_is_built(
+        signer, trust, fake_issuers, monkeypatch):
+    def no_path(*args):
+        raise AssertionError("path building was reached")
+
+    monkeypatch.setattr(signing, "_path_of", no_path)
+    crowded = Signer(key=signer.key, cert=signer.cert, chain=tuple(fake_issuers))
+    fs = sign(crowded)
+    started = time.process_time()
+    with pytest.raises(ChannelError) as err:
+        verify(fs, trust)
+    assert err.value.code == "602"
+    assert "101 certificates" in err.value.detail
+    assert time.process_time() - started < 1.0
+
+
+def test_s2_path_building_sees_at_most_the_certificate_cap(signer, trust, fake_issuers,
+                                                            monkeypatch):
+    seen: list[int] = []
+    real = signing._path_of
+
+    def spy(leaf, others, anchors, intermediates, day):
+        seen.append(len(others) + 1)
+        return real(leaf, others, anchors, intermediates, day)
+
+    monkeypatch.setattr(signing, "_path_of", spy)
+    cap = signing.MAX_FS_CERTIFICATES
+    full = Signer(key=signer.key, cert=signer.cert, chain=tuple(fake_issuers[:cap - 1]))
+    assert verify(sign(full), trust).signer == signer.cert  # exactly the cap: accepted
+    assert seen == [cap]
+    over = Signer(key=signer.key, cert=signer.cert, chain=tuple(fake_issuers[:cap]))
+    assert code_of(sign(over), trust) == "602"
+    assert verify(sign(over), trust, max_certificates=cap + 1).signer == signer.cert
+    assert code_of(sign(signer), trust, max_certificates=0) == "602"
+    assert seen == [cap, cap + 1]
+
+
+def test_the_certificate_cap_is_a_modelled_setting():
+    from fla_core.settings import Settings
+
+    assert Settings().max_fs_certificates == signing.MAX_FS_CERTIFICATES
+    assert Settings.from_mapping({"max_fs_certificates": 3}).max_fs_certificates == 3
+    with pytest.raises(ValueError, match="max_fs_certificates"):
+        Settings.from_mapping({"max_fs_certificates": 0})
