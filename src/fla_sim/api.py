@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 from fla_core.plugins import FlaPlugins
 from fla_core.settings import Settings
-from fla_sim.config import FaultSpec, HomeLock, SimulatorConfig, SimulatorHome
+from fla_sim.config import ConfigError, FaultSpec, HomeLock, SimulatorConfig, SimulatorHome
 from fla_sim.faults import FaultInjector
 from fla_sim.processor import Clock, Processor
 from fla_sim.store import Journal
@@ -38,6 +39,10 @@ class SimulatorError(RuntimeError):
 
 class Simulator:
     """A BATCH channel simulator on a simulator home (see ``fla-sim init``)."""
+
+    # how often a running simulator looks whether simulator.toml changed (one stat), besides
+    # at each login; 0: only at logins (and ``check_config``)
+    config_poll_s: float = 1.0
 
     def __init__(self, home: str | Path | SimulatorHome, *, host: str = "127.0.0.1",
                  port: int = 0, clock: Clock | None = None, plugins: FlaPlugins | None = None,
@@ -60,10 +65,21 @@ class Simulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_event: asyncio.Event | None = None
+        # (inode, mtime, size) of simulator.toml when last read: a change is reloaded
+        self._stamp: tuple[int, int, int] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # --- configuration ---------------------------------------------------------------------
 
+    def _config_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.home.config_path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
     def _load(self) -> SimulatorConfig:
+        self._stamp = self._config_stamp()  # before reading: a write meanwhile is seen again
         config = self.home.load()
         if self._settings:
             merged = {**config.settings.to_mapping(), **self._settings}
@@ -73,12 +89,38 @@ class Simulator:
                 raise SimulatorError(str(exc)) from None
         return config
 
+    def check_config(self, *, force: bool = False) -> bool:
+        """Reload ``simulator.toml`` when it changed since it was read (cheap: one ``stat``;
+        the server calls it at each login, ``fla-sim serve`` also on SIGHUP with ``force``).
+
+        A file that does not load is logged and the configuration in force stays; it is read
+        again once it changes. Returns True when a new configuration was taken."""
+        if self.config is None:
+            return False
+        stamp = self._config_stamp()
+        if not force and stamp == self._stamp:
+            return False
+        if stamp is not None and stamp[2] == 0:  # an editor between truncating and writing
+            self._stamp = stamp
+            log.warning("configuration not reloaded, the one loaded before stays in force: %s "
+                        "is empty", self.home.config_path)
+            return False
+        try:
+            self.reload()
+        except (ConfigError, SimulatorError) as exc:
+            log.error("configuration not reloaded, the one loaded before stays in force: %s",
+                      exc)
+            return False
+        return True
+
     def reload(self) -> None:
         """Re-read channels, mandates and trust anchors of the home into the running
-        simulator."""
+        simulator; sessions of a channel no longer configured are closed. Other keys
+        (``[server]``, faults) need a restart."""
         if self.config is None:
             return
         fresh = self._load()
+        before = {c.user: c for c in self.config.channels}
         self.config.channels[:] = fresh.channels
         self.config.mandates[:] = fresh.mandates
         # the trust store is built from the live configuration (here and in judge workers)
@@ -86,6 +128,28 @@ class Simulator:
         self.config.crls[:] = fresh.crls
         if self.processor is not None:
             self.processor.reset_material()
+        after = {c.user: c for c in fresh.channels}
+        changed = sorted(u for u in before.keys() & after.keys() if before[u] != after[u])
+        log.info("configuration reloaded from %s: channels added %s, removed %s, changed %s",
+                 self.home.config_path, sorted(after.keys() - before.keys()) or "none",
+                 sorted(before.keys() - after.keys()) or "none", changed or "none")
+        if before.keys() - after.keys():
+            self._close_removed_sessions()
+
+    def _close_removed_sessions(self) -> None:
+        from fla_sim.server import close_removed_sessions
+
+        server, loop = self._server, self._loop
+        if server is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:  # sync mode, called from another thread
+            loop.call_soon_threadsafe(close_removed_sessions, server)
+        else:
+            close_removed_sessions(server)
 
     def add_channel(self, user: str, quality: str, company: str, sender: str,
                     ssh_keys: Sequence[str], **kw: Any) -> Any:
@@ -146,11 +210,29 @@ class Simulator:
         self._server = await start_server(self.home, self.config, self.processor.on_file_closed,
                                           host=self.host, port=self._want_port,
                                           prescan=self.prescanner,
-                                          replacing=self.processor.replacing)
+                                          replacing=self.processor.replacing,
+                                          refresh=self.check_config)
         self.port = self._server.get_port()
+        if self.config_poll_s > 0:
+            self._watcher = asyncio.create_task(self._watch_config(), name="fla-sim config")
+
+    async def _watch_config(self) -> None:
+        """Reload simulator.toml when it changes: a removed channel's sessions are closed
+        within ``config_poll_s``, not at the next login."""
+        while True:
+            await asyncio.sleep(self.config_poll_s)
+            try:
+                self.check_config()
+            except Exception:  # a bug here must not stop the watching
+                log.exception("checking %s for changes failed", self.home.config_path)
 
     async def astop(self) -> None:
         """Stop listening, let work under way finish, close the journal."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -36,11 +36,14 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Local simulator of the social-security BATCH channel (SFTP).")
-channel_app = typer.Typer(no_args_is_help=True, help="Register and list SFTP channels.")
+channel_app = typer.Typer(no_args_is_help=True,
+                          help="Register, list and remove SFTP channels and their SSH keys.")
 mandate_app = typer.Typer(no_args_is_help=True, help="Register and list mandates (spec 2.2).")
 trust_app = typer.Typer(no_args_is_help=True, help="Trust anchors for senders' signatures.")
 cert_app = typer.Typer(no_args_is_help=True,
                        help="Test signing certificates from the simulator CA (spec 6).")
+key_app = typer.Typer(no_args_is_help=True, help="Add and revoke a channel's SSH keys.")
+channel_app.add_typer(key_app, name="key")
 app.add_typer(channel_app, name="channel")
 app.add_typer(mandate_app, name="mandate")
 app.add_typer(trust_app, name="trust")
@@ -168,6 +171,48 @@ def _key_lines(path: Path) -> list[str]:
     if not lines:
         raise CliError(f"{path}: no public key in the file; give the .pub file of the key pair")
     return lines
+
+
+User = Annotated[str, typer.Option(metavar="USER", help="Technical username of the channel.")]
+_LIVE = "a running 'fla-sim serve' applies it at the next login"
+
+
+@channel_app.command("remove")
+def channel_remove(home: Home, user: User) -> None:
+    """Remove a channel: it can no longer log in; its files and journal are kept."""
+    target = _home(home)
+    removed = target.remove_channel(user)
+    out.print(f"channel {removed.user} removed ({_LIVE}, and closes its sessions); kept: "
+              f"{target.path / 'channels' / removed.user}, its keys/ and certs/ files and "
+              "its journal records")
+
+
+@key_app.command("add")
+def channel_key_add(
+    home: Home, user: User,
+    ssh_key: Annotated[list[Path], typer.Option(
+        "--ssh-key", metavar="FILE.pub", help="OpenSSH public key file (repeatable).")],
+) -> None:
+    """Register another SSH public key for a channel."""
+    target = _home(home)
+    added = target.add_key(user, [line for path in ssh_key for line in _key_lines(path)])
+    out.print(f"channel {user}: {len(added)} SSH key(s) added ({_LIVE})")
+
+
+@key_app.command("revoke")
+def channel_key_revoke(
+    home: Home, user: User,
+    key: Annotated[list[str], typer.Option(
+        "--key", metavar="FILE.pub|FINGERPRINT",
+        help="The key to revoke: its .pub file or its fingerprint (SHA256:..., as "
+             "'ssh-keygen -lf FILE.pub' prints it) (repeatable).")],
+) -> None:
+    """Revoke SSH keys of a channel: they can no longer log in."""
+    target = _home(home)
+    wanted = [line for k in key for line in (
+        _key_lines(Path(k)) if not k.upper().startswith(("SHA256:", "MD5:")) else [k])]
+    gone = target.revoke_key(user, wanted)
+    out.print(f"channel {user}: revoked {', '.join(gone)} ({_LIVE})")
 
 
 @channel_app.command("list")
@@ -298,6 +343,8 @@ async def _serve(sim: Simulator, config: SimulatorConfig) -> None:
     # before the "serving" line: a supervisor may send SIGTERM as soon as it reads that line
     for signum in (signal.SIGINT, signal.SIGTERM):  # a service manager stops us with SIGTERM
         loop.add_signal_handler(signum, stop.set)
+    # simulator.toml is also re-read at each login when it changed; SIGHUP reads it at once
+    loop.add_signal_handler(signal.SIGHUP, lambda: sim.check_config(force=True))
     await sim.start()
     try:
         _announce(sim, config)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fla_core.applications import KNOWN_UPLOAD_CODES
 from fla_core.files import make_private, write_private
-from fla_core.model import Quality
+from fla_core.model import CHANNEL_DIRS, Quality
 from fla_core.settings import ChannelProfile, Settings
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ LOCK_NAME = "simulator.lock"
 # Certificates the home makes start this long before "now": a client clock a little behind the
 # simulator's must still find them valid.
 CLOCK_SLACK = timedelta(days=1)
-CHANNEL_DIRS = ("IN", "OUT", "INTEST", "OUTTEST", "INTEST-S", "OUTTEST-S")
 GiB = 1 << 30
 
 FAULT_WHEN = ("upload", "process", "answer")
@@ -131,6 +130,8 @@ CAPS: dict[str, tuple[int, int, int]] = {
     "max_auth_attempts": (6, 1, 100),
     "max_auth_failures_per_source": (30, 0, 1_000_000),
     "auth_failure_window_s": (60, 1, 86_400),
+    # files in IN* at once, uploads in progress included (fla_sim.server, the quota)
+    "max_files_per_channel": (10_000, 1, 1_000_000),
 }
 
 
@@ -161,6 +162,7 @@ class SimulatorConfig:
     max_auth_attempts: int = CAPS["max_auth_attempts"][0]
     max_auth_failures_per_source: int = CAPS["max_auth_failures_per_source"][0]
     auth_failure_window_s: int = CAPS["auth_failure_window_s"][0]
+    max_files_per_channel: int = CAPS["max_files_per_channel"][0]
 
     def channel(self, user: str) -> ChannelConfig | None:
         """The channel of a username, None when unknown."""
@@ -404,6 +406,107 @@ class SimulatorHome:
         self.save(config)
         return rel
 
+    def remove_channel(self, user: str) -> ChannelConfig:
+        """Take a channel out of ``simulator.toml``: it can no longer log in. Its tree
+        ``channels/USER``, key and certificate files and its journal records stay (a channel
+        added again under the name finds them). Refused while one of its sets is being judged
+        or answered (the processor needs the channel to answer it)."""
+        config = self.load()
+        channel = self._registered(config, user)
+        busy = self._unanswered_sets(user)
+        if busy:
+            raise ConfigError(f"channel {user!r}: {len(busy)} set(s) or file(s) still being "
+                              f"judged or answered ({', '.join(busy[:3])}); wait for their "
+                              f"answers ('fla-sim status {self.path}') and remove it then")
+        config.channels.remove(channel)
+        self.save(config)
+        return channel
+
+    def _unanswered_sets(self, user: str) -> list[str]:
+        """What the processor still has to answer for the channel: ``DIR/STEM`` of its sets
+        queued, being judged or waiting for a NOTI, ``DIR/NAME`` of its GO/TD events not done
+        and of its answers not written yet."""
+        if not self.journal_path.exists():
+            return []
+        from fla_sim.store import Journal
+
+        journal = Journal(self.journal_path)
+        try:
+            busy = [f"{s.directory}/{s.stem}" for s in journal.sets(
+                ("QUEUED", "PROCESSING", "ACCEPTED")) if s.channel == user]
+            busy += [f"{e.directory}/{e.name}" for e in journal.events(("pending", "planned"))
+                     if e.channel == user]
+            busy += [f"{a.directory}/{a.name}"
+                     for a in journal.answers(user, written=False)]
+            return list(dict.fromkeys(busy))
+        finally:
+            journal.close()
+
+    def add_key(self, user: str, lines: Sequence[str]) -> list[str]:
+        """Register more SSH public keys for a channel; a key it has already is refused."""
+        import asyncssh
+
+        config = self.load()
+        channel = self._registered(config, user)
+        have = {_key_data(line) for line in channel.ssh_keys}
+        added: list[str] = []
+        for n, line in enumerate(lines, 1):
+            try:
+                key = asyncssh.import_public_key(line)
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise ConfigError(f"SSH key {n}: not an OpenSSH public key ({exc}); give the "
+                                  ".pub file") from None
+            if key.public_data in have:
+                raise ConfigError(f"SSH key {key.get_fingerprint()} is already registered for "
+                                  f"channel {user!r}")
+            have.add(key.public_data)
+            added.append(line.strip())
+        if not added:
+            raise ConfigError("no SSH public key given; give the .pub file of the key pair")
+        config.channels[config.channels.index(channel)] = dataclasses.replace(
+            channel, ssh_keys=[*channel.ssh_keys, *added])
+        self.save(config)
+        return added
+
+    def revoke_key(self, user: str, keys: Sequence[str]) -> list[str]:
+        """Unregister SSH keys of a channel, each given as an OpenSSH public key line or a
+        fingerprint (``SHA256:...``, ``MD5:...``); returns the fingerprints revoked.
+
+        Refused, nothing stored, when one of them is not a key of the channel, and for its
+        last key (remove the channel instead, or add its new key first)."""
+        config = self.load()
+        channel = self._registered(config, user)
+        for key in keys:
+            if not any(_key_matches(line, key) for line in channel.ssh_keys):
+                known = ", ".join(_fingerprint(line) for line in channel.ssh_keys) or "none"
+                raise ConfigError(f"SSH key {_shown(key)} is not registered for channel "
+                                  f"{user!r} (its keys: {known})")
+        keep = [line for line in channel.ssh_keys
+                if not any(_key_matches(line, key) for key in keys)]
+        gone = [_fingerprint(line) for line in channel.ssh_keys if line not in keep]
+        if not gone:
+            raise ConfigError("no SSH key given; give the .pub file or the fingerprint")
+        if not keep:
+            raise ConfigError(f"SSH key {gone[0]} is the last key of channel {user!r}: add "
+                              "its new key first ('fla-sim channel key add'), or remove the "
+                              "channel ('fla-sim channel remove')")
+        config.channels[config.channels.index(channel)] = dataclasses.replace(
+            channel, ssh_keys=keep)
+        self.save(config)
+        # keys/USER-N.pub are written for the keys kept; a revoked key's file must not linger
+        n = len(keep) + 1
+        while (stale := self.path / "keys" / f"{user}-{n}.pub").exists():
+            stale.unlink()
+            n += 1
+        return gone
+
+    def _registered(self, config: SimulatorConfig, user: str) -> ChannelConfig:
+        channel = config.channel(user)
+        if channel is None:
+            raise ConfigError(f"channel {user!r} is not in {self.config_path}; "
+                              "see 'fla-sim channel list'")
+        return channel
+
     def add_mandate(self, record: MandateRecord) -> None:
         """Store a mandate; an overlapping level-1 mandate (spec 2.2 M4) is refused."""
         from fla_core import mandates
@@ -620,6 +723,46 @@ _WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 def _first_cert(path: Path) -> x509.Certificate | None:
     certs = _try_load_certs(path)
     return certs[0] if certs else None
+
+
+def _key_data(line: str) -> bytes | None:
+    """The public data of an OpenSSH public key line, None when it is not one."""
+    import asyncssh
+
+    try:
+        return asyncssh.import_public_key(line).public_data
+    except (asyncssh.KeyImportError, ValueError):
+        return None
+
+
+def _fingerprint(line: str) -> str:
+    """``SHA256:...`` of a registered key line (as ``ssh-keygen -l`` and the server log show)."""
+    import asyncssh
+
+    try:
+        return asyncssh.import_public_key(line).get_fingerprint("sha256")
+    except (asyncssh.KeyImportError, ValueError):
+        return f"unreadable key {line[:20]}..."
+
+
+def _key_matches(line: str, wanted: str) -> bool:
+    """A registered key line is ``wanted``: the same key, or its SHA256 or MD5 fingerprint."""
+    import asyncssh
+
+    wanted = wanted.strip()
+    data = _key_data(line)
+    if data is None:
+        return False
+    if wanted.upper().startswith(("SHA256:", "MD5:")):
+        key = asyncssh.import_public_key(line)
+        return (wanted == key.get_fingerprint("sha256")
+                or wanted.lower() == key.get_fingerprint("md5").lower())
+    return _key_data(wanted) == data
+
+
+def _shown(key: str) -> str:
+    """A key argument as an error message names it: its fingerprint, or the text given."""
+    return _fingerprint(key) if _key_data(key) is not None else repr(key.strip()[:60])
 
 
 def _try_load_certs(path: Path) -> list[x509.Certificate]:
@@ -866,7 +1009,8 @@ def _toml(value: Any) -> str:
 
 
 def _render_config(config: SimulatorConfig, base: Path) -> str:
-    out = ["# fla-sim simulator home (design 5); edit, then restart 'fla-sim serve'.", "",
+    out = ["# fla-sim simulator home (design 5); a running 'fla-sim serve' re-reads channels,",
+           "# mandates and trust when this file changes ([server] and faults: restart it).", "",
            "[server]", f"host = {_toml(config.host)}", f"port = {config.port}",
            f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}",
            f"durability = {_toml(config.durability)}",

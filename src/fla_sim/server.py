@@ -10,11 +10,13 @@ The path policy is in one place, :meth:`ChannelSFTPServer.map_path`, through whi
 and every request method here map each client path; the request methods only add their own rule
 (writes in IN*, reads and deletes in OUT*). One client cannot take the server down: open
 handles are capped per session and per channel, failed logins per connection and per source
-(:mod:`fla_sim.limits`).
+(:mod:`fla_sim.limits`), and what a channel holds in IN* by its quota of bytes and of files,
+counted at each write across all its sessions (:class:`_Account`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -22,12 +24,12 @@ import math
 import os
 import posixpath
 import re
-import shutil
 import stat
 import tempfile
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs as _default_sig_algs
 
+from fla_core import model
 from fla_core.anomalies import ChannelError
 from fla_core.names import check_shape
 from fla_sim.config import ConfigError
@@ -44,8 +47,8 @@ if TYPE_CHECKING:
     from fla_sim.config import SimulatorConfig, SimulatorHome
     from fla_sim.prescan import Prescanner
 
-UPLOAD_DIRS = frozenset({"IN", "INTEST", "INTEST-S"})
-ANSWER_DIRS = frozenset({"OUT", "OUTTEST", "OUTTEST-S"})
+UPLOAD_DIRS = frozenset(model.UPLOAD_DIRS)  # the one table: fla_core.model.Environment's
+ANSWER_DIRS = frozenset(model.ANSWER_DIRS)
 CHANNEL_DIRS = UPLOAD_DIRS | ANSWER_DIRS
 TEMP_PREFIX = ".upload-"
 HIDDEN = "."  # simulator temp files (.upload-*, .answer-*): never listed, served or writable
@@ -65,6 +68,10 @@ _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")  # not allowed in names (se
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 _WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
 _MAX_GAPS = 64  # out-of-order ranges an FI upload may leave open and still be pre-scanned
+# the quota (_Account): bytes an upload reserves beyond a write, so that WRITE's fast path stays
+# two comparisons; a refusal first takes every upload back to the bytes it holds
+_GRANT = 4 << 20
+_RESCAN_S = 0.5  # before refusing, the upload folders are read again at most this often
 # what a client that uploads under a temporary name and renames must change (docs/clients.md)
 _FINAL_NAME = ("upload under the final name, never a temporary one (docs/clients.md; lftp: set "
                "xfer:use-temp-file no)")
@@ -85,6 +92,10 @@ class _Context:
     # its exit; weak, so a session asyncssh dropped without exit cannot be counted for ever)
     sessions: dict[str, weakref.WeakSet[ChannelSFTPServer]] = field(default_factory=dict)
     failures: FailureWindow = field(default_factory=FailureWindow)  # failed logins per source
+    accounts: dict[str, _Account] = field(default_factory=dict)  # the quota of each channel
+    # re-reads simulator.toml when it changed (fla_sim.api.Simulator.check_config), so a
+    # removed channel or a revoked key is refused at the next login without a restart
+    refresh: Callable[[], object] | None = None
     _parsed: dict[str, bytes | None] = field(default_factory=dict)
 
     def channel_handles(self, user: str) -> int:
@@ -93,6 +104,8 @@ class _Context:
 
     def key_allowed(self, user: str, key: asyncssh.SSHKey) -> bool:
         """True when ``key`` is registered for the channel ``user`` (looked up at each login)."""
+        if self.refresh is not None:
+            self.refresh()
         channel = self.config.channel(user)
         if channel is None:
             return False
@@ -108,21 +121,120 @@ class _Context:
         return self._parsed[line]
 
 
+class _Account:
+    """The quota of one channel, shared by all its sessions: what its upload folders hold.
+
+    Completed files: the counted size of each file in IN* (0 for a name that can never be part
+    of a set: its sender cannot remove it), read from the folders, then followed by every
+    OPEN (its stat of the name) and CLOSE. Files leave behind the server's back (the processor
+    archives a set after its GO or TD, sweeps orphans): the folders are read again at the next
+    OPEN after a GO or TD was closed, and before any refusal at most every ``_RESCAN_S``; in
+    between the count can only be too high, never too low. Uploads in progress: each holds a
+    reservation (``_Upload.quota``), never below the bytes of its temp file, grown at WRITE by
+    up to ``_GRANT`` ahead and taken back to those bytes before anything is refused.
+
+    An upload that replaces a file is counted for the bytes it adds beyond that file and as no
+    new file (its *credit*; one upload per name at a time holds it), so a file can be
+    overwritten before its GO by a bigger one up to the quota: while such uploads are open the
+    folders may hold the replaced files' bytes on top of the quota.
+    """
+
+    __slots__ = ("credits", "live", "root", "scanned", "sizes", "stale", "total")
+
+    def __init__(self, root: str):
+        self.root = root
+        self.sizes: dict[tuple[str, str], int] = {}  # (directory, name) -> counted bytes
+        self.total = 0  # their sum
+        self.live: set[_Upload] = set()  # the uploads in progress of every session
+        self.credits: dict[tuple[str, str], _Upload] = {}  # the upload replacing each name
+        self.scanned = -math.inf  # monotonic time of the last reading of the folders
+        self.stale = True  # files may have left since: read them at the next OPEN
+
+    def scan(self) -> None:
+        """Read the upload folders (temp files are counted from the uploads in progress)."""
+        sizes: dict[tuple[str, str], int] = {}
+        for directory in UPLOAD_DIRS:
+            with os.scandir(os.path.join(self.root, directory)) as entries:
+                for entry in entries:
+                    if not entry.name.startswith(HIDDEN):
+                        size = _size_if_present(entry)
+                        if size is not None:
+                            sizes[(directory, entry.name)] = _counted(entry.name, size)
+        self.sizes, self.total = sizes, sum(sizes.values())
+        self.scanned, self.stale = time.monotonic(), False
+
+    def recount(self) -> None:
+        """Before a refusal: every reservation back to its bytes, the folders read again."""
+        for upload in self.live:
+            held = max(os.fstat(upload.fd).st_size, upload.pinned)
+            if held < upload.quota:
+                upload.quota = held
+                upload.bound()
+        if time.monotonic() - self.scanned >= _RESCAN_S:
+            self.scan()
+
+    def saw(self, key: tuple[str, str], size: int | None) -> None:
+        """A completed file of that name has ``size`` bytes now (None: there is none)."""
+        old = self.sizes.pop(key, None)
+        if old is not None:
+            self.total -= old
+        if size is not None:
+            self.sizes[key] = counted = _counted(key[1], size)
+            self.total += counted
+
+    def replaced(self, upload: _Upload) -> int | None:
+        """The counted bytes of the file ``upload`` replaces, when it holds that credit."""
+        key = (upload.directory, upload.name)
+        return self.sizes.get(key) if self.credits.get(key) is upload else None
+
+    def used(self, without: _Upload | None = None) -> tuple[int, int]:
+        """Bytes and files counted against the quota, all uploads in progress but ``without``."""
+        total, files = self.total, len(self.sizes)
+        for upload in self.live:
+            if upload is not without:
+                replaced = self.replaced(upload)
+                if replaced is None:
+                    total, files = total + upload.quota, files + 1
+                else:
+                    total += max(0, upload.quota - replaced)
+        return total, files
+
+    def add(self, upload: _Upload) -> None:
+        self.live.add(upload)
+        key = (upload.directory, upload.name)
+        if key in self.sizes and key not in self.credits:
+            self.credits[key] = upload
+
+    def release(self, upload: _Upload, size: int | None = None) -> None:
+        """An upload ended; ``size``: it now is the completed file of its name."""
+        self.live.discard(upload)
+        key = (upload.directory, upload.name)
+        if self.credits.get(key) is upload:
+            del self.credits[key]
+        if size is not None:
+            self.saw(key, size)
+
+
 class _Upload:
     """An upload in progress: a hidden temp file renamed to ``final`` on close."""
 
-    __slots__ = ("append", "directory", "failed", "fd", "final", "follower", "gaps", "hwm",
-                 "limit", "mark", "name", "quota", "temp", "watched")
+    __slots__ = ("account", "append", "directory", "failed", "fd", "final", "follower", "gaps",
+                 "hwm", "limit", "mark", "name", "pinned", "quota", "temp", "watched")
 
-    def __init__(self, fd: int, temp: str, final: str, directory: str, name: str, limit: int):
+    def __init__(self, fd: int, temp: str, final: str, directory: str, name: str,
+                 account: _Account):
         self.fd = fd
         self.temp = temp
         self.final = final
         self.directory = directory
         self.name = name
-        self.quota = limit  # highest end offset the channel quota allows for this file
-        # WRITE's fast path bound: the quota, lowered to the next pre-scan mark or gap
-        self.limit = limit
+        self.account = account
+        # bytes reserved against the channel quota (_Account): the highest end offset WRITE may
+        # reach without asking for more; never below the bytes the temp file holds
+        self.quota = 0
+        self.pinned = 0  # bytes the temp file holds for sure (an existing file's, being copied)
+        # WRITE's fast path bound: the reservation, lowered to the next pre-scan mark or gap
+        self.limit = 0
         self.hwm = 0  # end of the contiguous prefix written so far
         self.failed = False  # a write was refused: the file is incomplete, never announce it
         self.append = False  # opened with APPEND: every write goes to the end (see _open_upload)
@@ -131,6 +243,16 @@ class _Upload:
         self.mark = 0  # prefix length at which the follower is started, then told of progress
         self.gaps: list[tuple[int, int]] = []  # ranges written beyond the prefix (out of order)
         self.follower: Any = None
+
+    def bound(self) -> None:
+        """Set WRITE's fast path bound from the reservation and the pre-scan state."""
+        if self.append:
+            # every write goes to _write_noted (a bound below any end), which puts it at the end
+            self.limit = -1
+        elif self.watched:
+            self.limit = min(self.quota, self.mark - 1, *(start - 1 for start, _ in self.gaps))
+        else:
+            self.limit = self.quota
 
     def fileno(self) -> int:
         return self.fd
@@ -145,6 +267,7 @@ class _Upload:
         """Close the temp file and rename it over the real name; return its fstat."""
         st = os.fstat(self.fd)
         os.close(self.fd)
+        self.fd = -1
         try:
             os.replace(self.temp, self.final)  # last write wins: overwrite before GO
         except OSError:
@@ -152,14 +275,18 @@ class _Upload:
             # and count against the channel quota
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.temp)
+            self.account.release(self)
             raise
+        self.account.release(self, st.st_size)
         return st
 
     def discard(self) -> None:
         """Close and delete the temp file: the upload never completed."""
         os.close(self.fd)
+        self.fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp)
+        self.account.release(self)
 
 
 def _input_ended(chan: asyncssh.SSHServerChannel) -> bool:
@@ -169,14 +296,60 @@ def _input_ended(chan: asyncssh.SSHServerChannel) -> bool:
     return chan.is_closing() or getattr(chan, "_recv_state", "open") != "open"
 
 
-def _size_if_present(entry: os.DirEntry[str]) -> int:
-    """Size of a regular file of a listing; 0 when it vanished since (archived, renamed)."""
+def _size_if_present(entry: os.DirEntry[str]) -> int | None:
+    """Size of a regular file of a listing; None for anything else, or when it vanished since
+    (archived, renamed)."""
     try:
         if not entry.is_file(follow_symlinks=False):
-            return 0
+            return None
         return entry.stat(follow_symlinks=False).st_size
     except FileNotFoundError:
-        return 0
+        return None
+
+
+def _counted(name: str, size: int) -> int:
+    """The bytes of a completed upload the quota counts."""
+    # a file that can never be part of a set waits only for the orphan sweep and its sender
+    # cannot remove it: it must not block the next upload (it still counts as a file)
+    return 0 if _never_in_a_set(name) else size
+
+
+_COPIER: ThreadPoolExecutor | None = None
+
+
+def _copier() -> ThreadPoolExecutor:
+    """The threads that copy existing files for uploads that continue them (never the loop:
+    a GiB took ~0.8 s, and every session waited)."""
+    global _COPIER
+    if _COPIER is None:
+        _COPIER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fla-sim-copy")
+    return _COPIER
+
+
+def _copy_prefix(src: int, dst: int, size: int) -> int:
+    """Copy the first ``size`` bytes of ``src`` into ``dst`` (a worker thread); returns the
+    bytes copied. Closes both descriptors, which are this copy's own."""
+    try:
+        copied = 0
+        copy_range = getattr(os, "copy_file_range", None)  # in the kernel, a reflink if it can
+        try:
+            while copy_range is not None and copied < size:
+                n = copy_range(src, dst, size - copied, copied, copied)
+                if n == 0:
+                    return copied
+                copied += n
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+        while copied < size:
+            chunk = os.pread(src, min(1 << 20, size - copied), copied)
+            if not chunk:
+                break
+            copied += _pwrite_all(dst, chunk, copied)
+        return copied
+    finally:
+        os.close(src)
+        os.close(dst)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
@@ -347,19 +520,57 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
     def _local(self, parts: tuple[str, ...]) -> str:
         return os.path.join(os.fsdecode(self._root), *parts)
 
-    def _used_bytes(self) -> int:
-        """Bytes held by the channel's upload directories, temp files of uploads included."""
-        # Not cached: the processor archives and other sessions upload behind our back, and a
-        # listing of the few files a channel holds costs far less than one journal commit.
-        total = 0
-        for directory in UPLOAD_DIRS:
-            with os.scandir(self._local((directory,))) as entries:
-                for entry in entries:
-                    # a file that can never be part of a set waits only for the orphan sweep
-                    # and its sender cannot remove it: it must not block the next upload
-                    if entry.name.startswith(HIDDEN) or not _never_in_a_set(entry.name):
-                        total += _size_if_present(entry)
-        return total
+    def _account(self) -> _Account:
+        """The channel's quota account, its folders read again if files may have left."""
+        account = self._ctx.accounts.get(self._user)
+        if account is None:
+            account = self._ctx.accounts[self._user] = _Account(os.fsdecode(self._root))
+        if account.stale:
+            account.scan()
+        return account
+
+    def _admit(self, account: _Account, key: tuple[str, str], size: int) -> None:
+        """FAILURE unless one more upload of ``key`` starting with ``size`` bytes fits."""
+        cap = self._ctx.config.max_files_per_channel
+        for again in (True, False):
+            replaces = key in account.sizes and key not in account.credits
+            files = 0 if replaces else 1
+            held = max(0, size - account.sizes[key]) if replaces else size
+            used, count = account.used()
+            if count + files > cap:
+                reason = (f"too many files in IN, INTEST and INTEST-S (max {cap}, uploads in "
+                          "progress included); send their GO, or wait for the orphan sweep")
+            elif used + held > self._quota:
+                reason = self._over(used)
+            else:
+                return
+            if again:
+                account.recount()
+        self._ctx.log.warning("%s: upload of %s/%s refused: %s", self._user, *key, reason)
+        raise asyncssh.SFTPFailure(reason)
+
+    def _over(self, used: int) -> str:
+        return (f"quota exceeded: the channel holds {used} of its {self._quota} bytes in IN, "
+                "INTEST and INTEST-S (uploads in progress included)")
+
+    def _reserve(self, upload: _Upload, end: int) -> None:
+        """Grow an upload's reservation to ``end``, and some room ahead; FAILURE if it does not
+        fit in the channel quota once every upload's reservation is back to its bytes."""
+        account = upload.account
+        for again in (True, False):
+            used = account.used(without=upload)[0]
+            room = self._quota - used + (account.replaced(upload) or 0)  # the highest end
+            if end <= room:
+                upload.quota = end + min(_GRANT, (room - end) // 2)
+                upload.bound()
+                return
+            if again:
+                account.recount()
+        upload.failed = True
+        reason = self._over(used + end - (account.replaced(upload) or 0))
+        self._ctx.log.warning("%s: upload of %s/%s refused: %s", self._user, upload.directory,
+                              upload.name, reason)
+        raise asyncssh.SFTPFailure(reason)
 
     # -- open / read / write / close ----------------------------------------------------------
 
@@ -442,7 +653,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
                               path.decode("utf-8", "backslashreplace"), reason)
         return _denied(reason)
 
-    def _open_upload(self, parts: tuple[str, ...], pflags: int) -> _Upload:
+    def _open_upload(self, parts: tuple[str, ...], pflags: int) -> object:
         if len(parts) != 2 or parts[0] not in UPLOAD_DIRS:
             raise self._refused("upload", "/".join(parts).encode(),
                                 "uploads go directly into IN, INTEST or INTEST-S")
@@ -469,34 +680,75 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         if existing is None and not pflags & asyncssh.FXF_CREAT:
             raise asyncssh.SFTPNoSuchFile(f"{name} does not exist")
         self._claim_handle()
-        limit = self._quota - self._used_bytes() + (existing or 0)
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._local((directory,)))
+        account = self._account()
+        account.saw((directory, name), existing)
+        src = None
         if existing is not None and not pflags & asyncssh.FXF_TRUNC:
             # a client continuing an existing file expects its bytes to be there (if the
             # processor archived it meanwhile, the upload starts from an empty file)
-            with contextlib.suppress(FileNotFoundError), open(final, "rb") as src, \
-                    open(fd, "wb", closefd=False) as dst:
-                shutil.copyfileobj(src, dst)
-        upload = _Upload(fd, temp, final, directory, name, limit)
-        if existing is not None and not pflags & asyncssh.FXF_TRUNC:
-            upload.hwm = os.fstat(fd).st_size  # the copied bytes are the prefix
+            with contextlib.suppress(FileNotFoundError):
+                src = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            size = 0 if src is None else os.fstat(src).st_size  # what the copy will hold
+            self._admit(account, (directory, name), size)
+            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._local((directory,)))
+        except BaseException:
+            if src is not None:
+                os.close(src)
+            raise
+        upload = _Upload(fd, temp, final, directory, name, account)
+        upload.quota = upload.pinned = size
+        account.add(upload)
+        self._uploads.add(upload)  # from here a session's end discards it, even mid-copy
+        if src is None:
+            return self._opened(upload, pflags)
+        return self._continued(upload, src, size, pflags)
+
+    async def _continued(self, upload: _Upload, src: int, size: int, pflags: int) -> _Upload:
+        """OPEN of an existing file without TRUNC: its bytes copied into the temp file by a
+        worker thread, so every other session goes on meanwhile."""
+        # the thread gets descriptors of its own and closes them: a session that ends during
+        # the copy closes upload.fd, whose number may be reused at once
+        try:
+            dst = os.dup(upload.fd)
+        except BaseException:
+            os.close(src)
+            raise
+        try:
+            copied = await asyncio.get_running_loop().run_in_executor(
+                _copier(), _copy_prefix, src, dst, size)
+        except BaseException:
+            if upload in self._uploads:
+                self._uploads.discard(upload)
+                self._unwatch(upload, None)
+                upload.discard()
+            raise
+        if upload not in self._uploads:  # the session ended during the copy: discarded
+            raise asyncssh.SFTPFailure("the session ended during the open")
+        upload.hwm = upload.pinned = copied  # the copied bytes are the prefix
+        return self._opened(upload, pflags)
+
+    def _opened(self, upload: _Upload, pflags: int) -> _Upload:
+        """An upload ready for its writes: APPEND, or the pre-scan of an FI that may get big."""
         if pflags & asyncssh.FXF_APPEND:
             # as OpenSSH's sftp-server (O_APPEND): every write lands at the end, whatever its
-            # offset (curl --append and paramiko's mode "a" send offset 0). A bound below any
-            # end takes every write to _write_noted, so the fast path stays two comparisons.
+            # offset (curl --append and paramiko's mode "a" send offset 0)
             upload.append = True
-            upload.limit = -1
-            self._uploads.add(upload)
+            upload.bound()
             return upload
         prescan = self._ctx.prescan
+        name = upload.name
         # two string tests per OPEN, no work per WRITE below the threshold: only a single-part
         # FI (TOTAL 1, INDEX 1) that may reach prescan_min_bytes is watched
         if (prescan is not None and name.startswith("FI.") and name.endswith(".1.1")
-                and limit >= prescan.min_bytes > upload.hwm):
-            upload.watched = True
-            upload.mark = prescan.min_bytes
-            upload.limit = min(limit, upload.mark - 1)
-        self._uploads.add(upload)
+                and prescan.min_bytes > upload.hwm):
+            account = upload.account
+            room = (self._quota - account.used(without=upload)[0]
+                    + (account.replaced(upload) or 0))
+            if room >= prescan.min_bytes:
+                upload.watched = True
+                upload.mark = prescan.min_bytes
+        upload.bound()
         return upload
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
@@ -521,8 +773,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         if upload.append:
             offset, end = upload.hwm, upload.hwm + len(data)
         if end > upload.quota:
-            upload.failed = True
-            raise asyncssh.SFTPFailure("quota exceeded")
+            self._reserve(upload, end)  # or FAILURE "quota exceeded"
         written = _pwrite_all(upload.fd, data, offset)
         if not upload.watched:
             upload.hwm = end  # nobody follows this file: just keep the next write fast
@@ -549,9 +800,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
             return written
         if upload.hwm >= upload.mark:
             self._prescan_mark(upload)
-        if upload.watched:
-            upload.limit = min(upload.quota, upload.mark - 1,
-                               *(start - 1 for start, _ in gaps))
+        upload.bound()
         return written
 
     def _prescan_mark(self, upload: _Upload) -> None:
@@ -577,7 +826,7 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         upload.follower = None
         upload.watched = False
         upload.gaps = []
-        upload.limit = upload.quota
+        upload.bound()
 
     async def close(self, file_obj: object) -> None:
         """CLOSE: a completed upload gets its real name, then ``on_file_closed`` is awaited."""
@@ -606,6 +855,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
                 self._unwatch(file_obj, "upload could not be renamed")
                 raise
         size = st.st_size
+        if file_obj.name.startswith(("GO.", "TD.")):
+            file_obj.account.stale = True  # its set leaves the folders when processed
         self._remember_closed((file_obj.directory, file_obj.name), st)
         prescan = self._ctx.prescan
         if file_obj.follower is not None:
@@ -618,9 +869,11 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         try:
             await self._ctx.on_file_closed(self._user, file_obj.directory, file_obj.name, size)
         except asyncssh.SFTPConnectionLost:
+            file_obj.account.stale = True  # the injected fault removed the file
             self.connection.abort()  # an injected "drop-connection": really break the link
             raise
         except asyncssh.SFTPError:
+            file_obj.account.stale = True  # an injected "disk-full" removed the file
             raise  # a veto or injected fault chosen by the processor: the client sees it
         except Exception:
             self._ctx.log.exception("%s: processing hand-off failed for %s/%s", self._user,
@@ -781,8 +1034,8 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
     def _truncate(self, upload: _Upload, size: int) -> None:
         """Set an upload's size (FSETSTAT with a size)."""
         if size > upload.quota:
-            upload.failed = True
-            raise asyncssh.SFTPFailure("quota exceeded")
+            self._reserve(upload, size)  # or FAILURE "quota exceeded"
+        upload.pinned = min(upload.pinned, size)
         if upload.watched and (size != upload.hwm or upload.gaps):
             self._unwatch(upload, "upload truncated")
         os.ftruncate(upload.fd, size)
@@ -934,7 +1187,8 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
                        log: logging.Logger | None = None,
                        legacy_ssh_rsa: bool | None = None,
                        prescan: Prescanner | None = None,
-                       replacing: Replacing = _always) -> asyncssh.SSHAcceptor:
+                       replacing: Replacing = _always,
+                       refresh: Callable[[], object] | None = None) -> asyncssh.SSHAcceptor:
     """Listen for SFTP sessions of the configured channels; ``port=0`` picks a free port.
 
     With ``prescan``, single-part FI uploads of ``prescan.min_bytes`` or more are followed by a
@@ -953,13 +1207,13 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
     if prescan is not None and prescan.min_bytes <= 0:
         prescan = None
     ctx = _Context(home, config, on_file_closed, log, legacy_ssh_rsa=legacy, prescan=prescan,
-                   replacing=replacing)
+                   replacing=replacing, refresh=refresh)
     host_key = asyncssh.read_private_key(home.host_key_path)
     options: dict[str, Any] = {"encryption_algs": list(config.ciphers)}
     if not legacy:
         # RSA keys still work, with SHA-2 signatures (spec 3.2: SHA-1 "ssh-rsa" is opt-in)
         options["signature_algs"] = [a.decode() for a in _default_sig_algs() if a != b"ssh-rsa"]
-    return await asyncssh.create_server(
+    acceptor = await asyncssh.create_server(
         partial(_ChannelSSHServer, ctx),
         config.host if host is None else host,
         config.port if port is None else port,
@@ -968,3 +1222,31 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
         allow_scp=False,
         **options,
     )
+    _CONTEXTS[acceptor] = ctx
+    return acceptor
+
+
+_CONTEXTS: weakref.WeakKeyDictionary[asyncssh.SSHAcceptor, _Context] = (
+    weakref.WeakKeyDictionary())
+
+
+def close_removed_sessions(acceptor: asyncssh.SSHAcceptor) -> list[str]:
+    """Disconnect the sessions of channels no longer in the configuration (on the server's
+    loop); returns their users. Their unfinished uploads are discarded as on any drop."""
+    ctx = _CONTEXTS.get(acceptor)
+    if ctx is None:
+        return []
+    closed = []
+    for user, sessions in list(ctx.sessions.items()):
+        if ctx.config.channel(user) is not None:
+            continue
+        live = list(sessions)
+        for session in live:
+            session.channel.get_connection().disconnect(
+                asyncssh.DISC_BY_APPLICATION, f"channel {user!r} was removed")
+        if live:
+            closed.append(user)
+            ctx.log.warning("channel %s removed from the configuration: %d session(s) closed",
+                            user, len(live))
+        del ctx.sessions[user]
+    return closed

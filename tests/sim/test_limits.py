@@ -432,7 +432,8 @@ def test_the_caps_are_server_keys_with_defaults_and_bounds(home: SimulatorHome) 
     config = home.load()
     assert {key: getattr(config, key) for key in CAPS} == {
         "max_handles_per_session": 64, "max_handles_per_channel": 256, "max_auth_attempts": 6,
-        "max_auth_failures_per_source": 30, "auth_failure_window_s": 60}
+        "max_auth_failures_per_source": 30, "auth_failure_window_s": 60,
+        "max_files_per_channel": 10_000}
     config.max_handles_per_session = 10
     config.auth_failure_window_s = 5
     home.save(config)
