@@ -194,9 +194,14 @@ class Listener:
         self.port = self._acceptor.get_port()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    async def _close(self) -> None:
         self._acceptor.close()
-        self._call(self._acceptor.wait_closed())
+        await self._acceptor.wait_closed()
+
+    def __exit__(self, *exc: object) -> None:
+        # on the listener's own loop: asyncio's Server is not thread-safe (closing it from
+        # this thread raced with the loop, "'NoneType' object is not iterable", once a run)
+        self._call(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
