@@ -315,7 +315,9 @@ class Processor:
         from fla_core.names import ChannelNameContext, NameRules, parse_upload
 
         channel = self.config.channel(user)
-        assert channel is not None
+        if channel is None:  # removed while its set waited: answered 999 (see _plan_go_async)
+            raise ChannelRemoved(f"the channel {user!r} was removed from the configuration "
+                                 "while this set waited")
         rules = NameRules.of(self.settings, now.date())
         return parse_upload(name, rules, ChannelNameContext.of(channel, directory))
 
@@ -431,6 +433,10 @@ class Processor:
                                                   now)
                 # the answers carry the time of the verdict, not of the start (spec 9)
                 await self._quick(self._plan_go_finish, event, go, verdict, self.now())
+        except ChannelRemoved as exc:
+            log.error("%s: %s/%s answered ACRF-999: %s", event.channel, event.directory,
+                      event.name, exc)
+            await self._quick(self._plan_failure, event, go, exc)
         except Exception as exc:  # a bug, never the sender's fault: answered, not left hanging
             log.exception("%s: %s/%s could not be judged; answered ACRF-999", event.channel,
                           event.directory, event.name)
@@ -440,7 +446,8 @@ class Processor:
         """Commit ACRF-999 for a GO whose judging raised, unless its answers were planned."""
         if self.journal.event(event.id).state != "pending":
             return  # the outcome was committed before the failure: it stands
-        detail = f"internal failure ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        detail = (str(exc) if isinstance(exc, ChannelRemoved) else
+                  f"internal failure ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
         self._commit(event, go, [PlannedAnswer("ACRF", event.name, "999", detail, "REJECTED")],
                      self.now())
 
@@ -599,8 +606,6 @@ class Processor:
         user = event.channel if event is not None else user
         directory = event.directory if event is not None else directory
         assert user is not None and directory is not None
-        channel = self.config.channel(user)
-        assert channel is not None
         env = _env_of(directory)
         out_dir = Environment(env).answer_dir
         stem = go.stem if go is not None else stem
@@ -626,6 +631,8 @@ class Processor:
                     event_id=event.id if event is not None else None, stem=stem,
                     next_state=p.next_state, set_directory=directory))
             if verdict is not None:  # registry effects travel with the NOTI (spec 8.4)
+                channel = self.config.channel(user)
+                assert channel is not None  # a set was judged for it just now
                 updates = getattr(verdict, "accepted_registry", None)
                 if updates is None:
                     updates = getattr(verdict, "registry_updates", {})
@@ -799,6 +806,10 @@ class Processor:
         except ChannelError as exc:
             self._commit(event, None, [PlannedAnswer("ACRF", name, exc.code, exc.detail)], now)
             return True
+        except ChannelRemoved as exc:  # a TD is never answered when it cancels: nor here
+            log.error("%s: %s/%s ignored: %s", user, directory, name, exc)
+            self.journal.set_event_state(event.id, "done")
+            return False
         cancelled: list[str] = []
         with self.journal.transaction():
             row = self.journal.get_set(user, directory, td.stem)
@@ -938,6 +949,10 @@ class Processor:
         if self.prescanner is None:
             return None
         return self.prescanner.result_for(user, directory, go, files, now.date())
+
+
+class ChannelRemoved(Exception):
+    """A queued set's channel left the configuration (fla-sim channel remove, a reload)."""
 
 
 def retry_delay(attempt: int) -> float:

@@ -642,3 +642,17 @@ def test_answers_carry_the_time_of_the_verdict(rig, fla_clock):
     acrf = r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T")
     assert fla_clock() != started
     assert acrf.created == fla_clock().replace(tzinfo=None)
+
+
+def test_a_set_whose_channel_was_removed_while_it_waited_is_still_answered(rig):
+    """fla-sim channel remove (or an edit of simulator.toml) while a GO waits: the set is
+    answered ACRF-999 in the channel's tree, never left without an answer."""
+    async def scenario(r: Rig) -> None:
+        await r.triplet("INTEST", "00001", "T")
+        r.config.channels = [c for c in r.config.channels if c.user != r.channel.user]
+        await r.processor.drain(10)
+
+    r = run(rig, scenario, answer_delay_ms=300)
+    acrf = r.read("OUTTEST", "FO.ACRF.999999.20260316.00001.T")
+    assert acrf.error_code == "999"
+    assert r.journal.events(("pending", "planned")) == []
