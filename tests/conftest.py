@@ -137,3 +137,22 @@ def _upload(port: int, user: str, key: Any, files: list[Path | str],
 def sftp_upload() -> Callable[..., None]:
     """``sftp_upload(port, user, ssh_key, files, directory="INTEST")``: one SFTP session."""
     return _upload
+
+
+@pytest.fixture
+def example_home(tmp_path: Path) -> tuple[Any, Any]:
+    """A new home with the example channel (acme-payroll, social secretariat 0123456749,
+    sender 123456) and its mandates, and the channel's SSH key: ``(home, key)``."""
+    import asyncssh
+
+    from fla_core.mandates import MandateRecord
+    from fla_sim.config import SimulatorHome
+    from fla_sim.pytest_plugin import example_mandates
+
+    home = SimulatorHome.init(tmp_path / "sim")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    home.add_channel("acme-payroll", "social-secretariat", "0123456749", "123456",
+                     [key.export_public_key().decode()])
+    for record in example_mandates("0123456749", "123456"):
+        home.add_mandate(MandateRecord.from_mapping(record))
+    return home, key

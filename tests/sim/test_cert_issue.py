@@ -20,12 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from fla_core.mandates import MandateRecord
 from fla_core.responses import parse_answer
 from fla_core.signing import encode_fs, load_pkcs12, load_signer, sign_file
 from fla_sim.cli import main
 from fla_sim.config import SimulatorHome
-from fla_sim.pytest_plugin import example_mandates
 
 USER, KBO, SENDER = "acme-payroll", "0123456749", "123456"
 OTHER_KBO = "0897223670"
@@ -33,14 +31,9 @@ EXPORT = Path(__file__).parents[2] / "fixtures" / "exports" / "valid.csv"
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> tuple[SimulatorHome, asyncssh.SSHKey]:
-    home = SimulatorHome.init(tmp_path / "sim")
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    home.add_channel(USER, "social-secretariat", KBO, SENDER,
-                     [key.export_public_key().decode()])
-    for record in example_mandates(KBO, SENDER):
-        home.add_mandate(MandateRecord.from_mapping(record))
-    return home, key
+def home(example_home: tuple[SimulatorHome, asyncssh.SSHKey]
+         ) -> tuple[SimulatorHome, asyncssh.SSHKey]:
+    return example_home
 
 
 def issue(capsys: pytest.CaptureFixture[str], home: SimulatorHome, *args: str

@@ -18,9 +18,7 @@ import pytest
 
 from fla_core import pki
 from fla_core.files import write_private
-from fla_core.mandates import MandateRecord
 from fla_sim.config import SimulatorHome
-from fla_sim.pytest_plugin import example_mandates
 
 USER, KBO, SENDER = "acme-payroll", "0123456749", "123456"
 EXPORT = Path(__file__).parents[2] / "fixtures" / "exports" / "valid.csv"
@@ -32,15 +30,11 @@ def fla_sim(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def channel(tmp_path: Path) -> tuple[SimulatorHome, asyncssh.SSHKey, list[Path]]:
+def channel(tmp_path: Path, example_home: tuple[SimulatorHome, asyncssh.SSHKey]
+            ) -> tuple[SimulatorHome, asyncssh.SSHKey, list[Path]]:
     """A home with the example channel, and a set signed by a certificate of the home's CA
     (real clock: ``fla-sim serve`` judges with it)."""
-    home = SimulatorHome.init(tmp_path / "sim")
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    home.add_channel(USER, "social-secretariat", KBO, SENDER,
-                     [key.export_public_key().decode()])
-    for record in example_mandates(KBO, SENDER):
-        home.add_mandate(MandateRecord.from_mapping(record))
+    home, key = example_home
     signer = home.issue_signer(KBO)
     pki.write_pem(tmp_path / "signer-cert.pem", signer.cert)
     write_private(tmp_path / "signer-key.pem", pki.to_pem(signer.key))
