@@ -5,10 +5,13 @@ Thin on purpose: each command parses its options and calls functions that tests 
 thing is invalid or rejected, 2 usage or environment error; one line on stderr per error, the
 traceback only with ``-v``.
 
-Other modules add subcommands to :data:`app` (``@app.command()``); :func:`main` imports the
-modules named in :data:`COMMAND_MODULES`, so ``demo``/``send``/``poll`` live in their own files.
-A listed module that is missing stops ``fla`` at start-up (exit 2): a command must never vanish
-from the help without a word.
+Other modules add subcommands to :data:`app` (``@app.command()``): the core's own in
+:data:`COMMAND_MODULES` (``send``/``poll``), other packages' through the entry point group
+:data:`COMMAND_GROUP` (``demo`` comes from ``fla_sim.demo``: the core never imports the
+simulator). :func:`main` imports only what the command line needs: nothing more for a command of
+this file (``fla build`` loads neither the simulator nor asyncssh), the one module of an entry
+point command, everything for the help or an unknown command. A listed module that is missing
+stops ``fla`` (exit 2): a command must never vanish from the help without a word.
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ from fla_core.formats import InputError, InputProblem, ReadContext
 from fla_core.model import Declaration, FileContent, Quality, Sender
 from fla_core.plugins import FlaPlugins, PluginError, get_plugins
 
-# Modules that register more subcommands on `app` when imported (written by other teams). A
-# module is listed here when it exists, not before (load_command_modules refuses a missing one).
-COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel", "fla_core.cli_demo")
+# Modules of the core that register more subcommands on `app` when imported (written by other
+# teams). A module is listed here when it exists, not before (load_command_modules refuses a
+# missing one). Other packages add commands through the entry point group COMMAND_GROUP: the
+# name of an entry point is the command, its value the module that registers it.
+COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel",)
+COMMAND_GROUP = "fla.commands"
 PASSWORD_ENV = "FLA_KEY_PASSWORD"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -766,13 +772,27 @@ def plugins_command(
 # --- entry point ------------------------------------------------------------------------------
 
 class MissingCommandModule(ImportError):
-    """A module listed in COMMAND_MODULES is not installed: its commands would silently vanish."""
+    """A listed command module is not installed: its commands would silently vanish."""
 
 
-def load_command_modules(names: Iterable[str] | None = None) -> None:
-    """Import the modules that add subcommands (default: COMMAND_MODULES); a missing one is an
-    error (``MissingCommandModule``), as is a missing dependency inside one."""
-    for name in COMMAND_MODULES if names is None else names:
+def command_entry_points() -> dict[str, str]:
+    """Command name -> module, from the installed entry points of :data:`COMMAND_GROUP`."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.module for ep in entry_points(group=COMMAND_GROUP)}
+
+
+def load_command_modules(names: Iterable[str] | None = None, *,
+                         listed_in: str = "fla_core.cli.COMMAND_MODULES") -> None:
+    """Import the modules that add subcommands (default: COMMAND_MODULES and every entry point
+    of COMMAND_GROUP); a missing one is an error (``MissingCommandModule``), as is a missing
+    dependency inside one."""
+    if names is None:
+        load_command_modules(COMMAND_MODULES)
+        load_command_modules(command_entry_points().values(),
+                             listed_in=f"the {COMMAND_GROUP!r} entry points")
+        return
+    for name in names:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -780,15 +800,42 @@ def load_command_modules(names: Iterable[str] | None = None) -> None:
             if missing != name and not name.startswith(missing + "."):
                 raise  # a dependency missing inside the module: its own message says which
             raise MissingCommandModule(
-                f"command module {name!r} is listed in fla_core.cli.COMMAND_MODULES but is not "
+                f"command module {name!r} is listed in {listed_in} but is not "
                 "installed; reinstall fla-batch (pip install -e .) or remove it from the list",
                 name=name) from None
+
+
+def _registered() -> set[str]:
+    from typer.main import get_command_name
+
+    return {info.name or get_command_name(info.callback.__name__)
+            for info in app.registered_commands if info.callback is not None}
+
+
+def load_commands_for(argv: list[str]) -> None:
+    """Import only the command modules the command line ``argv`` (without the program) needs.
+
+    The root takes no option with a value, so the first word not starting with ``-`` is the
+    command: one of this file needs nothing more, one of an entry point its module only; the
+    others (send, poll), the help and an unknown command load COMMAND_MODULES, and the entry
+    points too unless that defined the command.
+    """
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in _registered():
+        return
+    extra = command_entry_points()
+    if command is not None and command in extra:
+        load_command_modules([extra[command]], listed_in=f"the {COMMAND_GROUP!r} entry points")
+        return
+    load_command_modules(COMMAND_MODULES)
+    if command not in _registered():
+        load_command_modules(extra.values(), listed_in=f"the {COMMAND_GROUP!r} entry points")
 
 
 def main() -> None:
     """Console script ``fla``; a listed command module that is missing is exit 2."""
     try:
-        load_command_modules()
+        load_commands_for(sys.argv[1:])
     except MissingCommandModule as exc:
         err.print(f"fla: error: {exc}", markup=False, highlight=False)
         raise SystemExit(EXIT_USAGE) from None

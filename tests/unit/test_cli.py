@@ -256,12 +256,58 @@ def test_commands_from_other_modules_are_loaded(tmp_path, monkeypatch):
 def test_every_listed_command_module_exists():
     cli.load_command_modules()  # raises MissingCommandModule for a listed module that is not there
     assert "fla_core.cli_certify" not in cli.COMMAND_MODULES  # comes with the certify command
+    # demo comes from the simulator package through an entry point (pip install -e . registers it)
+    assert cli.command_entry_points()["demo"] == "fla_sim.demo"
+
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_the_core_never_imports_the_simulator():
+    """No module of fla_core names fla_sim in an import (also not inside a function)."""
+    import ast
+
+    offenders = []
+    for path in sorted((SRC / "fla_core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.relative_to(SRC)}:{node.lineno}: {n}" for n in names
+                          if n == "fla_sim" or n.startswith("fla_sim.")]
+    assert offenders == []
+
+
+def imported_by_fla(*args: str) -> set[str]:
+    """The top-level fla_sim/asyncssh modules a fresh ``fla ARGS`` process has imported."""
+    code = ("import sys\nfrom fla_core import cli\nsys.argv = ['fla', *sys.argv[1:]]\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules\n"
+            "              if m.startswith(('fla_sim', 'asyncssh'))}), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=60)
+    return set(json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"')))
+
+
+def test_core_commands_import_neither_the_simulator_nor_asyncssh(tmp_path):
+    assert imported_by_fla("build", "--help") == set()
+    assert imported_by_fla("build", str(EXPORTS / "valid.csv"), *BUILD,
+                           "--out", str(tmp_path)) == set()
+    assert list(tmp_path.glob("FI.*"))  # the build did run
+    assert imported_by_fla("check", "--help") == set()
+    # send needs the SFTP client (asyncssh), never the simulator
+    assert imported_by_fla("send", "--help") == {"asyncssh"}
+    # the help lists every command, demo too: only then is the simulator's module loaded
+    assert "fla_sim" in imported_by_fla("--help")
 
 
 @pytest.mark.parametrize("name", ["fla_core.no_such_module", "no_such_package.cli"])
 def test_a_listed_command_module_that_is_missing_is_an_error(name):
     with pytest.raises(cli.MissingCommandModule, match=re.escape(repr(name))):
-        cli.load_command_modules(["fla_core.cli_demo", name])
+        cli.load_command_modules(["fla_core.cli_channel", name])
 
 
 def test_fla_does_not_start_with_a_listed_module_missing(monkeypatch, capsys):

@@ -1,5 +1,9 @@
 """``fla demo``: a full round trip against an embedded simulator, then broken files.
 
+Part of the simulator package, not of the core (``fla_core`` never imports ``fla_sim``): ``fla``
+finds this module through the entry point group ``fla.commands`` (pyproject.toml) and imports it
+only when the ``demo`` command is run or the full help is shown (:func:`fla_core.cli.main`).
+
 Everything is real: a simulator home with its own CA, an asyncssh SFTP server on a free
 loopback port, a channel with an SSH key and a signing certificate, a CSV export built into a
 signed triplet, uploaded over SFTP, and the signed ACRF/NOTI answers fetched and verified.
