@@ -20,6 +20,25 @@ DEFAULT_FS_POLICY: dict[str, FsPolicy] = {"R": "required", "T": "optional", "S":
 # The business limits keep their defaults in one place: the checks' Limits.
 _LIMITS = Limits()
 
+Number = int | float | Decimal
+# Every numeric key of Settings: key -> (lowest, highest or None); :func:`check_number` checks
+# a value against it. fla_sim.config keeps the same kind of table for its own [server] keys.
+NUMBER_RANGES: dict[str, tuple[Number, Number | None]] = {
+    "answer_delay_ms": (0, None),
+    "noti_delay_ms": (0, None),
+    "orphan_timeout_s": (0, None),
+    "max_age_days": (0, None),
+    "max_parts": (1, 9),
+    "max_file_size": (1, None),
+    "max_declarations": (1, None),
+    "max_prolog_size": (1, None),
+    "max_attributes": (1, None),
+    "max_fs_certificates": (1, None),
+    "first_reporting_year": (1, None),
+    "daily_max_hours": (0, None),
+    "daily_warn_hours": (0, None),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -85,9 +104,12 @@ class Settings:
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
+    if key in NUMBER_RANGES:
+        low, high = NUMBER_RANGES[key]
+        kind: type = {"orphan_timeout_s": float, "daily_max_hours": Decimal,
+                      "daily_warn_hours": Decimal}.get(key, int)
+        return check_number(source, key, value, low, high, kind)
     try:
-        if key in ("daily_max_hours", "daily_warn_hours"):
-            return Decimal(str(value))
         if key == "fs_policy":
             policy = {}
             for env, pol in dict(value).items():
@@ -99,22 +121,42 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ValueError(value)
         if key == "two_level_qualities":
             return tuple(Quality.parse(q).value for q in value)
-        if key == "max_parts" and not 1 <= int(value) <= 9:
-            raise ValueError(value)
-        if key in ("max_prolog_size", "max_attributes", "max_fs_certificates") \
-                and int(value) < 1:
-            raise ValueError(value)
         if key in ("keep_uploads", "compress_answers"):
             if not isinstance(value, bool):
                 raise ValueError(value)
             return value
         if key in ("timezone", "fs_layout"):
             return str(value)
-        if key == "orphan_timeout_s":
-            return float(value)
-        return int(value)
+        return value
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise ValueError(f"{source}: bad value for {key!r}: {exc}") from None
+
+
+def check_number(source: str, key: str, value: Any, low: Number, high: Number | None = None,
+                 kind: type = int) -> Any:
+    """``value`` of ``key`` as a ``kind`` (int, float: int or float; Decimal: also a string)
+    within ``low``..``high``; a ValueError ``<source> key = value: must be ...`` otherwise."""
+    bounds = f"{low} or more" if high is None else f"{low}-{high}"
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)  # as TOML writes it
+    number: Number | None = None
+    if isinstance(value, bool):
+        number = None
+    elif kind is int:
+        number = value if isinstance(value, int) else None
+    elif kind is float:
+        number = float(value) if isinstance(value, int | float) and value == value else None  # nan
+    elif isinstance(value, int | float | str | Decimal):
+        try:
+            number = Decimal(str(value))
+        except ArithmeticError:
+            number = None
+        if number is not None and not number.is_finite():
+            number = None
+    if number is None:
+        raise ValueError(f"{source} {key} = {shown}: must be a number, {bounds}")
+    if number < low or (high is not None and number > high):
+        raise ValueError(f"{source} {key} = {shown}: must be {bounds}")
+    return number
 
 
 @dataclass(frozen=True)

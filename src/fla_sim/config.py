@@ -29,14 +29,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import tomli_w
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from fla_core.applications import KNOWN_UPLOAD_CODES
-from fla_core.files import make_private, write_private
+from fla_core.files import atomic_write, make_private, write_private
 from fla_core.model import CHANNEL_DIRS, Quality
-from fla_core.settings import ChannelProfile, Settings
+from fla_core.settings import ChannelProfile, Settings, check_number
 
 if TYPE_CHECKING:
     from fla_core.mandates import MandateRecord
@@ -132,6 +133,16 @@ CAPS: dict[str, tuple[int, int, int]] = {
     "auth_failure_window_s": (60, 1, 86_400),
     # files in IN* at once, uploads in progress included (fla_sim.server, the quota)
     "max_files_per_channel": (10_000, 1, 1_000_000),
+}
+# Every numeric [server] key of the simulator itself: key -> (default, lowest, highest); the
+# numeric keys of spec 5.8 are in fla_core.settings.NUMBER_RANGES. Both are checked by
+# fla_core.settings.check_number ("[server] port = -1: must be 0-65535").
+SERVER_NUMBERS: dict[str, tuple[int, int, int | None]] = {
+    "port": (8022, 0, 65535),
+    "prescan_min_bytes": (DEFAULT_PRESCAN_MIN_BYTES, 0, None),  # 0: no pre-scan
+    "judge_workers": (1, 0, 64),  # 0: judge in the simulator process
+    "close_grace_ms": (DEFAULT_CLOSE_GRACE_MS, 0, 3_600_000),  # 0: no grace
+    **CAPS,
 }
 
 
@@ -326,10 +337,8 @@ class SimulatorHome:
         """Write ``simulator.toml`` (and the channels' key files) atomically."""
         keys_dir = self.path / "keys"
         keys_dir.mkdir(parents=True, exist_ok=True)
-        lines = _render_config(config, self.path)
-        tmp = self.config_path.with_suffix(".toml.tmp")
-        tmp.write_text(lines, "utf-8")
-        os.replace(tmp, self.config_path)
+        atomic_write(self.config_path, _render_config(config, self.path).encode(),
+                     durable=True)
 
     # -- configuration changes ----------------------------------------------------------------
 
@@ -865,43 +874,27 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
                               f"{', '.join(sorted(known))}")
     server = dict(raw.get("server", {}))
     host = server.pop("host", "127.0.0.1")
-    port = server.pop("port", 8022)
     legacy = server.pop("legacy_ssh_rsa", False)
     durability = server.pop("durability", "process")
-    prescan_min_bytes = server.pop("prescan_min_bytes", DEFAULT_PRESCAN_MIN_BYTES)
     ciphers = _ciphers(server.pop("ciphers", list(DEFAULT_CIPHERS)), source)
-    judge_workers = server.pop("judge_workers", 1)
-    close_grace_ms = server.pop("close_grace_ms", DEFAULT_CLOSE_GRACE_MS)
     refuse_unusable = server.pop("refuse_unusable_names", True)
-    caps = {key: server.pop(key, default) for key, (default, _, _) in CAPS.items()}
-    for key, value in caps.items():
-        low, high = CAPS[key][1:]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ConfigError(f"{source} [server]: key {key!r} must be a number {low}-{high}")
-    if (not isinstance(close_grace_ms, int) or isinstance(close_grace_ms, bool)
-            or not 0 <= close_grace_ms <= 3_600_000):
-        raise ConfigError(f"{source} [server]: key 'close_grace_ms' must be a number of "
-                          "milliseconds 0-3600000 (0: no grace)")
+    numbers: dict[str, Any] = {}
+    for key, (default, low, high) in SERVER_NUMBERS.items():
+        try:
+            numbers[key] = check_number(f"{source} [server]", key, server.pop(key, default),
+                                        low, high)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not isinstance(refuse_unusable, bool):
         raise ConfigError(f"{source} [server]: key 'refuse_unusable_names' must be true or "
                           "false")
-    if (not isinstance(judge_workers, int) or isinstance(judge_workers, bool)
-            or not 0 <= judge_workers <= 64):
-        raise ConfigError(f"{source} [server]: key 'judge_workers' must be a number 0-64 "
-                          "(0: judge in the simulator process)")
     if not isinstance(host, str):
         raise ConfigError(f"{source} [server]: key 'host' must be a string")
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{source} [server]: key 'port' must be a number 0-65535")
     if not isinstance(legacy, bool):
         raise ConfigError(f"{source} [server]: key 'legacy_ssh_rsa' must be true or false")
     if durability not in DURABILITY_MODES:
         raise ConfigError(f"{source} [server]: key 'durability' must be "
                           f"{' or '.join(repr(m) for m in DURABILITY_MODES)}, not {durability!r}")
-    if (not isinstance(prescan_min_bytes, int) or isinstance(prescan_min_bytes, bool)
-            or prescan_min_bytes < 0):
-        raise ConfigError(f"{source} [server]: key 'prescan_min_bytes' must be a number of "
-                          "bytes >= 0 (0: never validate an FI while it is uploaded)")
     try:
         settings = Settings.from_mapping(server, source=f"{source} [server]")
     except ValueError as exc:
@@ -926,12 +919,10 @@ def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConf
             faults.append(FaultSpec(**table))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source} [[fault]] #{n}: {exc}") from None
-    return SimulatorConfig(host=host, port=port, settings=settings, channels=channels,
+    return SimulatorConfig(host=host, settings=settings, channels=channels,
                            mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
                            legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers,
-                           prescan_min_bytes=prescan_min_bytes,
-                           judge_workers=judge_workers, close_grace_ms=close_grace_ms,
-                           refuse_unusable_names=refuse_unusable, **caps)
+                           refuse_unusable_names=refuse_unusable, **numbers)
 
 
 def _ciphers(value: Any, source: str) -> tuple[str, ...]:
@@ -972,9 +963,10 @@ def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConf
     if problem:
         key, message = problem
         raise ConfigError(f"{where}: key {key!r}: {message}")
-    quota = table.get("quota_bytes", GiB)
-    if not isinstance(quota, int) or quota < 0:
-        raise ConfigError(f"{where}: key 'quota_bytes' must be a number of bytes")
+    try:
+        quota = check_number(where, "quota_bytes", table.get("quota_bytes", GiB), 0)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return ChannelConfig(user=user, quality=quality, company=company, sender=sender,
                          ssh_keys=keys, certificates=list(table.get("certificates", [])),
                          applications=apps, quota_bytes=quota)
@@ -991,58 +983,43 @@ def _parse_mandate(table: dict[str, Any], where: str) -> MandateRecord:
 
 # -- simulator.toml writing -------------------------------------------------------------------
 
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, list | tuple | frozenset | set):
-        items = sorted(value) if isinstance(value, frozenset | set) else value
-        return "[" + ", ".join(_toml(v) for v in items) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    return _toml(str(value))
+# tomli-w writes no comments: the file starts with this one.
+CONFIG_HEADER = (
+    "# fla-sim simulator home (design 5); a running 'fla-sim serve' re-reads channels,\n"
+    "# mandates and trust when this file changes ([server] and faults: restart it).\n")
 
 
 def _render_config(config: SimulatorConfig, base: Path) -> str:
-    out = ["# fla-sim simulator home (design 5); a running 'fla-sim serve' re-reads channels,",
-           "# mandates and trust when this file changes ([server] and faults: restart it).", "",
-           "[server]", f"host = {_toml(config.host)}", f"port = {config.port}",
-           f"legacy_ssh_rsa = {_toml(config.legacy_ssh_rsa)}",
-           f"durability = {_toml(config.durability)}",
-           f"prescan_min_bytes = {config.prescan_min_bytes}",
-           f"ciphers = {_toml(list(config.ciphers))}",
-           f"judge_workers = {config.judge_workers}",
-           f"close_grace_ms = {config.close_grace_ms}",
-           f"refuse_unusable_names = {_toml(config.refuse_unusable_names)}",
-           *(f"{key} = {getattr(config, key)}" for key in CAPS)]
-    out += [f"{k} = {_toml(v)}" for k, v in config.settings.to_mapping().items()]
+    """The text of ``simulator.toml``: every value written by tomli-w, the arrays of tables as
+    ``[[channel]]`` blocks (tomli-w would write a short one as an inline table)."""
+    server: dict[str, Any] = {
+        "host": config.host, "port": config.port, "legacy_ssh_rsa": config.legacy_ssh_rsa,
+        "durability": config.durability, "ciphers": list(config.ciphers),
+        "refuse_unusable_names": config.refuse_unusable_names,
+        **{key: getattr(config, key) for key in SERVER_NUMBERS},
+        **config.settings.to_mapping()}
+    blocks = [CONFIG_HEADER, tomli_w.dumps({"server": server})]
     for channel in config.channels:
         key_paths = []
         for n, line in enumerate(channel.ssh_keys, 1):
             path = base / "keys" / f"{channel.user}-{n}.pub"
-            path.write_text(line + "\n", "utf-8")
+            atomic_write(path, (line + "\n").encode(), durable=True)
             key_paths.append(_rel(path, base))
-        out += ["", "[[channel]]", f"user = {_toml(channel.user)}",
-                f"quality = {_toml(channel.quality.alias)}",
-                f"company = {_toml(channel.company)}", f"sender = {_toml(channel.sender)}",
-                f"ssh_keys = {_toml(key_paths)}",
-                f"certificates = {_toml(channel.certificates)}",
-                f"applications = {_toml(channel.applications)}",
-                f"quota_bytes = {channel.quota_bytes}"]
-    for mandate in config.mandates:
-        out += ["", "[[mandate]]"]
-        out += [f"{k} = {_toml(v)}" for k, v in mandate.to_mapping().items()]
-    out += ["", "[trust]", f"anchors = {_toml(config.trust_anchors)}",
-            f"crls = {_toml(config.crls)}"]
+        blocks.append(_table_of_array("channel", {
+            "user": channel.user, "quality": channel.quality.alias, "company": channel.company,
+            "sender": channel.sender, "ssh_keys": key_paths, "certificates": channel.certificates,
+            "applications": sorted(channel.applications), "quota_bytes": channel.quota_bytes}))
+    blocks += [_table_of_array("mandate", m.to_mapping()) for m in config.mandates]
+    blocks.append(tomli_w.dumps({"trust": {"anchors": config.trust_anchors,
+                                           "crls": config.crls}}))
     for fault in config.faults:
-        out += ["", "[[fault]]"]
-        for f in fields(fault):
-            value = getattr(fault, f.name)
-            if value is not None and value != f.default:  # when/action have no default
-                out.append(f"{f.name} = {_toml(value)}")
-    return "\n".join(out) + "\n"
+        blocks.append(_table_of_array("fault", {
+            f.name: getattr(fault, f.name) for f in fields(fault)  # when/action: no default
+            if getattr(fault, f.name) is not None and getattr(fault, f.name) != f.default}))
+    return "\n".join(blocks)
+
+
+def _table_of_array(name: str, table: dict[str, Any]) -> str:
+    """One ``[[name]]`` table (of plain values: a nested table would land outside it)."""
+    assert not any(isinstance(v, dict) for v in table.values()), table
+    return f"[[{name}]]\n" + tomli_w.dumps(table)

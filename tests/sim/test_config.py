@@ -107,8 +107,8 @@ def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("[server\n", "not valid TOML"),
     ("[server]\nanswer_delay_msec = 5\n", "unknown setting 'answer_delay_msec'"),
-    ("[server]\nmax_parts = 12\n", "bad value for 'max_parts'"),
-    ("[server]\nport = 'x'\n", "'port' must be a number"),
+    ("[server]\nmax_parts = 12\n", "[server] max_parts = 12: must be 1-9"),
+    ("[server]\nport = 'x'\n", "[server] port = 'x': must be a number, 0-65535"),
     ("[servers]\n", "unknown table [servers]"),
     ("[[channel]]\nuser = 'a'\nquality = 'employer'\nssh_keys = []\n", "missing key 'company'"),
     ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
@@ -138,7 +138,7 @@ def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
     ("[[fault]]\nwhen = 'upload'\naction = 'explode'\n", "action"),
     ("[server]\nciphers = ['rot13']\n", "key 'ciphers': unknown ['rot13']"),
     ("[server]\nciphers = []\n", "'ciphers' must be a non-empty list"),
-    ("[server]\njudge_workers = -1\n", "'judge_workers' must be a number 0-64"),
+    ("[server]\njudge_workers = -1\n", "[server] judge_workers = -1: must be 0-64"),
 ])
 def test_bad_configuration_is_reported_with_file_and_key(home: SimulatorHome, text: str,
                                                          expected: str) -> None:
@@ -164,6 +164,63 @@ def test_server_settings_round_trip(home: SimulatorHome) -> None:
     assert config.faults == [FaultSpec("upload", "drop-connection", match="FI.*", times=1)]
     home.save(config)
     assert home.load() == config
+
+
+def test_save_round_trips_any_string(home: SimulatorHome) -> None:
+    """Newlines, quotes, backslashes, control and non-ASCII characters survive save + load
+    (the hand-written writer before tomli-w wrote a newline raw: the file no longer loaded)."""
+    odd = 'l1\nl2 "quoted" back\\slash tab\t bell\x07 \u00e9\u20ac \U0001f600 \'single\''
+    config = home.load()
+    config.host = odd
+    config.crls = [odd]
+    config.faults = [FaultSpec("upload", "force-anomaly", match=odd, code=odd, times=2)]
+    home.save(config)
+    assert home.load() == config
+    text = home.config_path.read_text("utf-8")
+    assert text.startswith("# fla-sim simulator home")  # the header comment is kept
+    assert "[[fault]]" in text and not list(home.path.glob(".simulator.toml.*"))
+
+
+def _numeric_server_keys() -> list[tuple[str, object]]:
+    from fla_core.settings import NUMBER_RANGES
+    from fla_sim.config import SERVER_NUMBERS
+
+    keys = [(key, low) for key, (low, _) in NUMBER_RANGES.items()]
+    return keys + [(key, low) for key, (_, low, _) in SERVER_NUMBERS.items()]
+
+
+@pytest.mark.parametrize(("key", "lowest"), _numeric_server_keys())
+def test_every_numeric_server_key_refuses_a_value_below_its_lowest(
+        home: SimulatorHome, key: str, lowest: int) -> None:
+    write_config(home, f"[server]\n{key} = {lowest}\n")
+    home.load()  # the lowest itself is fine
+    write_config(home, f"[server]\n{key} = {lowest - 1}\n")
+    with pytest.raises(ConfigError) as err:
+        home.load()
+    assert f"simulator.toml [server] {key} = {lowest - 1}: must be {lowest}" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["answer_delay_ms", "noti_delay_ms", "orphan_timeout_s",
+                                 "max_file_size", "close_grace_ms", "prescan_min_bytes"])
+def test_negative_delays_and_sizes_are_refused_naming_the_key(home: SimulatorHome,
+                                                             key: str) -> None:
+    write_config(home, f"[server]\n{key} = -5\n")
+    with pytest.raises(ConfigError, match=rf"\[server\] {key} = -5: must be [01]"):
+        home.load()
+
+
+@pytest.mark.parametrize("value", ["true", "'5'", "1.5"])
+def test_an_integer_server_key_refuses_other_types(home: SimulatorHome, value: str) -> None:
+    write_config(home, f"[server]\nanswer_delay_ms = {value}\n")
+    with pytest.raises(ConfigError, match=r"answer_delay_ms = .*: must be a number, 0 or more"):
+        home.load()
+
+
+def test_a_negative_channel_quota_is_refused(home: SimulatorHome) -> None:
+    write_config(home, "[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
+                       "sender = '123456'\nssh_keys = []\nquota_bytes = -1\n")
+    with pytest.raises(ConfigError, match=r"\(user 'a'\) quota_bytes = -1: must be 0 or more"):
+        home.load()
 
 
 # -- channels -------------------------------------------------------------------------------------

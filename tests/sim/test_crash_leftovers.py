@@ -56,7 +56,10 @@ def test_helpers_of_a_killed_simulator_do_not_outlive_it(fla_sim_home: Simulator
     simulator = psutil.Process(served.proc.pid)
     helpers = simulator.children(recursive=True)
     assert len(helpers) >= 3, helpers  # the fork server, a judge worker, the followers
-    assert any(h.status() == psutil.STATUS_STOPPED for h in helpers)
+    paused = time.monotonic() + 15  # SIGSTOP was sent; the kernel stops it in a moment
+    while not any(lives(h) and h.status() == psutil.STATUS_STOPPED for h in helpers):
+        assert time.monotonic() < paused, "no paused follower"
+        time.sleep(0.02)
 
     served.proc.send_signal(signal.SIGKILL)
     served.proc.wait(10)

@@ -440,11 +440,12 @@ def test_the_caps_are_server_keys_with_defaults_and_bounds(home: SimulatorHome) 
     again = home.load()
     assert again.max_handles_per_session == 10 and again.auth_failure_window_s == 5
     text = home.config_path.read_text("utf-8")
-    for bad, message in (("max_auth_attempts = 0", "'max_auth_attempts' must be a number 1-100"),
+    for bad, message in (("max_auth_attempts = 0",
+                          r"\[server\] max_auth_attempts = 0: must be 1-100"),
                          ("max_handles_per_channel = true",
-                          "'max_handles_per_channel' must be a number 1-1000000"),
+                          r"max_handles_per_channel = true: must be a number, 1-1000000"),
                          ("auth_failure_window_s = 0.5",
-                          "'auth_failure_window_s' must be a number 1-86400")):
+                          r"auth_failure_window_s = 0\.5: must be a number, 1-86400")):
         key = bad.split(" = ")[0]
         home.config_path.write_text(
             "\n".join(bad if line.startswith(key + " =") else line
