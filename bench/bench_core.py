@@ -8,6 +8,7 @@ process against an anchor run in the same session on the same file:
     verify  fla_core.signing.verify_fs                    vs openssl cms -verify     <= 1.2x
     schema  fla.scan (no business rules)                  vs xmllint --stream        <= 1.6x
     check   fla.scan + checks.engine.evaluate (P10-P16)   vs xmllint --stream        <= 3x
+    answer sign  fla_sim.answers.sign_answer (template)   vs the plain asn1crypto builder <= 0.67x
 
 Run ``python bench/bench_core.py`` (100k and 1M records), ``--records 200000`` or ``--quick``.
 """
@@ -204,8 +205,50 @@ def subject_check(fi: Path) -> None:
               anomalies=anomalies)
 
 
+ANSWER_KEY_TYPES = ("ec-p256", "rsa2048")  # the simulator's own key, and the usual other one
+
+
+def subject_answer_sign(quick: bool) -> None:
+    """Answer signatures: the hand-built template against the plain asn1crypto builder.
+
+    Both sign the same ACRF with the same signer in this process, interleaved, timeit-style
+    (best of 5 repeats); what is kept is the time of one signature each way.
+    """
+    import timeit
+
+    from fla_core import pki
+    from fla_core.responses import make_ticket, render_acrf
+    from fla_core.signing import Signer
+    from fla_sim.answers import sign_answer, sign_answer_plain
+
+    at = datetime.now(UTC)
+    data = render_acrf(file_name=f"FI.FLAC.{SENDER}.20251231.00001.{ENV}.1.1",
+                       ticket=make_ticket(at.date(), 1), accepted=True, error_code=None,
+                       description=None, at=at)
+    ca = pki.make_ca("bench answers CA", not_before=at - timedelta(days=1))
+    number = 50 if quick else 500
+    times: dict[str, dict[str, float]] = {}
+    for key_type in ANSWER_KEY_TYPES:
+        ck = pki.issue_simulator_signer(ca, not_before=at - timedelta(days=1),
+                                        key_type=key_type)  # type: ignore[arg-type]
+        signer = Signer(ck.key, ck.cert, (ca.cert,))
+        sign_answer(data, signer, at)  # builds and self-checks the template once
+        fast: list[float] = []
+        plain: list[float] = []
+        for _ in range(5):
+            fast.append(timeit.timeit(lambda s=signer: sign_answer(data, s, at),
+                                      number=number) / number)
+            plain.append(timeit.timeit(lambda s=signer: sign_answer_plain(data, s, at),
+                                       number=number) / number)
+        times[key_type] = {"template": min(fast), "plain": min(plain)}
+    report_op(sum(t["template"] for t in times.values()), answer_bytes=len(data), times=times)
+
+
 def run_subject(args: argparse.Namespace) -> None:
     """Child entry point: ``--subject NAME FILE...``."""
+    if args.subject == "answer-sign":
+        subject_answer_sign(args.quick)
+        return
     paths = [Path(p) for p in args.paths]
     {"build": subject_build, "sign": subject_sign, "verify": subject_verify,
      "schema": subject_schema, "check": subject_check}[args.subject](*paths)
@@ -295,6 +338,24 @@ def bench_size(records: int, work: Path, runs: int) -> tuple[list[Row], dict[str
     return rows, raw
 
 
+def answer_sign_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
+    """The answer-signature shortcut against the plain way, one row per key type.
+
+    Goal: the template at most 0.67x the plain builder's time (1.5x faster), or it goes.
+    """
+    cmd = python_subject(SCRIPT, "answer-sign", [])
+    measured = run_measured([*cmd, "--quick"] if quick else cmd)
+    times: dict[str, dict[str, float]] = measured.extra["times"]  # type: ignore[assignment]
+    rows = []
+    for key_type in ANSWER_KEY_TYPES:
+        rows.append(ratio_row("answers", f"answer sign {key_type}",
+                              times[key_type]["template"] * 1e6, times[key_type]["plain"] * 1e6,
+                              "us", goal_max=0.67,
+                              note=f"template vs asn1crypto builder, "
+                                   f"{measured.extra['answer_bytes']} B ACRF"))
+    return rows, measured.__dict__
+
+
 def flat_rows(raws: list[dict[str, object]]) -> list[Row]:
     """RSS flat across sizes: the largest size's peak within 10 MB + 10 % of the smallest's."""
     rows: list[Row] = []
@@ -358,12 +419,14 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work, ignore_errors=True)  # a 1M-record FI is ~0.5 GB
         if len(raws) > 1:
             rows += flat_rows(raws)
+        answer_rows, answer_raw = answer_sign_rows(args.quick)
+        rows += answer_rows
     finally:
         if args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
     print_table("FLA core engine (ours vs anchors measured in this run)", rows, info)
     path = write_json(NAME, rows, info, {"records": args.records, "runs": args.runs,
-                                         "sizes": raws}, args.out)
+                                         "sizes": raws, "answer_sign": answer_raw}, args.out)
     print(f"written: {path}")
     return 0
 

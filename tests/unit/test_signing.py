@@ -36,6 +36,7 @@ from fla_core.signing import (
     load_signer,
     sign_file,
     sign_stream,
+    verification,
     verify_fs,
 )
 
@@ -756,7 +757,7 @@ def test_s2_an_fs_with_too_many_certificates_is_602_before_any_path_is_built(
     def no_path(*args):
         raise AssertionError("path building was reached")
 
-    monkeypatch.setattr(signing, "_path_of", no_path)
+    monkeypatch.setattr(verification, "_path_of", no_path)
     crowded = Signer(key=signer.key, cert=signer.cert, chain=tuple(fake_issuers))
     fs = sign(crowded)
     started = time.process_time()
@@ -770,13 +771,13 @@ def test_s2_an_fs_with_too_many_certificates_is_602_before_any_path_is_built(
 def test_s2_path_building_sees_at_most_the_certificate_cap(signer, trust, fake_issuers,
                                                             monkeypatch):
     seen: list[int] = []
-    real = signing._path_of
+    real = verification._path_of
 
     def spy(leaf, others, anchors, intermediates, day):
         seen.append(len(others) + 1)
         return real(leaf, others, anchors, intermediates, day)
 
-    monkeypatch.setattr(signing, "_path_of", spy)
+    monkeypatch.setattr(verification, "_path_of", spy)
     cap = signing.MAX_FS_CERTIFICATES
     full = Signer(key=signer.key, cert=signer.cert, chain=tuple(fake_issuers[:cap - 1]))
     assert verify(sign(full), trust).signer == signer.cert  # exactly the cap: accepted
