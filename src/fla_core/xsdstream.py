@@ -38,11 +38,27 @@ class _SaxHandler(ctypes.Structure):
                 ("endElementNs", _P), ("serror", _P)]
 
 
+# libxml2 releases whose xmlSAXHandler layout and stream-validation API this module was checked
+# against (2.9 to 2.15: lxml 5.0 ships 2.12, lxml 6.0 2.14). Another series may have changed
+# the structure above: it gets the plain lxml path until someone checks it and widens this.
+KNOWN_LIBXML2 = ((2, 9), (2, 15))
+
+
+def known_libxml2(version: tuple[int, ...]) -> bool:
+    """True when ``version`` (lxml's ``LIBXML_VERSION``) is a series checked against."""
+    low, high = KNOWN_LIBXML2
+    return low <= tuple(version[:2]) <= high
+
+
 def _library() -> ctypes.CDLL | None:
     """lxml's extension module, which exports the libxml2 it is linked with."""
     try:
         from lxml import etree
 
+        if not known_libxml2(etree.LIBXML_VERSION):
+            log.info("tree-less XSD validation off: libxml2 %s is not a version it was checked "
+                     "against", ".".join(map(str, etree.LIBXML_VERSION)))
+            return None
         lib = ctypes.CDLL(etree.__file__)
         lib.xmlSchemaNewParserCtxt.restype = _P
         lib.xmlSchemaNewParserCtxt.argtypes = [ctypes.c_char_p]
@@ -134,7 +150,35 @@ def _compiled(xsd: str) -> StreamValidator | None:
     if not schema:
         log.warning("tree-less XSD validation unavailable: libxml2 could not compile %s", xsd)
         return None
-    return StreamValidator(lib, schema)  # kept for the life of the process
+    validator = StreamValidator(lib, schema)  # kept for the life of the process
+    if not _answers_right(validator):
+        log.warning("tree-less XSD validation off: it misjudged a known document (libxml2 "
+                    "build not as expected)")
+        return None
+    return validator
+
+
+def _answers_right(validator: StreamValidator) -> bool:
+    """A canary at compile time: a document that is not well-formed must never be confirmed
+    (the one verdict this module may give is "valid", so a binding that says "valid" to
+    everything is the failure that matters)."""
+    try:
+        return validator.valid(_reader(b"<unclosed")) is False
+    except Exception:  # a crash in the binding: off, the callers keep to lxml
+        return False
+
+
+def _reader(data: bytes) -> Callable[[int], bytes]:
+    view = memoryview(data)
+    position = 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        chunk = bytes(view[position:position + size])
+        position += len(chunk)
+        return chunk
+
+    return read
 
 
 def validator_for(xsd: Path) -> StreamValidator | None:

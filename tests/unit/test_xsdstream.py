@@ -133,3 +133,31 @@ def test_validate_outcome_uses_it_and_equals_the_scan(monkeypatch):
     slow = validate_outcome(_go(), io.BytesIO(VALID), **common)
     assert fast == (slow[0], None)  # same reference; declarations are counted by the rules half
     assert slow[1] == 2
+
+
+def test_only_checked_libxml2_series_get_the_binding():
+    assert xsdstream.known_libxml2((2, 12, 3)) and xsdstream.known_libxml2((2, 14, 6))
+    assert not xsdstream.known_libxml2((2, 16, 0)) and not xsdstream.known_libxml2((3, 0, 0))
+    assert not xsdstream.known_libxml2((2, 8, 0))
+
+
+def test_an_unchecked_libxml2_falls_back_to_lxml_with_the_same_verdicts(monkeypatch):
+    from lxml import etree
+
+    monkeypatch.setattr(etree, "LIBXML_VERSION", (2, 99, 0))
+    xsdstream._compiled.cache_clear()
+    try:
+        assert xsdstream.validator_for(fla.SCHEMA) is None
+        assert confirmed(VALID) is None  # not confirmed: the caller reads it with lxml
+        assert not isinstance(scanned(VALID), ChannelError)
+    finally:
+        xsdstream._compiled.cache_clear()
+
+
+def test_a_binding_that_confirms_everything_is_switched_off(monkeypatch):
+    monkeypatch.setattr(xsdstream.StreamValidator, "valid", lambda self, read: True)
+    xsdstream._compiled.cache_clear()
+    try:
+        assert xsdstream.validator_for(fla.SCHEMA) is None
+    finally:
+        xsdstream._compiled.cache_clear()
