@@ -109,27 +109,41 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         kind: type = {"orphan_timeout_s": float, "daily_max_hours": Decimal,
                       "daily_warn_hours": Decimal}.get(key, int)
         return check_number(source, key, value, low, high, kind)
-    try:
-        if key == "fs_policy":
-            policy = {}
-            for env, pol in dict(value).items():
-                if env not in ("R", "T", "S") or pol not in ("required", "optional", "forbidden"):
-                    raise ValueError(f"{env} = {pol!r}")
-                policy[env] = pol
-            return policy
-        if key == "fs_layout" and value not in ("lenient", "strict"):
-            raise ValueError(value)
-        if key == "two_level_qualities":
-            return tuple(Quality.parse(q).value for q in value)
-        if key in ("keep_uploads", "compress_answers"):
-            if not isinstance(value, bool):
+    # every other key: the same message shape as check_number ("<source> key = value: must be")
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)
+    if key == "fs_policy":
+        try:
+            items = dict(value).items()
+        except (TypeError, ValueError):
+            items = None
+        if items is None or any(env not in ("R", "T", "S")
+                                or pol not in ("required", "optional", "forbidden")
+                                for env, pol in items):
+            raise ValueError(f"{source} {key} = {shown}: must be a table of R, T and/or S = "
+                             "'required', 'optional' or 'forbidden'")
+        return dict(items)
+    if key == "fs_layout":
+        if value not in ("lenient", "strict"):
+            raise ValueError(f"{source} {key} = {shown}: must be 'lenient' or 'strict'")
+        return str(value)
+    if key == "two_level_qualities":
+        try:
+            if isinstance(value, str):
                 raise ValueError(value)
-            return value
-        if key in ("timezone", "fs_layout"):
-            return str(value)
+            return tuple(Quality.parse(q).value for q in value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{source} {key} = {shown}: must be a list of qualities ({exc})"
+                             ) from None
+    if key in ("keep_uploads", "compress_answers"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{source} {key} = {shown}: must be true or false")
         return value
-    except (ValueError, TypeError, ArithmeticError) as exc:
-        raise ValueError(f"{source}: bad value for {key!r}: {exc}") from None
+    if key == "timezone":
+        if not isinstance(value, str):
+            raise ValueError(f"{source} {key} = {shown}: must be a time zone name, e.g. "
+                             "'Europe/Brussels'")
+        return value
+    return value
 
 
 def check_number(source: str, key: str, value: Any, low: Number, high: Number | None = None,

@@ -106,7 +106,18 @@ def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("[server\n", "not valid TOML"),
-    ("[server]\nanswer_delay_msec = 5\n", "unknown setting 'answer_delay_msec'"),
+    ("[server]\nanswer_delay_msec = 5\n", "[server]: unknown key 'answer_delay_msec'; known: "
+     "host, port"),
+    ("[server]\njudge_worker = 2\n", "'judge_worker'; known: host, port, legacy_ssh_rsa, "
+     "durability, ciphers, refuse_unusable_names, prescan_min_bytes, judge_workers"),
+    ("[server]\nkeep_uploads = 'yes'\n", "[server] keep_uploads = 'yes': must be true or false"),
+    ("[server]\nfs_layout = 'loose'\n", "[server] fs_layout = 'loose': must be 'lenient' or "
+     "'strict'"),
+    ("[server]\nfs_policy = { R = 'maybe' }\n", "[server] fs_policy = {'R': 'maybe'}: must be a "
+     "table of R, T and/or S"),
+    ("[server]\ntwo_level_qualities = 'employer'\n", "[server] two_level_qualities = "
+     "'employer': must be a list of qualities"),
+    ("[server]\ntimezone = 1\n", "[server] timezone = 1: must be a time zone name"),
     ("[server]\nmax_parts = 12\n", "[server] max_parts = 12: must be 1-9"),
     ("[server]\nport = 'x'\n", "[server] port = 'x': must be a number, 0-65535"),
     ("[servers]\n", "unknown table [servers]"),
@@ -130,14 +141,15 @@ def test_missing_home_says_how_to_create_it(tmp_path: Path) -> None:
      "got '0897223607' (wrong check digits)"),
     ("[[mandate]]\nlevel = 2\nemployer = '0897223670'\nrepresentative = '0123456749'\n"
      "sender = '\u0661\u0662\u0663\u0664\u0665\u0666'\n", "6-digit sender number"),
-    ("[[channel]]\nuser = 'a'\nquality = 'boss'\n", "unknown quality 'boss'"),
+    ("[[channel]]\nuser = 'a'\nquality = 'boss'\ncompany = '0123456749'\nsender = '123456'\n"
+     "ssh_keys = []\n", "(user 'a'): key 'quality': unknown quality 'boss'"),
     ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
      "sender = '123456'\nssh_keys = ['keys/gone.pub']\n", "cannot read"),
     ("[[mandate]]\nlevel = 1\nemployer = '0897223670'\nrepresentative = '0123456749'\n",
      "start quarter"),
     ("[[fault]]\nwhen = 'upload'\naction = 'explode'\n", "action"),
     ("[server]\nciphers = ['rot13']\n", "key 'ciphers': unknown ['rot13']"),
-    ("[server]\nciphers = []\n", "'ciphers' must be a non-empty list"),
+    ("[server]\nciphers = []\n", "[server]: key 'ciphers': give at least one cipher"),
     ("[server]\njudge_workers = -1\n", "[server] judge_workers = -1: must be 0-64"),
 ])
 def test_bad_configuration_is_reported_with_file_and_key(home: SimulatorHome, text: str,
@@ -221,6 +233,148 @@ def test_a_negative_channel_quota_is_refused(home: SimulatorHome) -> None:
                        "sender = '123456'\nssh_keys = []\nquota_bytes = -1\n")
     with pytest.raises(ConfigError, match=r"\(user 'a'\) quota_bytes = -1: must be 0 or more"):
         home.load()
+
+
+CHANNEL_A = ("[[channel]]\nuser = 'a'\nquality = 'employer'\ncompany = '0123456749'\n"
+             "sender = '123456'\nssh_keys = []\n")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # [server], the simulator's own keys: type, choices
+    ("[server]\nhost = 5\n", "[server]: key 'host' must be a string, not 5"),
+    ("[server]\nlegacy_ssh_rsa = 1\n", "[server]: key 'legacy_ssh_rsa' must be true or false, "
+     "not 1"),
+    ("[server]\nrefuse_unusable_names = 'no'\n", "[server]: key 'refuse_unusable_names' must be "
+     "true or false, not 'no'"),
+    ("[server]\ndurability = 'disk'\n", "[server]: key 'durability' must be 'process' or "
+     "'power', not 'disk'"),
+    ("[server]\nciphers = 'aes128-ctr'\n", "[server]: key 'ciphers' must be a list of strings"),
+    ("server = 5\n", "[server]: must be a table of keys, not 5"),
+    # [[channel]]: unknown keys, lists that are strings
+    (CHANNEL_A + "quota = 5\n", "[[channel]] #1 (user 'a'): unknown key 'quota'; known: user"),
+    (CHANNEL_A + "applications = 'FLAC'\n", "[[channel]] #1 (user 'a'): key 'applications' "
+     "must be a list of strings, not 'FLAC'"),
+    (CHANNEL_A + "certificates = [1]\n", "(user 'a'): key 'certificates' must be a list of "
+     "strings, not [1]"),
+    ("[[channel]]\nquality = 'employer'\n", "[[channel]] #1: missing key 'user'; add it"),
+    ("[[channel]]\nuser = 5\n", "[[channel]] #1: key 'user' must be a string, not 5"),
+    ("[channel]\nuser = 'a'\n", "[channel]: must be an array of tables; write [[channel]]"),
+    # [trust]
+    ("[trust]\nanchors = 'pki/ca.pem'\n", "[trust]: key 'anchors' must be a list of strings, "
+     "not 'pki/ca.pem'"),
+    ("[trust]\nanchor = []\n", "[trust]: unknown key 'anchor'; known: anchors, crls"),
+    ("trust = 5\n", "[trust]: must be a table of keys, not 5"),
+    # [[fault]]: the same checks, the numbers as every other number
+    ("[[fault]]\nwhen = 'upload'\naction = 'explode'\n", "[[fault]] #1: key 'action' must be "
+     "'drop-connection' or 'delay'"),
+    ("[[fault]]\naction = 'delay'\n", "[[fault]] #1: missing key 'when'"),
+    ("[[fault]]\nwhen = 'upload'\naction = 'delay'\ndelay = 5\n", "[[fault]] #1: unknown key "
+     "'delay'; known: when, action, match, delay_ms, code, times"),
+    ("[[fault]]\nwhen = 'upload'\naction = 'delay'\ndelay_ms = -5\n", "[[fault]] #1 "
+     "delay_ms = -5: must be 0 or more"),
+    ("[[fault]]\nwhen = 'upload'\naction = 'delay'\ntimes = '2'\n", "[[fault]] #1 "
+     "times = '2': must be a number, 0 or more"),
+    ("[[fault]]\nwhen = 'upload'\naction = 'corrupt'\nmatch = ['FI.*']\n", "[[fault]] #1: "
+     "key 'match' must be a string"),
+    # [[mandate]]: its keys are fla_core.mandates', the table is named as the others
+    ("mandate = [1]\n", "[[mandate]] #1: must be a table of keys, not 1"),
+])
+def test_every_table_is_checked_the_same_way_naming_table_and_key(
+        home: SimulatorHome, text: str, expected: str) -> None:
+    """[server], [[channel]], [trust] and [[fault]] are read through one schema: a wrong type,
+    a value out of range or not among the choices, an unknown or a missing key is refused with
+    the file, the table and the key (before, [trust] took a string as a list of characters and
+    [[fault]] a negative delay)."""
+    write_config(home, text)
+    with pytest.raises(ConfigError) as err:
+        home.load()
+    assert str(err.value).startswith(str(home.config_path) + " [")
+    assert expected in str(err.value)
+
+
+def test_the_schema_defaults_are_the_models() -> None:
+    """Reading fills in the schema's defaults: they must be the dataclasses' own."""
+    from dataclasses import MISSING, fields
+
+    from fla_sim.config import (
+        CHANNEL_KEYS,
+        FAULT_KEYS,
+        SERVER_KEYS,
+        ChannelConfig,
+        SimulatorConfig,
+    )
+    from fla_sim.config.schema import REQUIRED
+
+    config = SimulatorConfig()
+    for key in SERVER_KEYS:
+        default = getattr(config, key.name)
+        assert key.default == (list(default) if isinstance(default, tuple) else default), key
+    for keys, model in ((FAULT_KEYS, FaultSpec), (CHANNEL_KEYS, ChannelConfig)):
+        assert [k.name for k in keys] == [f.name for f in fields(model)]
+        for key, f in zip(keys, fields(model), strict=True):
+            if key.default is REQUIRED:
+                assert f.default is MISSING and f.default_factory is MISSING, f.name
+            elif key.name == "applications":  # a TOML list, a frozenset in the model
+                assert frozenset(key.default) == f.default
+            elif f.default is not MISSING:
+                assert key.default == f.default, f.name
+
+
+def test_every_server_key_survives_save_and_load(home: SimulatorHome) -> None:
+    """Writing takes the keys from the same schema as reading: none is left out or renamed."""
+    from fla_sim.config import SERVER_KEYS
+
+    config = home.load()
+    for key in SERVER_KEYS:
+        if key.kind is int:
+            setattr(config, key.name, key.low + 1)
+    config.host, config.legacy_ssh_rsa, config.durability = "0.0.0.0", True, "power"
+    config.refuse_unusable_names, config.ciphers = False, ("aes256-ctr",)
+    home.save(config)
+    assert home.load() == config
+
+
+def test_rendering_is_pure(home: SimulatorHome, ssh_pub: str, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turning a configuration into text writes nothing: not the channels' key files."""
+    from fla_sim.config import ChannelConfig
+    from fla_sim.config.toml_io import _render_config
+
+    config = home.load()
+    config.channels.append(ChannelConfig("new", Quality.EMPLOYER, "0123456749", "123456",
+                                         [ssh_pub]))
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    keys_before = sorted(os.listdir(home.path / "keys"))
+    texts = {_render_config(config) for _ in range(2)}
+    assert len(texts) == 1 and 'ssh_keys = [\n    "keys/new-1.pub",\n]' in texts.pop()
+    assert os.listdir(empty) == [] and sorted(os.listdir(home.path / "keys")) == keys_before
+
+
+def test_saving_leaves_key_files_that_hold_their_key_alone(home: SimulatorHome,
+                                                           ssh_pub: str) -> None:
+    """A save rewrote every key file of every channel; now only the operations that add keys
+    write theirs (and a save writes those a hand-built configuration lacks)."""
+    add_acme(home, ssh_pub)
+    key_file = home.path / "keys" / "acme-payroll-1.pub"
+    os.utime(key_file, (1_000_000_000, 1_000_000_000))  # an mtime no write could give it
+    home.save(home.load())
+    home.add_mandate(level1("0123456749", "20241"))
+    assert key_file.stat().st_mtime == 1_000_000_000
+    assert home.write_key_files(home.load()) == []
+
+
+def test_a_hand_built_channel_gets_its_key_files_when_saved(home: SimulatorHome,
+                                                            ssh_pub: str) -> None:
+    from fla_sim.config import ChannelConfig
+
+    config = home.load()
+    config.channels.append(ChannelConfig("hand", Quality.EMPLOYER, "0123456749", "123456",
+                                         [ssh_pub]))
+    home.save(config)
+    assert (home.path / "keys" / "hand-1.pub").read_text() == ssh_pub + "\n"
+    assert home.load() == config
 
 
 # -- channels -------------------------------------------------------------------------------------

@@ -300,3 +300,32 @@ def test_remove_keeps_the_tree_and_a_channel_added_again_finds_it(
     assert "acme-payroll" not in out
     h.home.add_channel(*ACME, [h.line("a")])
     assert marker.exists()
+
+
+def test_key_add_and_revoke_write_only_the_key_files_that_change(
+        h: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each operation writes the key files it changes and no other (a save used to rewrite
+    every channel's): key add writes the new key's, revoke moves the keys after it down."""
+    keys = h.home.path / "keys"
+    old = 1_000_000_000  # an mtime no write could give a file
+    for name in os.listdir(keys):
+        os.utime(keys / name, (old, old))
+
+    def touched() -> list[str]:
+        return sorted(n for n in os.listdir(keys) if (keys / n).stat().st_mtime != old)
+
+    assert run_cli(capsys, "channel", "key", "add", h.path, "--user", "beta-hr",
+                   "--ssh-key", str(h.pubs["a"]))[0] == 0
+    assert touched() == ["beta-hr-2.pub"]
+    assert run_cli(capsys, "channel", "key", "revoke", h.path, "--user", "acme-payroll",
+                   "--key", h.keys["b"].get_fingerprint())[0] == 0
+    assert touched() == ["beta-hr-2.pub"]  # acme-payroll-1.pub still holds key a
+    assert not (keys / "acme-payroll-2.pub").exists()
+    assert run_cli(capsys, "channel", "key", "add", h.path, "--user", "acme-payroll",
+                   "--ssh-key", str(h.pubs["c"]))[0] == 0
+    assert run_cli(capsys, "channel", "key", "revoke", h.path, "--user", "acme-payroll",
+                   "--key", str(h.pubs["a"]))[0] == 0
+    assert touched() == ["acme-payroll-1.pub", "beta-hr-2.pub"]  # c moved down to 1
+    assert (keys / "acme-payroll-1.pub").read_text().strip() == h.line("c")
+    assert [c.ssh_keys for c in h.home.load().channels] == [[h.line("c")],
+                                                            [h.line("c"), h.line("a")]]

@@ -1,6 +1,5 @@
-"""The simulator home: ``simulator.toml``, keys, PKI and channel trees (spec 2, 3, 5.8; design 5).
-
-Layout of a home::
+"""The simulator home on disk: its layout, creation and key renewal, the configuration changes
+(channels, keys, certificates, mandates, trust) and the lock of the process serving it. Layout::
 
     simulator.toml          [server] (host, port, every key of spec 5.8), [[channel]],
                             [[mandate]], [trust], [[fault]]
@@ -18,26 +17,38 @@ Layout of a home::
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import os
-import sys
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-import tomli_w
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 
-from fla_core.applications import KNOWN_UPLOAD_CODES
 from fla_core.files import atomic_write, make_private, write_private
 from fla_core.model import CHANNEL_DIRS, Quality
-from fla_core.settings import ChannelProfile, Settings, check_number
+from fla_sim.config.lock import HomeLock
+from fla_sim.config.model import (
+    ChannelConfig,
+    ConfigError,
+    GiB,
+    SimulatorConfig,
+    _as,
+    _channel_problem,
+    _load_certs,
+    _same_root,
+)
+from fla_sim.config.ssh_keys import (
+    _fingerprint,
+    _key_data,
+    _key_matches,
+    _shown,
+    remove_stale_key_files,
+    write_key_files,
+)
+from fla_sim.config.toml_io import _render_config, read_config
 
 if TYPE_CHECKING:
     from fla_core.mandates import MandateRecord
@@ -49,138 +60,6 @@ LOCK_NAME = "simulator.lock"
 # Certificates the home makes start this long before "now": a client clock a little behind the
 # simulator's must still find them valid.
 CLOCK_SLACK = timedelta(days=1)
-GiB = 1 << 30
-
-FAULT_WHEN = ("upload", "process", "answer")
-FAULT_ACTIONS = ("drop-connection", "delay", "disk-full", "corrupt", "force-anomaly")
-_SERVER_ONLY = ("host", "port", "legacy_ssh_rsa")
-
-
-class ConfigError(Exception):
-    """A simulator home or a configuration change that cannot be used; the message says the fix."""
-
-
-class HomeInUse(ConfigError):
-    """Another process holds the home's lock (it serves the home); the message names it."""
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One injected fault (design 5 ``[[fault]]``)."""
-
-    when: str  # upload | process | answer
-    action: str  # drop-connection | delay | disk-full | corrupt | force-anomaly
-    match: str = "*"  # glob on the file name the fault applies to
-    delay_ms: int = 0  # for "delay"
-    code: str | None = None  # for "force-anomaly": the code to force
-    times: int | None = None  # how many times it fires; None = always
-
-    def __post_init__(self) -> None:
-        if self.when not in FAULT_WHEN:
-            raise ValueError(f"fault 'when' must be one of {', '.join(FAULT_WHEN)}, "
-                             f"not {self.when!r}")
-        if self.action not in FAULT_ACTIONS:
-            raise ValueError(f"fault 'action' must be one of {', '.join(FAULT_ACTIONS)}, "
-                             f"not {self.action!r}")
-
-
-@dataclass(frozen=True)
-class ChannelConfig:
-    """One SFTP channel (spec 3.1)."""
-
-    user: str
-    quality: Quality
-    company: str
-    sender: str
-    ssh_keys: list[str]  # OpenSSH public key lines (files keys/<user>-N.pub in the home)
-    certificates: list[str] = field(default_factory=list)  # PEM paths relative to the home
-    applications: frozenset[str] = frozenset({"FLAC"})
-    quota_bytes: int = GiB
-
-    def profile(self, home: SimulatorHome | Path | str) -> ChannelProfile:
-        """The channel as the checks see it, registered certificates as DER."""
-        base = home.path if isinstance(home, SimulatorHome) else Path(home)
-        ders = []
-        for rel in self.certificates:
-            for cert in _load_certs(base / rel):
-                ders.append(cert.public_bytes(serialization.Encoding.DER))
-        return ChannelProfile(user=self.user, sender=self.sender, quality=self.quality,
-                              company_id=self.company, applications=self.applications,
-                              certificates=tuple(ders))
-
-
-DURABILITY_MODES = ("process", "power")
-# An FI upload this big is validated while it arrives, by a process following the file
-# (fla_sim.prescan); smaller ones are read at their GO as before. 0 turns the pre-scan off.
-DEFAULT_PRESCAN_MIN_BYTES = 8 * 1024 * 1024
-# SSH ciphers offered by default. The client's order decides among them, so leaving a cipher out
-# is the only way to steer: asyncssh builds chacha20-poly1305 from primitives per packet (about 5x
-# the cost of AES-GCM measured here), and every SFTP client we know speaks AES-GCM or AES-CTR.
-DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr",
-                   "aes192-ctr", "aes256-ctr")
-# How long a session's just-closed upload still answers STAT and SETSTAT by name once the
-# processor has archived it: rclone and paramiko check a file right after uploading it.
-DEFAULT_CLOSE_GRACE_MS = 10_000
-# Caps that keep one client from taking the simulator down (fla_sim.limits; docs/simulator.md):
-# [server] key -> (default, lowest, highest). Handles are open files and directories; the
-# attempts are failed public-key logins, per connection as OpenSSH's MaxAuthTries (6) and per
-# source address within a sliding window (0: no per-source limit).
-CAPS: dict[str, tuple[int, int, int]] = {
-    "max_handles_per_session": (64, 1, 1_000_000),
-    "max_handles_per_channel": (256, 1, 1_000_000),
-    "max_auth_attempts": (6, 1, 100),
-    "max_auth_failures_per_source": (30, 0, 1_000_000),
-    "auth_failure_window_s": (60, 1, 86_400),
-    # files in IN* at once, uploads in progress included (fla_sim.server, the quota)
-    "max_files_per_channel": (10_000, 1, 1_000_000),
-}
-# Every numeric [server] key of the simulator itself: key -> (default, lowest, highest); the
-# numeric keys of spec 5.8 are in fla_core.settings.NUMBER_RANGES. Both are checked by
-# fla_core.settings.check_number ("[server] port = -1: must be 0-65535").
-SERVER_NUMBERS: dict[str, tuple[int, int, int | None]] = {
-    "port": (8022, 0, 65535),
-    "prescan_min_bytes": (DEFAULT_PRESCAN_MIN_BYTES, 0, None),  # 0: no pre-scan
-    "judge_workers": (1, 0, 64),  # 0: judge in the simulator process
-    "close_grace_ms": (DEFAULT_CLOSE_GRACE_MS, 0, 3_600_000),  # 0: no grace
-    **CAPS,
-}
-
-
-@dataclass
-class SimulatorConfig:
-    """Everything ``simulator.toml`` holds, keys and certificates still as paths/lines."""
-
-    host: str = "127.0.0.1"
-    port: int = 8022
-    settings: Settings = field(default_factory=Settings)
-    channels: list[ChannelConfig] = field(default_factory=list)
-    mandates: list[MandateRecord] = field(default_factory=list)
-    trust_anchors: list[str] = field(default_factory=list)  # PEM paths relative to the home
-    crls: list[str] = field(default_factory=list)
-    faults: list[FaultSpec] = field(default_factory=list)
-    legacy_ssh_rsa: bool = False  # spec 3.2 "ssh-rsa only" compatibility mode
-    # "process": answers survive a SIGKILL of the simulator; "power": also a power cut (slower)
-    durability: str = "process"
-    prescan_min_bytes: int = DEFAULT_PRESCAN_MIN_BYTES  # see DEFAULT_PRESCAN_MIN_BYTES
-    ciphers: tuple[str, ...] = DEFAULT_CIPHERS  # SSH encryption algorithms offered
-    # processes judging sets (signature, schema, rules) beside the SSH/SFTP process; 0: in it
-    judge_workers: int = 1
-    close_grace_ms: int = DEFAULT_CLOSE_GRACE_MS  # see DEFAULT_CLOSE_GRACE_MS
-    # OPEN refuses a name that can never be part of a set (fails N1-N4 and is no GO or TD)
-    refuse_unusable_names: bool = True
-    max_handles_per_session: int = CAPS["max_handles_per_session"][0]  # see CAPS
-    max_handles_per_channel: int = CAPS["max_handles_per_channel"][0]
-    max_auth_attempts: int = CAPS["max_auth_attempts"][0]
-    max_auth_failures_per_source: int = CAPS["max_auth_failures_per_source"][0]
-    auth_failure_window_s: int = CAPS["auth_failure_window_s"][0]
-    max_files_per_channel: int = CAPS["max_files_per_channel"][0]
-
-    def channel(self, user: str) -> ChannelConfig | None:
-        """The channel of a username, None when unknown."""
-        for channel in self.channels:
-            if channel.user == user:
-                return channel
-        return None
 
 
 class SimulatorHome:
@@ -205,6 +84,11 @@ class SimulatorHome:
     def archive_dir(self) -> Path:
         """Where processed uploads go (spec 5.3 clean-up)."""
         return self.path / "archive"
+
+    @property
+    def helpers_dir(self) -> Path:
+        """Records of the helper processes running for this home (fla_sim.leftovers)."""
+        return self.path / "run" / "helpers"
 
     @property
     def host_key_path(self) -> Path:
@@ -321,24 +205,23 @@ class SimulatorHome:
 
     def load(self) -> SimulatorConfig:
         """Read ``simulator.toml``; a ConfigError names the file, the key and the fix."""
-        where = self.config_path
-        try:
-            raw = tomllib.loads(where.read_text("utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: not found; create the home with "
-                              f"'fla-sim init {self.path}'") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: not valid TOML ({exc}); fix the file") from None
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
-        return _parse_config(raw, self.path, str(where))
+        return read_config(self.config_path, self.path)
 
     def save(self, config: SimulatorConfig) -> None:
-        """Write ``simulator.toml`` (and the channels' key files) atomically."""
-        keys_dir = self.path / "keys"
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.config_path, _render_config(config, self.path).encode(),
-                     durable=True)
+        """Write ``simulator.toml`` atomically and durably.
+
+        The file names key files, not keys. The operations that add or revoke keys write theirs
+        first (:meth:`write_key_files`); for a configuration built by hand the files it lacks
+        are written here, so a saved home always loads. A key file that already holds its key
+        is never rewritten."""
+        self.write_key_files(config)
+        atomic_write(self.config_path, _render_config(config).encode(), durable=True)
+
+    def write_key_files(self, config: SimulatorConfig) -> list[Path]:
+        """Write the ``keys/<user>-N.pub`` of ``config``'s channels that are missing or hold
+        another key; returns the files written."""
+        return [path for channel in config.channels
+                for path in write_key_files(self.path, channel)]
 
     # -- configuration changes ----------------------------------------------------------------
 
@@ -376,6 +259,7 @@ class SimulatorHome:
         channel = ChannelConfig(user=user, quality=quality, company=company, sender=sender,
                                 ssh_keys=[k.strip() for k in ssh_keys], certificates=certs,
                                 applications=apps, quota_bytes=quota_bytes)
+        write_key_files(self.path, channel)
         config.channels.append(channel)
         self.save(config)
         self.channel_root(user)
@@ -472,8 +356,10 @@ class SimulatorHome:
             added.append(line.strip())
         if not added:
             raise ConfigError("no SSH public key given; give the .pub file of the key pair")
-        config.channels[config.channels.index(channel)] = dataclasses.replace(
+        at = config.channels.index(channel)
+        channel = config.channels[at] = dataclasses.replace(
             channel, ssh_keys=[*channel.ssh_keys, *added])
+        write_key_files(self.path, channel)
         self.save(config)
         return added
 
@@ -499,14 +385,12 @@ class SimulatorHome:
             raise ConfigError(f"SSH key {gone[0]} is the last key of channel {user!r}: add "
                               "its new key first ('fla-sim channel key add'), or remove the "
                               "channel ('fla-sim channel remove')")
-        config.channels[config.channels.index(channel)] = dataclasses.replace(
-            channel, ssh_keys=keep)
+        at = config.channels.index(channel)
+        channel = config.channels[at] = dataclasses.replace(channel, ssh_keys=keep)
+        # keys/USER-N.pub follow the order of the keys: those after a revoked one move down
+        write_key_files(self.path, channel)
         self.save(config)
-        # keys/USER-N.pub are written for the keys kept; a revoked key's file must not linger
-        n = len(keep) + 1
-        while (stale := self.path / "keys" / f"{user}-{n}.pub").exists():
-            stale.unlink()
-            n += 1
+        remove_stale_key_files(self.path, channel)  # a revoked key's file must not linger
         return gone
 
     def _registered(self, config: SimulatorConfig, user: str) -> ChannelConfig:
@@ -674,57 +558,6 @@ class Renewal:
     old_ca_issued: list[tuple[str, str]]
 
 
-class HomeLock:
-    """An exclusive ``flock`` on a home's lock file, held from :meth:`acquire` to
-    :meth:`release`. The kernel drops it when the holder ends, however it ends (SIGKILL
-    included), so a crash never leaves a stale lock; the file itself stays."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> HomeLock:
-        """Take the lock now or raise ``HomeInUse`` naming the process that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise HomeInUse(f"{self.path.parent}: in use by {self._holder()}; stop that "
-                            "process first, or use another home") from None
-        # who holds it, for the message of the next process that tries
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": _command_line(),
-                                  "since": datetime.now(UTC).isoformat(timespec="seconds")
-                                  }).encode() + b"\n", 0)
-        self._fd = fd
-        return self
-
-    def _holder(self) -> str:
-        try:
-            info = json.loads(self.path.read_text("utf-8"))
-            return f"process {info['pid']} ({info['command']}, since {info['since']})"
-        except (OSError, ValueError, KeyError, TypeError):  # written a moment from now
-            return "another process"
-
-    def release(self) -> None:
-        """Give the lock up (closing the file releases it); safe to call twice."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> HomeLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _command_line() -> str:
-    argv = sys.argv or ["python"]
-    return " ".join([Path(argv[0]).name, *argv[1:]])
-
-
 # listen-on-everything addresses; a client reaches them through the loopback address
 _WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
@@ -732,46 +565,6 @@ _WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 def _first_cert(path: Path) -> x509.Certificate | None:
     certs = _try_load_certs(path)
     return certs[0] if certs else None
-
-
-def _key_data(line: str) -> bytes | None:
-    """The public data of an OpenSSH public key line, None when it is not one."""
-    import asyncssh
-
-    try:
-        return asyncssh.import_public_key(line).public_data
-    except (asyncssh.KeyImportError, ValueError):
-        return None
-
-
-def _fingerprint(line: str) -> str:
-    """``SHA256:...`` of a registered key line (as ``ssh-keygen -l`` and the server log show)."""
-    import asyncssh
-
-    try:
-        return asyncssh.import_public_key(line).get_fingerprint("sha256")
-    except (asyncssh.KeyImportError, ValueError):
-        return f"unreadable key {line[:20]}..."
-
-
-def _key_matches(line: str, wanted: str) -> bool:
-    """A registered key line is ``wanted``: the same key, or its SHA256 or MD5 fingerprint."""
-    import asyncssh
-
-    wanted = wanted.strip()
-    data = _key_data(line)
-    if data is None:
-        return False
-    if wanted.upper().startswith(("SHA256:", "MD5:")):
-        key = asyncssh.import_public_key(line)
-        return (wanted == key.get_fingerprint("sha256")
-                or wanted.lower() == key.get_fingerprint("md5").lower())
-    return _key_data(wanted) == data
-
-
-def _shown(key: str) -> str:
-    """A key argument as an error message names it: its fingerprint, or the text given."""
-    return _fingerprint(key) if _key_data(key) is not None else repr(key.strip()[:60])
 
 
 def _try_load_certs(path: Path) -> list[x509.Certificate]:
@@ -789,57 +582,6 @@ def _issued(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _channel_problem(user: str, company: str, sender: str,
-                     apps: frozenset[str]) -> tuple[str, str] | None:
-    """The key and the message of the first channel field that cannot be used (spec 3.1), None
-    when they all can."""
-    from fla_core.identifiers import (
-        CHECK_DIGITS,
-        RESERVED,
-        channel_user_problem,
-        kbo_problem,
-        sender_problem,
-    )
-
-    problem = channel_user_problem(user)
-    if problem is not None:
-        return "user", f"channel user {user!r}: {problem} (spec 3.1)"
-    problem = sender_problem(sender)
-    if problem == RESERVED:
-        return "sender", (f"sender {sender}: 000000 and 999999 are reserved (spec 3.1); "
-                          "choose another sender number")
-    if problem is not None:
-        return "sender", f"sender {sender!r}: a sender number is 6 digits 0-9 (spec 3.1)"
-    problem = kbo_problem(company)
-    if problem is not None:
-        what = "bad check digits" if problem == CHECK_DIGITS else "not 10 digits"
-        return "company", (f"company {company!r}: not a valid enterprise number ({what}, code "
-                           f"{problem}); give the 10-digit KBO/BCE number")
-    unknown = sorted(apps - KNOWN_UPLOAD_CODES)
-    if unknown:
-        return "applications", (f"application {', '.join(unknown)}: unknown application code; "
-                                f"known: {', '.join(sorted(KNOWN_UPLOAD_CODES))}")
-    return None
-
-
-def _same_root(user: str, channels: Sequence[ChannelConfig]) -> ChannelConfig | None:
-    """The channel whose root folder ``user`` would share: the same name, also in another case
-    (on a case-insensitive file system, macOS's and Windows' default, channels/Acme and
-    channels/acme are one folder, so two channels would see each other's files)."""
-    for channel in channels:
-        if channel.user.casefold() == user.casefold():
-            return channel
-    return None
-
-
-def _as(existing: ChannelConfig, user: str) -> str:
-    """`` as 'Acme'`` when a name clashes with an existing one in another case, else empty."""
-    return "" if existing.user == user else f" as {existing.user!r}"
-
-
-# -- simulator.toml reading -------------------------------------------------------------------
-
-
 def _rel(path: Path, base: Path) -> str:
     try:
         return path.relative_to(base).as_posix()
@@ -847,179 +589,3 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _load_certs(path: Path) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except ValueError:
-        raise ConfigError(f"{path}: not a PEM certificate") from None
-
-
-def _need(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}; add it")
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: key {key!r} must be a {kind.__name__}, "
-                          f"not {type(value).__name__}")
-    return value
-
-
-def _parse_config(raw: dict[str, Any], base: Path, source: str) -> SimulatorConfig:
-    known = {"server", "channel", "mandate", "trust", "fault"}
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: "
-                              f"{', '.join(sorted(known))}")
-    server = dict(raw.get("server", {}))
-    host = server.pop("host", "127.0.0.1")
-    legacy = server.pop("legacy_ssh_rsa", False)
-    durability = server.pop("durability", "process")
-    ciphers = _ciphers(server.pop("ciphers", list(DEFAULT_CIPHERS)), source)
-    refuse_unusable = server.pop("refuse_unusable_names", True)
-    numbers: dict[str, Any] = {}
-    for key, (default, low, high) in SERVER_NUMBERS.items():
-        try:
-            numbers[key] = check_number(f"{source} [server]", key, server.pop(key, default),
-                                        low, high)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    if not isinstance(refuse_unusable, bool):
-        raise ConfigError(f"{source} [server]: key 'refuse_unusable_names' must be true or "
-                          "false")
-    if not isinstance(host, str):
-        raise ConfigError(f"{source} [server]: key 'host' must be a string")
-    if not isinstance(legacy, bool):
-        raise ConfigError(f"{source} [server]: key 'legacy_ssh_rsa' must be true or false")
-    if durability not in DURABILITY_MODES:
-        raise ConfigError(f"{source} [server]: key 'durability' must be "
-                          f"{' or '.join(repr(m) for m in DURABILITY_MODES)}, not {durability!r}")
-    try:
-        settings = Settings.from_mapping(server, source=f"{source} [server]")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    channels: list[ChannelConfig] = []
-    for n, table in enumerate(raw.get("channel", []), 1):
-        channel = _parse_channel(table, base, f"{source} [[channel]] #{n}")
-        taken = _same_root(channel.user, channels)
-        if taken is not None:
-            raise ConfigError(f"{source} [[channel]] #{n}: key 'user': channel user "
-                              f"{channel.user!r} is defined twice{_as(taken, channel.user)}; "
-                              "give each channel its own user")
-        channels.append(channel)
-    mandates = [_parse_mandate(t, f"{source} [[mandate]] #{n}")
-                for n, t in enumerate(raw.get("mandate", []), 1)]
-    trust = raw.get("trust", {})
-    anchors = list(trust.get("anchors", []))
-    crls = list(trust.get("crls", []))
-    faults = []
-    for n, table in enumerate(raw.get("fault", []), 1):
-        try:
-            faults.append(FaultSpec(**table))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source} [[fault]] #{n}: {exc}") from None
-    return SimulatorConfig(host=host, settings=settings, channels=channels,
-                           mandates=mandates, trust_anchors=anchors, crls=crls, faults=faults,
-                           legacy_ssh_rsa=legacy, durability=durability, ciphers=ciphers,
-                           refuse_unusable_names=refuse_unusable, **numbers)
-
-
-def _ciphers(value: Any, source: str) -> tuple[str, ...]:
-    """``[server] ciphers``: a non-empty list of encryption algorithms asyncssh knows."""
-    from asyncssh.encryption import get_encryption_algs
-
-    known = [a.decode() for a in get_encryption_algs()]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{source} [server]: key 'ciphers' must be a non-empty list of "
-                          f"cipher names, e.g. {list(DEFAULT_CIPHERS)!r}")
-    unknown = [v for v in value if v not in known]
-    if unknown:
-        raise ConfigError(f"{source} [server]: key 'ciphers': unknown {unknown!r}; "
-                          f"known: {', '.join(known)}")
-    return tuple(value)
-
-
-def _parse_channel(table: dict[str, Any], base: Path, where: str) -> ChannelConfig:
-    user = _need(table, "user", str, where)
-    where = f"{where} (user {user!r})"
-    try:
-        quality = Quality.parse(_need(table, "quality", str, where))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: key 'quality': {exc}") from None
-    keys: list[str] = []
-    for rel in _need(table, "ssh_keys", list, where):
-        path = base / rel
-        try:
-            keys.extend(line.strip() for line in path.read_text("utf-8").splitlines()
-                        if line.strip() and not line.startswith("#"))
-        except OSError as exc:
-            raise ConfigError(f"{where}: key 'ssh_keys': cannot read {path} ({exc.strerror}); "
-                              "fix the path or add the key again") from None
-    company = _need(table, "company", str, where)
-    sender = _need(table, "sender", str, where)
-    apps = frozenset(str(a).upper() for a in table.get("applications", ["FLAC"]))
-    problem = _channel_problem(user, company, sender, apps)
-    if problem:
-        key, message = problem
-        raise ConfigError(f"{where}: key {key!r}: {message}")
-    try:
-        quota = check_number(where, "quota_bytes", table.get("quota_bytes", GiB), 0)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return ChannelConfig(user=user, quality=quality, company=company, sender=sender,
-                         ssh_keys=keys, certificates=list(table.get("certificates", [])),
-                         applications=apps, quota_bytes=quota)
-
-
-def _parse_mandate(table: dict[str, Any], where: str) -> MandateRecord:
-    from fla_core.mandates import MandateError, MandateRecord
-
-    try:
-        return MandateRecord.from_mapping(table)
-    except MandateError as exc:
-        raise ConfigError(f"{where}: {exc}; fix the record") from None
-
-
-# -- simulator.toml writing -------------------------------------------------------------------
-
-# tomli-w writes no comments: the file starts with this one.
-CONFIG_HEADER = (
-    "# fla-sim simulator home (design 5); a running 'fla-sim serve' re-reads channels,\n"
-    "# mandates and trust when this file changes ([server] and faults: restart it).\n")
-
-
-def _render_config(config: SimulatorConfig, base: Path) -> str:
-    """The text of ``simulator.toml``: every value written by tomli-w, the arrays of tables as
-    ``[[channel]]`` blocks (tomli-w would write a short one as an inline table)."""
-    server: dict[str, Any] = {
-        "host": config.host, "port": config.port, "legacy_ssh_rsa": config.legacy_ssh_rsa,
-        "durability": config.durability, "ciphers": list(config.ciphers),
-        "refuse_unusable_names": config.refuse_unusable_names,
-        **{key: getattr(config, key) for key in SERVER_NUMBERS},
-        **config.settings.to_mapping()}
-    blocks = [CONFIG_HEADER, tomli_w.dumps({"server": server})]
-    for channel in config.channels:
-        key_paths = []
-        for n, line in enumerate(channel.ssh_keys, 1):
-            path = base / "keys" / f"{channel.user}-{n}.pub"
-            atomic_write(path, (line + "\n").encode(), durable=True)
-            key_paths.append(_rel(path, base))
-        blocks.append(_table_of_array("channel", {
-            "user": channel.user, "quality": channel.quality.alias, "company": channel.company,
-            "sender": channel.sender, "ssh_keys": key_paths, "certificates": channel.certificates,
-            "applications": sorted(channel.applications), "quota_bytes": channel.quota_bytes}))
-    blocks += [_table_of_array("mandate", m.to_mapping()) for m in config.mandates]
-    blocks.append(tomli_w.dumps({"trust": {"anchors": config.trust_anchors,
-                                           "crls": config.crls}}))
-    for fault in config.faults:
-        blocks.append(_table_of_array("fault", {
-            f.name: getattr(fault, f.name) for f in fields(fault)  # when/action: no default
-            if getattr(fault, f.name) is not None and getattr(fault, f.name) != f.default}))
-    return "\n".join(blocks)
-
-
-def _table_of_array(name: str, table: dict[str, Any]) -> str:
-    """One ``[[name]]`` table (of plain values: a nested table would land outside it)."""
-    assert not any(isinstance(v, dict) for v in table.values()), table
-    return f"[[{name}]]\n" + tomli_w.dumps(table)
