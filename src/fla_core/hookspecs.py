@@ -1,13 +1,14 @@
-"""Every hook of the project (pluggy project name ``fla``), grouped by phase.
+"""The core's hooks (pluggy project name ``fla``), grouped by phase.
 
 Plugins implement hooks with ``@fla_core.hookimpl``. Built-in behaviour is registered exactly
 like third-party plugins (see ``plugins.DEFAULT_PLUGINS``), so this API is exercised by our own
-code on every run. Hooks are synchronous; the simulator calls them off its event loop.
+code on every run. Hooks are synchronous. Other packages declare their own hooks, under the
+same project name, in a spec module of their own (see ``fla_core.plugins``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -42,7 +43,10 @@ def fla_qualities() -> list[QualityInfo]:
     """Declare qualities (spec 2.1) and what each may send (mandate rules of spec 2.2).
 
     Return a list of :class:`fla_core.qualities.QualityInfo`. All results are collected; a
-    quality declared twice is an error at start-up.
+    quality declared twice, or a quality of spec 2.1 that no plugin declares, is an error. The
+    table reaches the business rules as ``CheckContext.qualities`` (built by the judge and by
+    ``fla check`` from this hook): a plugin replacing the blocked built-in
+    ``fla_core.qualities.builtin`` changes what each quality may send.
     """
 
 
@@ -82,25 +86,4 @@ def fla_check_declaration(
     and ordered by (worker, training, rule row) as spec 8.2 says; ``context`` holds the sender,
     the processing date, limits, mandates and the registry as it stands after the earlier
     declarations of the same file.
-    """
-
-
-# --- simulator events --------------------------------------------------------------------------
-
-@hookspec
-def fla_sim_file_received(event: Any) -> str | None:
-    """A file was closed in an upload directory of the simulator.
-
-    ``event`` is a :class:`fla_sim.events.FileReceived` (channel user, directory, name, size,
-    path). Return a 3-digit code to veto the file (it is rejected with that ACRF code when its
-    set is processed), or None to let it through. Runs in a worker thread.
-    """
-
-
-@hookspec
-def fla_sim_answer(event: Any) -> None:
-    """An answer triplet was written by the simulator.
-
-    ``event`` is a :class:`fla_sim.events.AnswerWritten` (channel, answer name, kind ACRF/NOTI,
-    triggering file name, result code). For observation only. Runs in a worker thread.
     """

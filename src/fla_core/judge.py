@@ -200,13 +200,13 @@ def _application(plugins: FlaPlugins, code: str) -> Application | None:
 
 def _check_context(go: FileName, *, channel: ChannelProfile, settings: Settings, today: date,
                    registry: RegistryView, mandates: MandateView,
-                   check_mandates: bool) -> CheckContext:
+                   check_mandates: bool, plugins: FlaPlugins) -> CheckContext:
     """What the business rules of the set's declarations see (spec 8.2)."""
     return CheckContext(
         sender=Sender(channel.sender, channel.quality, channel.company_id),
         environment=go.env, processing_date=today, application=go.appl,
         limits=settings.limits, mandates=mandates, check_mandates=check_mandates,
-        registry=registry)
+        registry=registry, qualities=plugins.quality_table())
 
 
 def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
@@ -218,7 +218,7 @@ def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
 
     context = _check_context(go, channel=channel, settings=settings, today=today,
                              registry=registry, mandates=mandates,
-                             check_mandates=check_mandates)
+                             check_mandates=check_mandates, plugins=plugins)
     verdicts: list[DeclarationVerdict] = []
 
     def on_declaration(declaration: Declaration, position: int) -> None:
@@ -303,7 +303,7 @@ def rules_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: Chan
         return None
     context = _check_context(go, channel=channel, settings=settings, today=today,
                              registry=registry, mandates=mandates,
-                             check_mandates=check_mandates)
+                             check_mandates=check_mandates, plugins=plugins)
     verdicts: list[DeclarationVerdict] = []
     count = 0
     batches = fi.stream_elements(source, namespace=fla.NAMESPACE, root=fla.ROOT, schema=None,

@@ -1,4 +1,5 @@
-"""Simulator events passed to the ``fla_sim_file_received`` and ``fla_sim_answer`` hooks."""
+"""The events of the simulator's hooks (``fla_sim.hookspecs``): plain frozen records, safe to
+keep, compare and print in a plugin."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class FileReceived:
 class AnswerWritten:
     """An answer file (ACRF or NOTI) written into an ``OUT*`` directory."""
 
-    user: str
+    user: str  # channel username
     directory: str  # OUT, OUTTEST or OUTTEST-S
     name: str  # answer file name
     kind: str  # "ACRF" or "NOTI"

@@ -18,7 +18,7 @@ from fla_core import judge, mandates, signing, xsdstream  # noqa: F401  (for the
 from fla_core.anomalies import default_catalogue
 from fla_core.applications import fla
 from fla_core.plugins import get_plugins
-from fla_sim import judging, prescan, store  # noqa: F401  (loaded for the children)
+from fla_sim import hookspecs, judging, prescan, store  # noqa: F401  (for the children)
 
 log = logging.getLogger("fla_sim.preload")
 
@@ -30,7 +30,9 @@ def _warm() -> None:
         fla.schema()
         xsdstream.validator_for(fla.SCHEMA)  # the validating follower's tree-less validator
         default_catalogue()
-        get_plugins()  # imports the built-in and entry-point plugin modules
+        # imports the built-in and entry-point plugin modules; a follower builds its manager
+        # from the simulator's recipe (fla_core.plugins.PluginRecipe) over these imports
+        get_plugins()
     except Exception:
         log.debug("fork server preload incomplete", exc_info=True)
 

@@ -7,7 +7,12 @@
 * ``fla_sim_home``-- a fresh simulator home in ``tmp_path``, trusting ``fla_pki``'s CA.
 * ``fla_channel`` -- a registered channel (spec example context by default): SSH key pair,
                      signer certificate, level-1 and level-2 FLAC mandates for ``0897223670``.
-* ``fla_sim``     -- a running :class:`fla_sim.api.Simulator` on a free loopback port.
+* ``fla_plugins`` -- the simulator's plugin manager, built here: the built-in plugins and the
+                     simulator's hooks, never what happens to be installed (no entry points,
+                     ``FLA_PLUGINS`` or ``FLA_DISABLED_PLUGINS``). Override the fixture to test
+                     with plugins of your own.
+* ``fla_sim``     -- a running :class:`fla_sim.api.Simulator` on a free loopback port, with
+                     ``fla_plugins``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from fla_core.pki import CertifiedKey
+    from fla_core.plugins import FlaPlugins
     from fla_core.signing import Signer
     from fla_core.transport import ChannelAddress
     from fla_sim.api import Simulator
@@ -227,10 +233,19 @@ def fla_channel(fla_sim_home: SimulatorHome, fla_pki: FlaPki, tmp_path: Path) ->
 
 
 @pytest.fixture
-def fla_sim(fla_sim_home: SimulatorHome, fla_channel: ChannelInfo,
-            fla_clock: FixedClock) -> Iterator[Simulator]:
+def fla_plugins() -> FlaPlugins:
+    """A fresh manager with the built-in plugins and the simulator's hooks, nothing else."""
+    from fla_core.plugins import FlaPlugins
+    from fla_sim import hookspecs
+
+    return FlaPlugins(entry_points=False, modules=(), blocked=(), specs=[hookspecs])
+
+
+@pytest.fixture
+def fla_sim(fla_sim_home: SimulatorHome, fla_channel: ChannelInfo, fla_clock: FixedClock,
+            fla_plugins: FlaPlugins) -> Iterator[Simulator]:
     """A running simulator on a free loopback port, driven by ``fla_clock``."""
     from fla_sim.api import Simulator
 
-    with Simulator(fla_sim_home.path, clock=fla_clock) as sim:
+    with Simulator(fla_sim_home.path, clock=fla_clock, plugins=fla_plugins) as sim:
         yield sim

@@ -1,9 +1,12 @@
-"""Every hook of ``fla_core.hookspecs`` has a test here (asserted at the end, as datasette does),
-plus the plugin manager's bootstrap: tracing, ``check_pending`` and ``FLA_PLUGINS``."""
+"""Every hook of ``fla_core.hookspecs`` and ``fla_sim.hookspecs`` has a test here (asserted at
+the end, as datasette does), plus the plugin manager's bootstrap: tracing, ``check_pending``,
+``FLA_PLUGINS``, ``FLA_DISABLED_PLUGINS`` and the simulator's own hook specs."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from fla_core.model import (
 )
 from fla_core.plugins import FlaPlugins, PluginError
 from fla_core.qualities import QualityInfo
+from fla_sim.hooks import SimHooks
 
 SENDER = Sender("123456", Quality.EMPLOYER, "0897223670")
 TESTED: set[str] = set()
@@ -43,6 +47,7 @@ def bare(monkeypatch):
     """A manager without entry points or FLA_PLUGINS, so tests never depend on the machine."""
     monkeypatch.delenv("FLA_PLUGINS", raising=False)
     monkeypatch.delenv("FLA_TRACE_HOOKS", raising=False)
+    monkeypatch.delenv("FLA_DISABLED_PLUGINS", raising=False)
     return lambda *extra: FlaPlugins(entry_points=False, extra=extra)
 
 
@@ -161,11 +166,12 @@ def test_sim_file_received_first_veto_wins(bare):
         def fla_sim_file_received(self, event):
             return "184" if event.size > 10 else None
 
-    plugins = bare(Watcher(), Veto())
+    hooks = SimHooks(bare(Watcher(), Veto()))
+    assert hooks.watches_uploads() and not hooks.watches_answers()
     small = FileReceived("acme", "INTEST", "FI.FLAC.123456.20260316.00001.T.1.1", 5, Path("x"))
     big = dataclasses.replace(small, size=11)
-    assert plugins.sim_file_received(small) is None
-    assert plugins.sim_file_received(big) == "184"
+    assert hooks.file_received(small) is None
+    assert hooks.file_received(big) == "184"
     assert seen == [small.name, big.name]
 
 
@@ -182,7 +188,9 @@ def test_sim_answer_is_observed(bare):
 
     event = AnswerWritten("acme", "OUTTEST", "FO.ACRF.999999.20260316.00001.T", "ACRF",
                           "GO.FLAC.123456.20260316.00001.T.1", "ACRF-000")
-    assert bare(Log()).sim_answer(event) is None
+    hooks = SimHooks(bare(Log()))
+    assert hooks.watches_answers() and not hooks.watches_uploads()
+    assert hooks.answer(event) is None
     assert seen == [("ACRF", "ACRF-000")]
 
 
@@ -229,11 +237,160 @@ def test_fla_plugins_env_registers_a_module(bare, tmp_path, monkeypatch):
 
 
 def test_every_hookspec_has_a_test():
-    specs = {name for name in dir(hookspecs)
-             if name.startswith("fla_") and hasattr(getattr(hookspecs, name), "fla_spec")}
+    from fla_sim import hookspecs as sim_hookspecs
+
+    specs = {name for module in (hookspecs, sim_hookspecs) for name in dir(module)
+             if name.startswith("fla_") and hasattr(getattr(module, name), "fla_spec")}
     assert specs, "no hookspecs found: the marker attribute changed?"
     assert specs == TESTED
 
 
 def test_hookimpl_is_the_project_marker():
     assert hookimpl is hookspecs.hookimpl
+
+
+# --- the simulator's hooks are declared by the simulator -----------------------------------------
+
+class Misspelt:
+    @hookimpl
+    def fla_sim_file_recieved(self, event):  # "ie": a hook nobody declares
+        return None
+
+
+def test_the_core_declares_no_simulator_hook(bare):
+    from fla_sim import hookspecs as sim_hookspecs
+
+    assert [n for n in dir(hookspecs) if n.startswith("fla_sim")] == []
+    plugins = bare()
+    assert not hasattr(plugins.pm.hook, "fla_sim_answer")  # no plugin needs it: not loaded
+    SimHooks(plugins)
+    SimHooks(plugins)  # declared once, however often the simulator asks
+    assert plugins.pm.hook.fla_sim_answer.spec.namespace is sim_hookspecs
+    assert plugins.recipe is not None and plugins.recipe.specs == ("fla_sim.hookspecs",)
+
+
+def test_a_misspelt_simulator_hook_is_refused_when_the_manager_is_built(bare):
+    with pytest.raises(PluginError, match=r"unknown hook 'fla_sim_file_recieved'"):
+        bare(Misspelt())
+
+
+def test_a_misspelt_simulator_hook_is_refused_when_the_simulator_starts(bare, fla_sim_home):
+    from fla_sim.processor import Processor
+    from fla_sim.store import Journal
+
+    plugins = bare()
+    plugins.pm.register(Misspelt())  # after the manager's own check, as a caller may do
+    journal = Journal(fla_sim_home.journal_path)
+    try:
+        with pytest.raises(PluginError, match=r"unknown hook 'fla_sim_file_recieved'"):
+            Processor(fla_sim_home, fla_sim_home.load(), journal, plugins=plugins)
+    finally:
+        journal.close()
+
+
+def loaded_simulator_modules(tmp_path: Path, plugin: str | None) -> list[str]:
+    """The fla_sim modules a fresh process imports to build a core manager (with FLA_PLUGINS)."""
+    (tmp_path / "fla_watch_plugin.py").write_text(
+        "from fla_core import hookimpl\n\n"
+        "@hookimpl\n"
+        "def fla_sim_answer(event):\n"
+        "    pass\n")
+    code = ("import sys\nfrom fla_core.plugins import FlaPlugins\n"
+            "FlaPlugins(entry_points=False)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fla_sim')))\n")
+    env = {"PYTHONPATH": str(tmp_path), "FLA_PLUGINS": plugin or "", "PATH": ""}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60, check=True)
+    return eval(done.stdout)  # a printed list of str
+
+
+def test_a_core_only_process_accepts_a_simulator_plugin(tmp_path):
+    # the specs come from the entry point group fla.hookspecs, imported only when needed
+    assert loaded_simulator_modules(tmp_path, None) == []
+    assert loaded_simulator_modules(tmp_path, "fla_watch_plugin") == [
+        "fla_sim", "fla_sim.hookspecs"]
+
+
+# --- FLA_DISABLED_PLUGINS -------------------------------------------------------------------------
+
+def bad_employer() -> Declaration:
+    return dataclasses.replace(declaration(), employer=Employer("0897223607"))  # check digits
+
+
+def employer_zone(plugins: FlaPlugins) -> list[str]:
+    context = CheckContext(sender=SENDER, environment="T", processing_date=date(2026, 3, 16),
+                           check_mandates=False)
+    verdict = evaluate(bad_employer(), 1, context, plugins)
+    return [a.error_id for a in verdict.anomalies if a.error_id.startswith("00112-")]
+
+
+def test_a_disabled_builtin_check_no_longer_fires(bare, monkeypatch):
+    assert employer_zone(bare()) != []
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", " fla_core.checks.employer ,")
+    plugins = bare()
+    assert employer_zone(plugins) == []
+    info = {p.name: p for p in plugins.plugins()}["fla_core.checks.employer"]
+    assert (info.blocked, info.kind, info.hooks, info.builtin) == (True, "blocked", (), True)
+    # a worker rebuilds the same manager from the recipe, whatever its own environment says
+    monkeypatch.delenv("FLA_DISABLED_PLUGINS")
+    assert plugins.recipe is not None
+    assert plugins.recipe.blocked == ("fla_core.checks.employer",)
+    assert employer_zone(plugins.recipe.build()) == []
+
+
+def test_a_disabled_module_of_fla_plugins_is_never_imported(bare, monkeypatch):
+    monkeypatch.setenv("FLA_PLUGINS", "fla_no_such_plugin_module")
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", "fla_no_such_plugin_module")
+    plugins = FlaPlugins(entry_points=False)  # no ImportError: blocked before loading
+    assert [p.name for p in plugins.plugins() if p.blocked] == ["fla_no_such_plugin_module"]
+
+
+# --- qualities reach the rules through the check context ---------------------------------------
+
+EXPORTS = Path(__file__).resolve().parents[2] / "fixtures" / "exports"
+
+
+class LaxEmployers:
+    """Every quality of spec 2.1, but an employer may send for other employers (no M1)."""
+
+    @hookimpl
+    def fla_qualities(self):
+        from fla_core.qualities.builtin import QUALITIES
+
+        return [dataclasses.replace(q, own_company_only=False) for q in QUALITIES]
+
+
+def m1_findings(plugins: FlaPlugins) -> list[str]:
+    from fla_core.checking import check_export
+
+    own = Sender("123456", Quality.EMPLOYER, "0123456749")  # the export's employer is another
+    findings = check_export(EXPORTS / "valid.csv", fmt=None, sender=own, env="T",
+                            today=date(2025, 12, 31), plugins=plugins)
+    return [f.code for f in findings if f.code == "00112-101"]
+
+
+def test_a_qualities_plugin_changes_what_the_rules_allow(bare, monkeypatch):
+    assert m1_findings(bare()) != []
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", "fla_core.qualities.builtin")
+    assert m1_findings(bare(LaxEmployers())) == []
+    with pytest.raises(PluginError, match="no plugin declares quality EMPLOYER, "):
+        bare().quality_table()
+
+
+def test_the_judge_gives_the_rules_the_managers_qualities(bare, monkeypatch):
+    from fla_core import judge
+    from fla_core.checks.context import MemoryRegistry, NoMandates
+    from fla_core.names import FileName
+    from fla_core.settings import ChannelProfile, Settings
+
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", "fla_core.qualities.builtin")
+    plugins = bare(LaxEmployers())
+    go = FileName("GO", "FLAC", "123456", "20260316", "00001", "T", 1, 1)
+    channel = ChannelProfile(user="acme", sender="123456", quality=Quality.EMPLOYER,
+                             company_id="0123456749")
+    context = judge._check_context(go, channel=channel, settings=Settings(),
+                                   today=date(2026, 3, 16), registry=MemoryRegistry(),
+                                   mandates=NoMandates(), check_mandates=False,
+                                   plugins=plugins)
+    assert context.qualities is plugins.quality_table()
+    assert not context.quality_info().own_company_only

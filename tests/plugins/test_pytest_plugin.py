@@ -77,3 +77,19 @@ def test_bad_clock_option_is_a_clear_usage_error(pytester):
     result = pytester.runpytest("--fla-clock=yesterday", "-p", "no:randomly")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*--fla-clock 'yesterday': not an ISO date-time*"])
+
+
+def test_the_fixtures_build_their_own_plugin_manager(pytester, monkeypatch):
+    # what is installed or set in the environment does not reach the fixtures' simulator
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", "fla_core.checks.employer")
+    monkeypatch.setenv("FLA_PLUGINS", "fla_no_such_plugin_module")
+    pytester.makepyfile('''
+def test_plugins(fla_sim, fla_plugins):
+    assert fla_sim.processor.plugins is fla_plugins
+    infos = {p.name: p for p in fla_plugins.plugins()}
+    assert "fla_core.checks.employer" in infos
+    assert not any(p.blocked for p in infos.values())
+    assert "xlsx" not in infos  # installed, but no entry point is loaded
+    assert fla_plugins.pm.hook.fla_sim_answer.has_spec()
+''')
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)

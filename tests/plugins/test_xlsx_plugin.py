@@ -103,3 +103,37 @@ def test_cli_checks_a_workbook_with_line_numbers(tmp_path):
     findings = json.loads(res.stdout)
     assert [(f["code"], f["where"]) for f in findings] == [
         ("00122-004", f"{path}:3 field inss")]
+
+
+@pytest.mark.parametrize("name", ["xlsx", "fla_xlsx.plugin"])
+def test_fla_disabled_plugins_blocks_the_entry_point(monkeypatch, name):
+    # by its entry point name or by its module name, as `fla plugins` shows them
+    monkeypatch.delenv("FLA_PLUGINS", raising=False)
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", f"csv_nothing,{name}")
+    plugins = FlaPlugins()
+    assert "xlsx" not in [f.name for f in plugins.input_formats()]
+    (info,) = [p for p in plugins.plugins() if p.name == "xlsx"]
+    assert info.blocked and info.hooks == () and info.kind == "blocked"
+    with pytest.raises(PluginError, match="no installed plugin reads format 'xlsx'"):
+        plugins.read_declarations(Path("x.xlsx"), "xlsx", ReadContext(sender=SENDER))
+
+
+def test_fla_plugins_command_says_blocked(monkeypatch):
+    from rich.console import Console
+
+    from fla_core.plugins import get_plugins
+
+    monkeypatch.delenv("FLA_PLUGINS", raising=False)
+    monkeypatch.setenv("FLA_DISABLED_PLUGINS", "xlsx")
+    monkeypatch.setattr(cli, "out", Console(width=300))
+    get_plugins.cache_clear()  # the process-wide manager reads the environment once
+    try:
+        listed = CliRunner().invoke(cli.app, ["plugins", "--json"])
+        table = CliRunner().invoke(cli.app, ["plugins"])
+    finally:
+        get_plugins.cache_clear()
+    assert listed.exit_code == 0, listed.output
+    (xlsx,) = [p for p in json.loads(listed.stdout) if p["name"] == "xlsx"]
+    assert xlsx["blocked"] is True and xlsx["hooks"] == []
+    (line,) = [row for row in table.stdout.splitlines() if " xlsx " in row]
+    assert "blocked" in line

@@ -464,18 +464,14 @@ def test_non_numeric_hours_report_nothing(plugins, hours):
 
 
 def test_quality_table_agrees_with_the_builtin_quality_plugin():
-    # The checks decide from the spec's table (they see no plugin manager); keep both in step.
-    from fla_core.checks import employer, trainings
+    # A context built by hand holds the built-in table; M3's default list comes from it too.
     from fla_core.qualities.builtin import QUALITIES
 
-    def having(flag: str) -> frozenset[Quality]:
-        return frozenset(q.quality for q in QUALITIES if getattr(q, flag))
-
-    assert having("own_company_only") == employer.OWN_COMPANY_ONLY
-    assert having("needs_mandate") == employer.NEEDS_MANDATE
-    assert having("employer_optional") == employer.EMPLOYER_OPTIONAL
-    assert having("own_trainings_only") == trainings.OWN_TRAININGS_ONLY
-    assert having("two_level") == Limits().two_level_qualities
+    context = CheckContext(sender=Sender("123456", Quality.EMPLOYER, OWN), environment="T",
+                           processing_date=date(2026, 3, 16))
+    assert list(context.qualities.values()) == list(QUALITIES)
+    assert frozenset(q.quality for q in QUALITIES if q.two_level) == \
+        Limits().two_level_qualities
 
 
 # --- ordering of spec 8.2 -----------------------------------------------------------------------

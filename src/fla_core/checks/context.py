@@ -1,15 +1,18 @@
-"""What a business check sees (spec 8.2): sender, clock, limits, mandates and the registry."""
+"""What a business check sees (spec 8.2): sender, clock, limits, qualities, mandates and the
+registry."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Protocol
 
 from fla_core.anomalies import Catalogue, default_catalogue
-from fla_core.model import Sender
-from fla_core.qualities.builtin import qualities_with
+from fla_core.model import Quality, Sender
+from fla_core.qualities import QualityInfo
+from fla_core.qualities.builtin import qualities_with, table
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class CheckContext:
     DeclarationRefs of earlier declarations of the same file (rule 931).
     ``check_mandates`` is False when mandates are unknown (offline check without a mandates
     file): rules 101 (level 2) and 155 are then skipped instead of raised for every employer.
+    ``qualities`` is what each quality may send (spec 2.2): the judge and ``fla check`` fill it
+    from the ``fla_qualities`` hook (``FlaPlugins.quality_table()``); a context built by hand
+    holds the built-in table. Rules read it through :meth:`quality_info`.
     """
 
     sender: Sender
@@ -90,6 +96,11 @@ class CheckContext:
     catalogue: Catalogue = field(default_factory=default_catalogue)
     file_registry: dict[str, str] = field(default_factory=dict)
     seen_refs: set[str] = field(default_factory=set)
+    qualities: Mapping[Quality, QualityInfo] = field(default_factory=table)
+
+    def quality_info(self) -> QualityInfo:
+        """What the sender's quality may send (M1, M2, M5 of spec 2.2)."""
+        return self.qualities[self.sender.quality]
 
     def registry_status(self, declaration_ref: str) -> str | None:
         """Registry status after the earlier declarations of this file."""

@@ -1,8 +1,7 @@
 """Rules 8-13 of spec 8.3: the employer and the mandate rules M1-M3 of spec 2.2.
 
-Which quality needs what comes from the built-in table of spec 2.2 (``qualities.builtin``)
-rather than from the ``QualityInfo`` plugins: a check only sees the ``CheckContext``, which
-carries no plugin manager. The level-2 list is configurable through
+Which quality needs what comes from ``context.quality_info()``: the table of the
+``fla_qualities`` plugins (spec 2.2). The level-2 list is configurable through
 ``context.limits.two_level_qualities``.
 """
 
@@ -14,14 +13,6 @@ from fla_core.checks.context import CheckContext
 from fla_core.checks.engine import declaration_path
 from fla_core.identifiers import kbo_problem
 from fla_core.model import Declaration
-from fla_core.qualities.builtin import qualities_with
-
-# M1: the employer sends only for itself.
-OWN_COMPANY_ONLY = qualities_with("own_company_only")
-# M2: a level-1 mandate per employer.
-NEEDS_MANDATE = qualities_with("needs_mandate")
-# M5: the employer may be left out.
-EMPLOYER_OPTIONAL = qualities_with("employer_optional")
 
 
 @hookimpl
@@ -30,8 +21,9 @@ def fla_check_declaration(declaration: Declaration, position: int,
     """Row 8 employer missing; 9-10 enterprise number; 11 M1; 12 M2 (155); 13 M3 (101)."""
     d = position
     quality = context.sender.quality
+    may = context.quality_info()
     if declaration.employer is None:
-        if quality in EMPLOYER_OPTIONAL:
+        if may.employer_optional:  # M5
             return []
         return [rule_anomaly("952", "00111", declaration_path(d, "Employer"), None, row=8,
                              declaration=d, catalogue=context.catalogue)]
@@ -47,12 +39,12 @@ def fla_check_declaration(declaration: Declaration, position: int,
         # Rows 9 and 10 guard every later employer rule.
         return [anomaly(problem, 9 if problem == "901" else 10)]
     found: list[Anomaly] = []
-    if quality in OWN_COMPANY_ONLY and company != context.sender.company_id:
+    if may.own_company_only and company != context.sender.company_id:
         found.append(anomaly("101", 11))
     if not context.check_mandates:
         return found
     representative = context.sender.company_id
-    if quality in NEEDS_MANDATE and not context.mandates.has_level1(
+    if may.needs_mandate and not context.mandates.has_level1(
             company, representative=representative, application=context.application,
             on=context.processing_date):
         found.append(anomaly("155", 12))

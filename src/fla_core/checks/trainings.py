@@ -17,11 +17,8 @@ from fla_core.checks.context import CheckContext
 from fla_core.checks.engine import parse_date, parse_year, training_path
 from fla_core.identifiers import kbo_problem
 from fla_core.model import Declaration, Training
-from fla_core.qualities.builtin import qualities_with
 
 ZERO = Decimal("0")
-# M5 of spec 2.2.
-OWN_TRAININGS_ONLY = qualities_with("own_trainings_only")
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ def _provider(training: Training, context: CheckContext) -> list[_Finding]:
             found.append((problem, "00132", "ProviderCompanyID", "provider_company_id",
                           20 if problem == "901" else 21))
     sender = context.sender
-    if sender.quality in OWN_TRAININGS_ONLY and provider != sender.company_id:
+    if context.quality_info().own_trainings_only and provider != sender.company_id:
         found.append(("951", "00132", "ProviderCompanyID", "provider_company_id", 22))
     return found
 

@@ -20,6 +20,11 @@ QUALITIES: tuple[QualityInfo, ...] = (
 )
 
 
+def table() -> dict[Quality, QualityInfo]:
+    """The built-in qualities by name: what a ``CheckContext`` holds unless told otherwise."""
+    return {q.quality: q for q in QUALITIES}
+
+
 def qualities_with(flag: str) -> frozenset[Quality]:
     """The built-in qualities whose ``QualityInfo`` has ``flag`` set (e.g. ``"needs_mandate"``)."""
     return frozenset(q.quality for q in QUALITIES if getattr(q, flag))
