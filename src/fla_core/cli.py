@@ -1,30 +1,30 @@
 """The ``fla`` command line (typer + rich): build, sign, verify, check, plugins.
 
-Thin on purpose: each command parses its options and calls functions that tests call directly
-(``triplet``, ``signing``, ``judge``, ``checks.engine``). Exit codes: 0 success, 1 the checked
-thing is invalid or rejected, 2 usage or environment error; one line on stderr per error, the
-traceback only with ``-v``.
+Thin on purpose: each command parses its options, calls a service (``building``, ``checking``,
+``triplet``, ``signing``) and prints. Exit codes, ``-v``, ``--json`` and the one-line errors
+are those of both command lines (``fla_core.cli_common``).
 
 Other modules add subcommands to :data:`app` (``@app.command()``): the core's own in
 :data:`COMMAND_MODULES` (``send``/``poll``), other packages' through the entry point group
 :data:`COMMAND_GROUP` (``demo`` comes from ``fla_sim.demo``: the core never imports the
-simulator). :func:`main` imports only what the command line needs: nothing more for a command of
-this file (``fla build`` loads neither the simulator nor asyncssh), the one module of an entry
-point command, everything for the help or an unknown command. A listed module that is missing
-stops ``fla`` (exit 2): a command must never vanish from the help without a word.
+simulator). The group is lazy: such a command is listed in the help with its one-line help read
+from its module's source, and its module is imported only when the command runs, so that
+``fla --help`` loads neither the simulator nor asyncssh. A listed module that is missing stops
+``fla`` (exit 2) when the help or the command is asked for: a command must never vanish from
+the help without a word.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
 import sys
-import traceback
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -32,41 +32,51 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from typer.core import TyperArgument, TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand
 
-from fla_core.anomalies import Anomaly, ChannelError
-from fla_core.formats import InputError, InputProblem, ReadContext
-from fla_core.model import Declaration, FileContent, Quality, Sender
-from fla_core.plugins import FlaPlugins, PluginError, get_plugins
+from fla_core.anomalies import ChannelError
+from fla_core.building import InputProblems, build
+from fla_core.checking import Finding, Target, check_targets, target_of
+from fla_core.cli_common import (
+    EXIT_INVALID,
+    EXIT_USAGE,
+    PASSWORD_ENV,
+    Failure,
+    Json,
+    Program,
+    ProgramGroup,
+    Verbose,
+    flag,
+)
+from fla_core.formats import InputError
+from fla_core.model import Quality, Sender
+from fla_core.plugins import PluginError, get_plugins
 
 # Modules of the core that register more subcommands on `app` when imported (written by other
-# teams). A module is listed here when it exists, not before (load_command_modules refuses a
-# missing one). Other packages add commands through the entry point group COMMAND_GROUP: the
+# teams): command -> module. A module is listed here when it exists, not before (a missing one
+# is an error). Other packages add commands through the entry point group COMMAND_GROUP: the
 # name of an entry point is the command, its value the module that registers it.
-COMMAND_MODULES: tuple[str, ...] = ("fla_core.cli_channel",)
+COMMAND_MODULES: dict[str, str] = {"send": "fla_core.cli_channel", "poll": "fla_core.cli_channel"}
 COMMAND_GROUP = "fla.commands"
-PASSWORD_ENV = "FLA_KEY_PASSWORD"
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
 
+
+def _describe(exc: Exception) -> tuple[int, str] | None:
+    """The exit code and line of the exceptions only ``fla`` raises (cli_common maps the rest)."""
+    from fla_core.signing import SigningError
+
+    if isinstance(exc, InputProblems):
+        for problem in exc.problems:
+            FLA.err.print(f"{problem}", markup=False, highlight=False)
+        return EXIT_INVALID, f"{len(exc.problems)} problem(s) in the input; nothing written"
+    if isinstance(exc, InputError | PluginError | SigningError | MissingCommandModule):
+        return EXIT_USAGE, str(exc)
+    return None
+
+
+FLA = Program("fla", describe=_describe)
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-@contextmanager
-def _one_line_usage_errors() -> Iterator[None]:
-    """A usage error (missing option, bad value) as one ``fla: error:`` line, exit code 2."""
-    try:
-        yield
-    except typer.TyperException as exc:
-        # Usage errors carry exit code 2; "fla" alone (no_args_is_help) must still show the help.
-        if exc.exit_code != EXIT_USAGE or type(exc).__name__ == "NoArgsIsHelpError":
-            raise
-        ctx = getattr(exc, "ctx", None)
-        see = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
-        message = exc.format_message().rstrip(".")
-        err.print(f"fla: error: {message}{see}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+err = FLA.err
 
 
 def _no_type(ctx: Any) -> None:
@@ -81,19 +91,192 @@ def _without_type(option: Any) -> Any:
     return option
 
 
-class _Group(TyperGroup):
-    """The ``fla`` command group: usage errors are one line on stderr, like all other errors."""
+# --- commands of other modules, loaded when run --------------------------------------------------
 
-    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
-                     **extra: Any) -> Any:
-        """Parse the group's own arguments (an unknown command is a one-line error)."""
-        with _one_line_usage_errors():
-            return super().make_context(info_name, args, parent, **extra)
+class MissingCommandModule(ImportError):
+    """A listed command module is not installed: its commands would silently vanish."""
 
-    def invoke(self, ctx: Any) -> Any:
-        """Run the subcommand (its missing or bad options are one-line errors)."""
-        with _one_line_usage_errors():
-            return super().invoke(ctx)
+
+@dataclass(frozen=True)
+class CommandSource:
+    """Where a command of another module comes from: the module and the list naming it."""
+
+    module: str
+    listed_in: str
+
+
+def command_entry_points() -> dict[str, str]:
+    """Command name -> module, from the installed entry points of :data:`COMMAND_GROUP`."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.module for ep in entry_points(group=COMMAND_GROUP)}
+
+
+def command_sources() -> dict[str, CommandSource]:
+    """Every command of another module: COMMAND_MODULES first, then the entry points."""
+    sources = {name: CommandSource(module, "fla_core.cli.COMMAND_MODULES")
+               for name, module in COMMAND_MODULES.items()}
+    for name, module in command_entry_points().items():
+        sources.setdefault(name, CommandSource(module, f"the {COMMAND_GROUP!r} entry points"))
+    return sources
+
+
+def load_command_modules(names: Iterable[str] | None = None, *,
+                         listed_in: str = "fla_core.cli.COMMAND_MODULES") -> None:
+    """Import the modules that add subcommands (default: every one of :func:`command_sources`);
+    a missing one is an error (``MissingCommandModule``), as is a missing dependency inside
+    one."""
+    if names is None:
+        for source in command_sources().values():
+            load_command_modules([source.module], listed_in=source.listed_in)
+        return
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing != name and not name.startswith(missing + "."):
+                raise  # a dependency missing inside the module: its own message says which
+            raise MissingCommandModule(
+                f"command module {name!r} is listed in {listed_in} but is not "
+                "installed; reinstall fla-batch (pip install -e .) or remove it from the list",
+                name=name) from None
+
+
+def _command_name(info: Any) -> str:
+    from typer.main import get_command_name
+
+    return str(info.name or get_command_name(info.callback.__name__))
+
+
+def load_command(name: str, source: CommandSource) -> TyperCommand:
+    """Import the module of command ``name`` and build the command it registered on ``app``."""
+    from typer.main import get_command_from_info
+
+    load_command_modules([source.module], listed_in=source.listed_in)
+    info = next((i for i in reversed(app.registered_commands)
+                 if i.callback is not None and _command_name(i) == name), None)
+    if info is None:
+        raise MissingCommandModule(f"command module {source.module!r} ({source.listed_in}) "
+                                   f"does not define the command {name!r}", name=source.module)
+    command = get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                     rich_markup_mode=app.rich_markup_mode)
+    assert isinstance(command, TyperCommand)
+    return command
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of ``module``, found without importing it nor its packages.
+
+    None when it is not a plain ``.py`` file on the import path (a zip, a custom importer).
+    """
+    from importlib.machinery import ModuleSpec, PathFinder
+
+    parts = module.split(".")  # a dotted module path, not a file name
+    loaded = sys.modules.get(parts[0])
+    spec: ModuleSpec | None = loaded.__spec__ if loaded is not None else \
+        PathFinder.find_spec(parts[0])
+    for depth in range(2, len(parts) + 1):
+        if spec is None or spec.submodule_search_locations is None:
+            return None
+        spec = PathFinder.find_spec(".".join(parts[:depth]),
+                                    list(spec.submodule_search_locations))
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin is not None and origin.endswith(".py") else None
+
+
+def _docstring_of_command(source: str, name: str) -> str | None:
+    """The docstring of the function that ``source`` registers as command ``name``, or None."""
+    from typer.main import get_command_name
+
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+                    and decorator.func.attr == "command"):
+                continue
+            given = [*decorator.args[:1], *(k.value for k in decorator.keywords
+                                            if k.arg == "name")]
+            registered = (given[0].value if given and isinstance(given[0], ast.Constant)
+                          else get_command_name(node.name))
+            if registered == name:
+                return ast.get_docstring(node) or ""
+    return None
+
+
+def command_help(name: str, source: CommandSource) -> str:
+    """The help of a command of another module, without importing it when possible.
+
+    Why read the source: the help lists every command, and importing ``fla_sim.demo`` for one
+    line would load the simulator and asyncssh (a second or so, and the dependency rule). The
+    docstring typer would show is read from the module's file with ``ast``, without running
+    it; only a module that is not a plain file, or a command not found there, is imported.
+    """
+    path = _module_file(source.module)
+    if path is not None:
+        text = _docstring_of_command(path.read_text(encoding="utf-8"), name)
+        if text is not None:
+            return text
+    return load_command(name, source).help or ""
+
+
+class _Listed(TyperCommand):
+    """A command of another module as the help lists it, before its module is imported."""
+
+    def __init__(self, name: str, source: CommandSource):
+        super().__init__(name=name, help=command_help(name, source))
+
+
+class _Group(ProgramGroup):
+    """The ``fla`` group: one-line errors (``ProgramGroup``), commands of other modules lazy."""
+
+    program = FLA
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self._lazy: dict[str, CommandSource] | None = None
+        self._listed: dict[str, _Listed] = {}
+
+    def _sources(self) -> dict[str, CommandSource]:
+        """Commands of other modules not registered yet (looked up once, only when needed:
+        ``fla build`` never reads the entry points)."""
+        if self._lazy is None:
+            self._lazy = {n: s for n, s in command_sources().items() if n not in self.commands}
+        return self._lazy
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """This module's commands, then those of other modules (their modules not imported)."""
+        return [*self.commands, *(n for n in self._sources() if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command, or for one not loaded yet its listing (``resolve_command`` loads it)."""
+        found = self.commands.get(cmd_name)
+        if found is not None or cmd_name not in self._sources():
+            return found
+        if cmd_name not in self._listed:
+            self._listed[cmd_name] = _Listed(cmd_name, self._sources()[cmd_name])
+        return self._listed[cmd_name]
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """Import the module of a command of another module when that command is run."""
+        name = args[0] if args else ""
+        if name not in self.commands and name in self._sources():
+            self.commands[name] = load_command(name, self._sources()[name])
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:  # typer suggests among loaded commands only
+            close = get_close_matches(name, list(self._sources()))
+            message = getattr(exc, "message", "")
+            if close and "Did you mean" not in message:
+                exc.message = f"{message.rstrip('.')}. Did you mean {close[0]!r}?"
+            raise
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The help; every listed module is looked up first, so a missing one prints nothing."""
+        for name in self.list_commands(ctx):
+            self.get_command(ctx, name)
+        super().format_help(ctx, formatter)
 
     def get_help_option(self, ctx: Any) -> Any:
         """``--help`` without a type placeholder."""
@@ -125,16 +308,11 @@ class _Typer(typer.Typer):
 
 
 app = _Typer(name="fla", cls=_Group, no_args_is_help=True, add_completion=False,
+             pretty_exceptions_enable=False,
              help="Build, sign, verify and check files of the BATCH channel (FLA).")
 
 
-def flag(*names: str, help: str) -> Any:
-    """A boolean switch (``--json``, ``--sign``): shown in the help without a placeholder."""
-    return typer.Option(*names, help=help, metavar="")
-
-
 # Options several commands share (here and in the modules of COMMAND_MODULES).
-Json = Annotated[bool, flag("--json", help="Machine-readable output.")]
 Key = Annotated[Path | None, typer.Option(metavar="FILE", help="Private key (PEM/DER).")]
 Cert = Annotated[Path | None, typer.Option(metavar="FILE",
                                            help="Signer certificate (+ chain), PEM/DER.")]
@@ -147,74 +325,17 @@ CompanyOpt = Annotated[str, typer.Option(
     metavar="KBO", help="Enterprise number (KBO/BCE) of the channel, 10 digits.")]
 
 
-@dataclass
-class _State:
-    verbose: bool = False
-
-
-STATE = _State()
-
-
-class Failure(Exception):
-    """A usage or environment error: one line on stderr and exit code ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
-
-
-class InputProblems(Exception):
-    """The input export has problems; raised at the end of reading to stop a build."""
-
-    def __init__(self, problems: list[InputProblem]):
-        super().__init__(f"{len(problems)} problem(s) in the input")
-        self.problems = problems
-
-
 @app.callback()
-def _root(verbose: Annotated[bool, flag("--verbose", "-v", help="Show tracebacks on errors.")]
-          = False) -> None:
+def _root(verbose: Verbose = False) -> None:
     """Build, sign, verify and check files of the BATCH channel (FLA)."""
-    STATE.verbose = verbose
 
 
-@contextmanager
-def errors() -> Iterator[None]:
-    """Turn known failures into one stderr line and an exit code (traceback only with -v)."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as exc:
-        code, message = _classify(exc)
-        if STATE.verbose:
-            err.print(traceback.format_exc(), markup=False, highlight=False)
-        err.print(f"fla: error: {message}", markup=False, highlight=False)
-        raise typer.Exit(code) from None
+def emit_json(data: Any) -> None:
+    """``data`` as JSON on stdout (``--json``)."""
+    out.print_json(json.dumps(data, default=str))
 
 
-def _classify(exc: Exception) -> tuple[int, str]:
-    from fla_core.signing import SigningError
-
-    if isinstance(exc, Failure):
-        return exc.code, str(exc)
-    if isinstance(exc, ChannelError):
-        return EXIT_INVALID, exc.describe()
-    if isinstance(exc, InputProblems):
-        for problem in exc.problems:
-            err.print(f"{problem}", markup=False, highlight=False)
-        return EXIT_INVALID, f"{len(exc.problems)} problem(s) in the input; nothing written"
-    if isinstance(exc, InputError | PluginError | SigningError):
-        return EXIT_USAGE, str(exc)
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return EXIT_USAGE, f"{where}{exc.strerror or exc}"
-    if isinstance(exc, ValueError):
-        return EXIT_USAGE, str(exc)
-    return EXIT_USAGE, f"unexpected {type(exc).__name__}: {exc} (run with -v for details)"
-
-
-# --- shared helpers (tested directly) ---------------------------------------------------------
+# --- option parsing (tested directly) ----------------------------------------------------------
 
 def parse_day(text: str | None, *, default: date) -> date:
     """``YYYY-MM-DD`` or ``YYYYMMDD``; ``default`` when None."""
@@ -258,21 +379,6 @@ def company_number(text: str, option: str = "--company") -> str:
         raise Failure(f"{option} {text!r} is not an enterprise number (10 digits starting "
                       "with 0 or 1, dots and a BE prefix allowed)")
     return kbo
-
-
-def guess_format(path: Path, plugins: FlaPlugins, given: str | None) -> str:
-    """The ``--format`` given, or the format whose suffix matches the input file."""
-    formats = plugins.input_formats()
-    if given:
-        return given.lower()
-    suffix = path.suffix.lower()
-    for fmt in formats:
-        if suffix in fmt.suffixes:
-            return fmt.name
-    names = ", ".join(f"{f.name} ({' '.join(f.suffixes)})"
-                      for f in sorted(formats, key=lambda f: f.name))
-    raise Failure(f"{path}: cannot guess the format from {suffix or 'no suffix'!r}; give "
-                  f"--format, one of: {names}")
 
 
 def read_password(what: str) -> bytes | None:
@@ -339,71 +445,8 @@ def _progress(label: str, total: int | None = None) -> Progress:
                     console=err, transient=True, disable=not err.is_terminal)
 
 
-def _guarded(declarations: Iterable[Declaration], context: ReadContext,
-             progress: Progress, source: Path) -> Iterator[Declaration]:
-    """Pass declarations through; at the end raise InputProblems so nothing half-good is kept."""
-    task = progress.add_task("declarations", total=None)
-    count = 0
-    for declaration in declarations:
-        count += 1
-        progress.advance(task)
-        yield declaration
-    if count == 0 and not context.problems:
-        context.problems.append(no_declarations(source))
-    if context.problems:
-        raise InputProblems(list(context.problems))
-
-
-def no_declarations(source: Path) -> InputProblem:
-    """The problem of an export without any declaration (an FI needs one, spec 7)."""
-    return InputProblem(str(source), None, None, "no declarations: the export has no data rows "
-                        "(an FI holds at least one declaration)")
-
-
-def _emit(data: Any, as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(data, default=str))
-
 
 # --- build ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BuildResult:
-    """The files written by ``build`` and how many declarations the FI holds."""
-
-    fi: Path
-    fs: Path | None
-    go: Path
-    declarations: int
-
-
-def build(input_path: Path, *, fmt: str | None, sender: Sender, env: str, out_dir: Path,
-          day: date, signer: Any = None, file_reference: str | None = None,
-          creation: str | None = None, plugins: FlaPlugins | None = None,
-          progress: Progress | None = None) -> BuildResult:
-    """Read an export, render the FI, sign it, write the triplet (the body of ``fla build``)."""
-    from fla_core.triplet import write_triplet
-
-    plugins = plugins or get_plugins()
-    fmt = guess_format(input_path, plugins, fmt)
-    context = ReadContext(sender=sender, environment=env, file_reference=file_reference,
-                          creation=creation)
-    content = plugins.read_declarations(input_path, fmt, context)
-    progress = progress or _progress("building")
-    count = 0
-
-    def counted() -> Iterator[Declaration]:
-        nonlocal count
-        for declaration in _guarded(content, context, progress, input_path):
-            count += 1
-            yield declaration
-
-    streamed = FileContent(content.header, counted())
-    with progress:
-        triplet = write_triplet(out_dir, streamed, sender=sender.sender_nbr, date=day, env=env,
-                                signer=signer, signing_time=datetime.now(UTC))
-    return BuildResult(triplet.fi, triplet.fs, triplet.go, count)
-
 
 @app.command("build")
 def build_command(
@@ -430,28 +473,28 @@ def build_command(
     as_json: Json = False,
 ) -> None:
     """Convert an export into a triplet FI [+ FS] + GO in --out."""
-    with errors():
-        env = env.upper()
-        if env not in ("R", "T", "S"):
-            raise Failure(f"--env {env!r} must be R, T or S")
-        who = make_sender(sender, quality, company)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise Failure(f"--out {out_dir}: is a file; give a folder for the triplet")
-        now = datetime.now()
-        when = parse_day(day, default=now.date())
-        signer = (load_signer_from(key, cert, p12)
-                  if sign or key is not None or p12 is not None else None)
-        creation = f"{when.isoformat()}T{now.strftime('%H:%M:%S')}"
+    env = env.upper()
+    if env not in ("R", "T", "S"):
+        raise Failure(f"--env {env!r} must be R, T or S")
+    who = make_sender(sender, quality, company)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Failure(f"--out {out_dir}: is a file; give a folder for the triplet")
+    now = datetime.now()
+    when = parse_day(day, default=now.date())
+    signer = (load_signer_from(key, cert, p12)
+              if sign or key is not None or p12 is not None else None)
+    creation = f"{when.isoformat()}T{now.strftime('%H:%M:%S')}"
+    with _progress("building") as progress:
+        task = progress.add_task("declarations", total=None)
         result = build(input_path, fmt=fmt, sender=who, env=env, out_dir=out_dir, day=when,
-                       signer=signer, file_reference=file_reference, creation=creation)
-        files = [p for p in (result.fi, result.fs, result.go) if p is not None]
-        if as_json:
-            _emit({"files": [str(p) for p in files], "declarations": result.declarations},
-                  True)
-        else:
-            for path in files:
-                out.print(str(path), markup=False, highlight=False)
-            err.print(f"{result.declarations} declaration(s) written", highlight=False)
+                       signer=signer, file_reference=file_reference, creation=creation,
+                       tick=lambda: progress.advance(task))
+    if as_json:
+        emit_json({"files": [str(p) for p in result.files], "declarations": result.declarations})
+        return
+    for path in result.files:
+        out.print(str(path), markup=False, highlight=False)
+    err.print(f"{result.declarations} declaration(s) written", highlight=False)
 
 
 # --- sign / verify ----------------------------------------------------------------------------
@@ -468,18 +511,17 @@ def sign_command(
     """Write the FS (detached CMS signature) beside an FI."""
     from fla_core.triplet import fs_name_for, write_fs
 
-    with errors():
-        try:
-            fs_name_for(fi)
-        except ValueError as exc:
-            raise Failure(str(exc)) from None
-        if not fi.is_file():
-            raise Failure(f"{fi}: no such file")
-        signer = load_signer_from(key, cert, p12)
-        with _progress("signing") as progress:
-            progress.add_task("sign", total=None)
-            fs = write_fs(fi, signer, signing_time=datetime.now(UTC), digest=digest)
-        out.print(str(fs), markup=False, highlight=False)
+    try:
+        fs_name_for(fi)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    if not fi.is_file():
+        raise Failure(f"{fi}: no such file")
+    signer = load_signer_from(key, cert, p12)
+    with _progress("signing") as progress:
+        progress.add_task("sign", total=None)
+        fs = write_fs(fi, signer, signing_time=datetime.now(UTC), digest=digest)
+    out.print(str(fs), markup=False, highlight=False)
 
 
 @app.command("verify")
@@ -501,30 +543,29 @@ def verify_command(
     from fla_core.signing import verify_fs
     from fla_core.triplet import fs_name_for
 
-    with errors():
-        sender_company = company_number(company) if company else None
-        fs_path = fs or fs_name_for(fi)
-        store = load_trust(trust)
-        when = _parse_at(at)
-        try:
-            result = verify_fs(fi, fs_path.read_bytes(), trust=store, at=when,
-                               sender_company=sender_company,
-                               layout="strict" if strict else "lenient", subject=fs_path.name)
-        except ChannelError as exc:
-            if as_json:
-                _emit({"valid": False, "code": exc.code, "error_id": exc.error_id,
-                       "message": exc.describe()}, True)
-            else:
-                err.print(f"invalid: {exc.describe()}", markup=False, highlight=False)
-            raise typer.Exit(EXIT_INVALID) from None
-        subject = result.signer.subject.rfc4514_string()
+    sender_company = company_number(company) if company else None
+    fs_path = fs or fs_name_for(fi)
+    store = load_trust(trust)
+    when = _parse_at(at)
+    try:
+        result = verify_fs(fi, fs_path.read_bytes(), trust=store, at=when,
+                           sender_company=sender_company,
+                           layout="strict" if strict else "lenient", subject=fs_path.name)
+    except ChannelError as exc:
         if as_json:
-            _emit({"valid": True, "signer": subject, "digest": result.digest_algorithm,
-                   "warnings": list(result.warnings)}, True)
+            emit_json({"valid": False, "code": exc.code, "error_id": exc.error_id,
+                       "message": exc.describe()})
         else:
-            extra = "".join(f"; warning {w}" for w in result.warnings)
-            out.print(f"valid: {fs_path.name} signed by {subject} ({result.digest_algorithm})"
-                      f"{extra}", markup=False, highlight=False)
+            err.print(f"invalid: {exc.describe()}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    subject = result.signer.subject.rfc4514_string()
+    if as_json:
+        emit_json({"valid": True, "signer": subject, "digest": result.digest_algorithm,
+                   "warnings": list(result.warnings)})
+    else:
+        extra = "".join(f"; warning {w}" for w in result.warnings)
+        out.print(f"valid: {fs_path.name} signed by {subject} ({result.digest_algorithm})"
+                  f"{extra}", markup=False, highlight=False)
 
 
 def _parse_at(text: str | None) -> datetime:
@@ -537,146 +578,8 @@ def _parse_at(text: str | None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+
 # --- check ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Finding:
-    """One line of ``fla check``: where, which code, how bad, what."""
-
-    file: str
-    where: str
-    code: str
-    severity: str  # "error" (input / file level), "B", "W", "ok"
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        """The finding as JSON-ready fields."""
-        return {"file": self.file, "where": self.where, "code": self.code,
-                "severity": self.severity, "message": self.message}
-
-    @property
-    def failing(self) -> bool:
-        """True when the finding makes ``check`` exit 1 (an error or a blocking anomaly)."""
-        return self.severity in ("error", "B")
-
-
-def check_export(path: Path, *, fmt: str | None, sender: Sender, env: str, today: date,
-                 plugins: FlaPlugins) -> list[Finding]:
-    """Input problems and business anomalies of an export, each located by file:line."""
-    from fla_core.checks.context import CheckContext
-    from fla_core.checks.engine import evaluate
-    from fla_core.formats.layout import locate
-
-    fmt = guess_format(path, plugins, fmt)
-    context = ReadContext(sender=sender, environment=env,
-                          creation=f"{today.isoformat()}T00:00:00")
-    content = plugins.read_declarations(path, fmt, context)
-    # Offline: mandates are unknown, so rules 155/101 (level 2) are skipped, not raised.
-    checks = CheckContext(sender=sender, environment=env, processing_date=today,
-                          check_mandates=False)
-    findings: list[Finding] = []
-    position = 0
-    for position, declaration in enumerate(content, start=1):
-        verdict = evaluate(declaration, position, checks, plugins)
-        for anomaly in verdict.anomalies:
-            line, column = locate(anomaly.path, declaration)
-            located = replace(anomaly, source=_source(path, line, column))
-            findings.append(_anomaly_finding(str(path), located, declaration))
-    if position == 0 and not context.problems:
-        context.problems.append(no_declarations(path))
-    problems = [Finding(str(path), _source(path, p.line, p.field), "input", "error", p.message)
-                for p in context.problems]
-    return problems + findings
-
-
-def _source(path: Path, line: int | None, column: str | None) -> str:
-    where = f"{path}:{line}" if line is not None else str(path)
-    return f"{where} field {column}" if column else where
-
-
-def _anomaly_finding(file: str, anomaly: Anomaly, declaration: Declaration) -> Finding:
-    value = f" (value {anomaly.value!r})" if anomaly.value is not None else ""
-    return Finding(file, anomaly.source or anomaly.path or "", anomaly.error_id,
-                   anomaly.severity, f"{anomaly.message}{value} "
-                   f"[declaration {declaration.declaration_ref}]")
-
-
-def check_folder(directory: Path, *, profile: Any, today: date, at: datetime, trust: Any,
-                 plugins: FlaPlugins, only_stem: str | None = None) -> list[Finding]:
-    """Judge every set of a triplet folder as the channel would (``fla_core.judge``).
-
-    ``only_stem`` keeps the set of one stem (``fla check FI.…`` names a file of the set).
-    """
-    from fla_core.checks.context import MemoryRegistry
-    from fla_core.judge import judge_folder
-    from fla_core.settings import Settings
-    from fla_core.triplet import read_folder
-
-    findings: list[Finding] = []
-    if only_stem is None:
-        for path in read_folder(directory).unknown:
-            findings.append(Finding(str(path), path.name, "name", "W",
-                                    "not an upload name (FI/FS/GO/TD); ignored"))
-    entries = judge_folder(directory, profile, Settings(), trust=trust, today=today, at=at,
-                           registry=MemoryRegistry(), plugins=plugins, check_mandates=False)
-    entries = [e for e in entries if only_stem is None or only_stem in e.label]
-    if not entries:  # e.g. a TD alone: it cancels a set on the channel, nothing to judge here
-        raise Failure(f"{directory}: no FI/FS/GO files to judge"
-                      + (f" for the set {only_stem}" if only_stem else ""))
-    for entry in entries:
-        verdict = entry.verdict
-        label = str(directory / entry.label)
-        if verdict.error is not None:
-            findings.append(Finding(label, verdict.error.subject or entry.label,
-                                    verdict.error.error_id, "error", verdict.error.describe()))
-            continue
-        note = "" if verdict.signatures_checked else " (signatures not checked: no --trust)"
-        findings.append(Finding(label, entry.label, "ACRF", "ok",
-                                f"positive ACRF{note}; {len(verdict.declarations)} "
-                                "declaration(s)"))
-        for warning in verdict.file_warnings:
-            findings.append(Finding(label, "/", warning.error_id, warning.severity,
-                                    warning.message))
-        for decl in verdict.declarations:
-            for anomaly in decl.anomalies:
-                value = f" (value {anomaly.value!r})" if anomaly.value is not None else ""
-                findings.append(Finding(label, anomaly.path or "", anomaly.error_id,
-                                        anomaly.severity, f"{anomaly.message}{value} "
-                                        f"[declaration {decl.declaration_ref}]"))
-    return findings
-
-
-def _is_channel_file(path: Path) -> bool:
-    return path.name[:3] in ("FI.", "FS.", "GO.", "TD.")
-
-
-# What judge_folder judges offline: sets of FI/FS parts and GOs (a TD only acts on a channel).
-_JUDGED_PREFIXES = ("FI.", "FS.", "GO.")
-
-
-def _kind_of_target(path: Path, plugins: FlaPlugins) -> str:
-    """``"folder"``, ``"set"`` (a file of a set) or ``"export"``; Failure for nothing to check."""
-    if not path.exists():
-        raise Failure(f"{path}: no such file or folder")
-    if not path.is_dir():
-        return "set" if _is_channel_file(path) else "export"
-    if any(p.name.startswith(_JUDGED_PREFIXES) and p.is_file() for p in path.iterdir()):
-        return "folder"
-    suffix = path.suffix.lower()
-    fmt = next((f for f in plugins.input_formats() if suffix in f.suffixes), None)
-    if fmt is not None:
-        raise Failure(f"{path}: is a folder, not a {fmt.name.upper()} export; give the export file "
-                      "itself, or a folder of FI/FS/GO files")
-    raise Failure(f"{path}: no FI/FS/GO files in this folder, nothing to check; give a folder "
-                  "of triplets or an export file (CSV, JSON, ...)")
-
-
-def _stem(path: Path) -> str:
-    parts = path.name.split(".")
-    if len(parts) < 6:
-        raise Failure(f"{path.name}: not an upload name (PREFIX.APPL.SENDER.DATE.SEQ.ENV...)")
-    return ".".join(parts[1:6])
-
 
 @app.command("check")
 def check_command(
@@ -698,37 +601,25 @@ def check_command(
     as_json: Json = False,
 ) -> None:
     """Check exports or triplet folders: names, schema, rules, signatures; exit 1 if any fail."""
-    from fla_core.settings import ChannelProfile
-
-    with errors():
-        day = parse_day(today, default=date.today())
-        plugins = get_plugins()
-        who = make_sender(sender or "000001", quality, company)
-        # Every path is looked at before any is checked: a typo fails at once, not after minutes.
-        targets = [(path, _kind_of_target(path, plugins)) for path in paths]
-        triplets = [path for path, kind in targets if kind != "export"]
-        if sender is None and triplets:
-            raise Failure(f"{triplets[0]}: checking triplets needs --sender")
-        findings: list[Finding] = []
-        profile = ChannelProfile(user="fla-check", sender=who.sender_nbr, quality=who.quality,
-                                 company_id=who.company_id)
-        store = load_trust(trust) if trust else None
-        for path, kind in targets:
-            if kind == "export":
-                findings += check_export(path, fmt=fmt, sender=who, env=env.upper(), today=day,
-                                         plugins=plugins)
-                continue
-            folder, stem = (path, None) if kind == "folder" else (path.parent, _stem(path))
-            findings += check_folder(folder, profile=profile, today=day, at=datetime.now(UTC),
-                                     trust=store, plugins=plugins, only_stem=stem)
-        _report(findings, as_json)
-        if any(f.failing for f in findings):
-            raise typer.Exit(EXIT_INVALID)
+    day = parse_day(today, default=date.today())
+    plugins = get_plugins()
+    who = make_sender(sender or "000001", quality, company)
+    # Every path is looked at before any is checked: a typo fails at once, not after minutes.
+    targets: list[Target] = [target_of(path, plugins) for path in paths]
+    triplets = [t.path for t in targets if t.kind != "export"]
+    if sender is None and triplets:
+        raise Failure(f"{triplets[0]}: checking triplets needs --sender")
+    findings = check_targets(targets, fmt=fmt, sender=who, env=env.upper(), today=day,
+                             at=datetime.now(UTC), trust=load_trust(trust) if trust else None,
+                             plugins=plugins)
+    _report(findings, as_json)
+    if any(f.failing for f in findings):
+        raise typer.Exit(EXIT_INVALID)
 
 
 def _report(findings: list[Finding], as_json: bool) -> None:
     if as_json:
-        _emit([f.as_dict() for f in findings], True)
+        emit_json([f.as_dict() for f in findings])
         return
     if not findings:
         out.print("no problems found")
@@ -752,94 +643,31 @@ def plugins_command(
     as_json: Json = False,
 ) -> None:
     """List the installed plugins, their versions and the hooks they implement."""
-    with errors():
-        infos = get_plugins().plugins()
-        if as_json:
-            _emit([{"name": p.name, "version": p.version, "builtin": p.builtin,
-                    "hooks": list(p.hooks)} for p in infos], True)
-            return
-        table = Table()
-        table.add_column("plugin", overflow="fold")
-        table.add_column("version", no_wrap=True)
-        table.add_column("kind", no_wrap=True)
-        table.add_column("hooks", overflow="fold")
-        for p in infos:
-            table.add_row(p.name, p.version or "-", "built-in" if p.builtin else "external",
-                          ", ".join(p.hooks))
-        out.print(table)
+    infos = get_plugins().plugins()
+    if as_json:
+        emit_json([{"name": p.name, "version": p.version, "builtin": p.builtin,
+                    "blocked": p.blocked, "hooks": list(p.hooks)} for p in infos])
+        return
+    table = Table()
+    table.add_column("plugin", overflow="fold")
+    table.add_column("version", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("hooks", overflow="fold")
+    for p in infos:
+        table.add_row(p.name, p.version or "-", p.kind, ", ".join(p.hooks))
+    out.print(table)
 
 
 # --- entry point ------------------------------------------------------------------------------
 
-class MissingCommandModule(ImportError):
-    """A listed command module is not installed: its commands would silently vanish."""
-
-
-def command_entry_points() -> dict[str, str]:
-    """Command name -> module, from the installed entry points of :data:`COMMAND_GROUP`."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.module for ep in entry_points(group=COMMAND_GROUP)}
-
-
-def load_command_modules(names: Iterable[str] | None = None, *,
-                         listed_in: str = "fla_core.cli.COMMAND_MODULES") -> None:
-    """Import the modules that add subcommands (default: COMMAND_MODULES and every entry point
-    of COMMAND_GROUP); a missing one is an error (``MissingCommandModule``), as is a missing
-    dependency inside one."""
-    if names is None:
-        load_command_modules(COMMAND_MODULES)
-        load_command_modules(command_entry_points().values(),
-                             listed_in=f"the {COMMAND_GROUP!r} entry points")
-        return
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            if missing != name and not name.startswith(missing + "."):
-                raise  # a dependency missing inside the module: its own message says which
-            raise MissingCommandModule(
-                f"command module {name!r} is listed in {listed_in} but is not "
-                "installed; reinstall fla-batch (pip install -e .) or remove it from the list",
-                name=name) from None
-
-
-def _registered() -> set[str]:
-    from typer.main import get_command_name
-
-    return {info.name or get_command_name(info.callback.__name__)
-            for info in app.registered_commands if info.callback is not None}
-
-
-def load_commands_for(argv: list[str]) -> None:
-    """Import only the command modules the command line ``argv`` (without the program) needs.
-
-    The root takes no option with a value, so the first word not starting with ``-`` is the
-    command: one of this file needs nothing more, one of an entry point its module only; the
-    others (send, poll), the help and an unknown command load COMMAND_MODULES, and the entry
-    points too unless that defined the command.
-    """
-    command = next((a for a in argv if not a.startswith("-")), None)
-    if command in _registered():
-        return
-    extra = command_entry_points()
-    if command is not None and command in extra:
-        load_command_modules([extra[command]], listed_in=f"the {COMMAND_GROUP!r} entry points")
-        return
-    load_command_modules(COMMAND_MODULES)
-    if command not in _registered():
-        load_command_modules(extra.values(), listed_in=f"the {COMMAND_GROUP!r} entry points")
-
-
 def main() -> None:
     """Console script ``fla``; a listed command module that is missing is exit 2."""
     try:
-        load_commands_for(sys.argv[1:])
+        code = FLA.run(app, sys.argv[1:])
     except MissingCommandModule as exc:
-        err.print(f"fla: error: {exc}", markup=False, highlight=False)
-        raise SystemExit(EXIT_USAGE) from None
-    app()
+        FLA.error_line(str(exc))
+        code = EXIT_USAGE
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

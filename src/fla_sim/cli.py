@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 2 usage, configuration or environment error, including a refused
 configuration change (M4 overlap, reserved sender number) -- nothing is stored then.
-Errors are one line on stderr; ``-v`` shows the traceback.
+Errors are one line on stderr; ``-v`` shows the traceback (``fla_core.cli_common``, as ``fla``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -25,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fla_core.cli_common import EXIT_USAGE, PASSWORD_ENV, Json, Program, ProgramGroup, Verbose
 from fla_core.identifiers import CHANNEL_USER_GRAMMAR, normalize_kbo
 from fla_sim.config import ConfigError, GiB, Renewal, SimulatorConfig, SimulatorHome
 
@@ -34,7 +34,29 @@ if TYPE_CHECKING:
     from fla_core.pki import CertifiedKey, KeyType
     from fla_sim.api import Simulator
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class CliError(Exception):
+    """An error of the command line itself (bad file given, ...): exit code 2."""
+
+
+def _describe(exc: Exception) -> tuple[int, str] | None:
+    """Configuration and command-line errors are written for the user: their text alone."""
+    if isinstance(exc, ConfigError | CliError):
+        return EXIT_USAGE, str(exc)
+    return None
+
+
+SIM = Program("fla-sim", describe=_describe)
+
+
+class _Group(ProgramGroup):
+    """The ``fla-sim`` group: every error is one line and an exit code."""
+
+    program = SIM
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Local simulator of the social-security BATCH channel (SFTP).")
 channel_app = typer.Typer(no_args_is_help=True,
                           help="Register, list and remove SFTP channels and their SSH keys.")
@@ -62,7 +84,6 @@ out = _Out()
 
 # Placeholders name what a value is (KBO, USER, FILE.pub), not its Python type; flags get none.
 Home = Annotated[Path, typer.Argument(metavar="HOME", help="Simulator home directory.")]
-Json = Annotated[bool, typer.Option("--json", metavar="", help="JSON output.")]
 Kbo = Annotated[str, typer.Option(
     metavar="KBO", help="Enterprise number (KBO/BCE), 10 digits (dots, BE prefix allowed).")]
 HostOption = Annotated[str | None, typer.Option(
@@ -70,10 +91,6 @@ HostOption = Annotated[str | None, typer.Option(
 # what spec 6.3 accepts as a signing key
 SIGNING_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384")
 SIGNER_FILES = ("signer-key.pem", "signer-cert.pem", "signer.p12")
-
-
-class CliError(Exception):
-    """An error of the command line itself (bad file given, ...): exit code 2."""
 
 
 def _loaded(path: Path) -> tuple[SimulatorHome, SimulatorConfig]:
@@ -88,9 +105,7 @@ def _home(path: Path) -> SimulatorHome:
 
 
 @app.callback()
-def _options(verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="",
-                                                   help="Show tracebacks on errors.")] = False
-             ) -> None:
+def _options(verbose: Verbose = False) -> None:
     """Local simulator of the social-security BATCH channel (SFTP)."""
 
 
@@ -434,8 +449,6 @@ def cert_issue(
 def _new_password() -> bytes | None:
     """The new key's password: $FLA_KEY_PASSWORD (as ``fla`` reads it), else asked on a
     terminal; empty or neither means no password."""
-    from fla_core.cli import PASSWORD_ENV
-
     value = os.environ.get(PASSWORD_ENV)
     if value is None and sys.stdin.isatty():
         value = typer.prompt("Password for the new key (empty: none)", hide_input=True,
@@ -559,35 +572,7 @@ def _print_status(report: dict[str, list[dict[str, Any]]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``fla-sim``; returns the exit code."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    verbose = any(a in ("-v", "--verbose") for a in args)
-    try:
-        result = app(args=args, prog_name="fla-sim", standalone_mode=False)
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        print("fla-sim: aborted", file=sys.stderr)
-        return 2
-    except typer.TyperException as exc:  # usage errors: click's own message and usage line
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            print(f"fla-sim: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if verbose:
-            traceback.print_exc()
-        print(f"fla-sim: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    return result if isinstance(result, int) else 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, ConfigError | CliError):
-        return text
-    return f"{text} ({type(exc).__name__}; run with -v for details)"
+    return SIM.run(app, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

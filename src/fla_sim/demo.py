@@ -2,7 +2,8 @@
 
 Part of the simulator package, not of the core (``fla_core`` never imports ``fla_sim``): ``fla``
 finds this module through the entry point group ``fla.commands`` (pyproject.toml) and imports it
-only when the ``demo`` command is run or the full help is shown (:func:`fla_core.cli.main`).
+only when the ``demo`` command is run; the help lists it from this file's source without
+importing it (:func:`fla_core.cli.command_help`).
 
 Everything is real: a simulator home with its own CA, an asyncssh SFTP server on a free
 loopback port, a channel with an SSH key and a signing certificate, a CSV export built into a
@@ -24,9 +25,12 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.rule import Rule
 
-from fla_core.cli import EXIT_INVALID, BuildResult, Failure, Json, app, build, errors, out
-from fla_core.cli_channel import SetResult, complete, show_results, until_complete
+from fla_core.building import BuildResult, build
+from fla_core.cli import app, emit_json, out
+from fla_core.cli_channel import show_results
+from fla_core.cli_common import EXIT_INVALID, Failure, Json
 from fla_core.model import Quality, Sender
+from fla_core.set_results import SetResult, complete, until_complete
 from fla_core.signing import Signer
 from fla_core.transport import ChannelAddress, fetch_answers, plan_sets, send_sets
 from fla_sim.config import SimulatorHome
@@ -125,9 +129,8 @@ def prepare_steps(work: Path, today: date, signer: Signer) -> list[Step]:
 
 def _move(result: BuildResult, folder: Path) -> Path:
     folder.mkdir()
-    for path in (result.fi, result.fs, result.go):
-        if path is not None:
-            path.rename(folder / path.name)
+    for path in result.files:
+        path.rename(folder / path.name)
     return folder
 
 
@@ -170,52 +173,49 @@ def demo_command(
     """Round trip against an embedded simulator: build, sign, upload, answers; then bad files."""
     from fla_sim.api import Simulator
 
-    with errors():
-        started = time.monotonic()
-        work = keep or Path(tempfile.mkdtemp(prefix="fla-demo-"))
-        if keep is not None:
-            if keep.exists() and any(keep.iterdir()):
-                raise Failure(f"--keep {keep}: folder exists and is not empty")
-            keep.mkdir(parents=True, exist_ok=True)
-        try:
-            channel = make_channel(work)
-            # the channel's own date, not this machine's: a name dated "tomorrow" in Brussels
-            # would be refused (N-code) when the machine runs ahead of the channel's timezone
-            zone = ZoneInfo(channel.home.load().settings.timezone)
-            today = datetime.now(zone).date()
-            home, ca_pem = channel.home, channel.home.ca_cert_path
-            steps = prepare_steps(work, today, channel.signer)
-            failures = 0
-            with Simulator(home) as sim:
-                assert sim.port is not None  # started: it listens
-                address = ChannelAddress("127.0.0.1", sim.port, USER, channel.identity)
+    started = time.monotonic()
+    work = keep or Path(tempfile.mkdtemp(prefix="fla-demo-"))
+    if keep is not None:
+        if keep.exists() and any(keep.iterdir()):
+            raise Failure(f"--keep {keep}: folder exists and is not empty")
+        keep.mkdir(parents=True, exist_ok=True)
+    try:
+        channel = make_channel(work)
+        # the channel's own date, not this machine's: a name dated "tomorrow" in Brussels
+        # would be refused (N-code) when the machine runs ahead of the channel's timezone
+        zone = ZoneInfo(channel.home.load().settings.timezone)
+        today = datetime.now(zone).date()
+        home, ca_pem = channel.home, channel.home.ca_cert_path
+        steps = prepare_steps(work, today, channel.signer)
+        failures = 0
+        with Simulator(home) as sim:
+            assert sim.port is not None  # started: it listens
+            address = ChannelAddress("127.0.0.1", sim.port, USER, channel.identity)
+            if not as_json:
+                out.print(f"simulator on 127.0.0.1:{sim.port}, home {home.path}, "
+                          f"channel {USER} (sender {SENDER}, social secretariat "
+                          f"{COMPANY})", highlight=False)
+            all_results = []
+            for n, step in enumerate(steps, 1):
+                results = asyncio.run(run_step(address, step, ca_pem, timeout))
+                ok = step_ok(step, results)
+                failures += not ok
+                all_results += [r.to_dict() | {"step": step.title, "as_expected": ok}
+                                for r in results]
                 if not as_json:
-                    out.print(f"simulator on 127.0.0.1:{sim.port}, home {home.path}, "
-                              f"channel {USER} (sender {SENDER}, social secretariat "
-                              f"{COMPANY})", highlight=False)
-                all_results = []
-                for n, step in enumerate(steps, 1):
-                    results = asyncio.run(run_step(address, step, ca_pem, timeout))
-                    ok = step_ok(step, results)
-                    failures += not ok
-                    all_results += [r.to_dict() | {"step": step.title, "as_expected": ok}
-                                    for r in results]
-                    if not as_json:
-                        out.print(Rule(f"{n}. {step.title}"))
-                        show_results(results, False)
-                        mark = "[green]as expected[/]" if ok else "[red]NOT as expected[/]"
-                        out.print(f"expected: {step.expect} -> {mark}")
-            if as_json:
-                from fla_core.cli import _emit
-
-                _emit(all_results, True)
-            else:
-                out.print(Rule())
-                out.print(f"demo finished in {time.monotonic() - started:.1f} s; files in "
-                          f"{work if keep else '(temporary folder, removed)'}",
-                          highlight=False)
-            if failures:
-                raise typer.Exit(EXIT_INVALID)
-        finally:
-            if keep is None:
-                shutil.rmtree(work, ignore_errors=True)
+                    out.print(Rule(f"{n}. {step.title}"))
+                    show_results(results, False)
+                    mark = "[green]as expected[/]" if ok else "[red]NOT as expected[/]"
+                    out.print(f"expected: {step.expect} -> {mark}")
+        if as_json:
+            emit_json(all_results)
+        else:
+            out.print(Rule())
+            out.print(f"demo finished in {time.monotonic() - started:.1f} s; files in "
+                      f"{work if keep else '(temporary folder, removed)'}",
+                      highlight=False)
+        if failures:
+            raise typer.Exit(EXIT_INVALID)
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
