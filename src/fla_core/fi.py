@@ -1,82 +1,68 @@
 """Safe streaming reading of an FI document, independent of the application (spec 5.3 P10-P13).
 
-The document is the byte-concatenation of the FI parts (:class:`ConcatStream`). It is read once,
-in big chunks, and each chunk goes through cheap layers before lxml builds anything:
+The document is the byte-concatenation of the FI parts (:mod:`fla_core.fi_parts`). It is read
+once, in big chunks, and each chunk goes through cheap layers before lxml builds anything:
 
-* P10 (``138``): a byte-order mark other than UTF-8's, a UTF-16/32 byte pattern or an XML
-  declaration naming another encoding is refused from the first bytes; every chunk is checked by
-  an incremental strict UTF-8 decoder (skipped for pure-ASCII chunks, which are valid anyway).
-* P11 (``102``): the prolog is scanned for a DOCTYPE before any parser sees it, so entity bombs
-  and external entities are never parsed; then a tree-less probe parser reads up to the root
-  start tag. No DTD is loaded, no entity resolved, no network used, no huge-tree mode.
+* P10 (``138``, :mod:`fla_core.fi_encoding`): a byte-order mark other than UTF-8's, a UTF-16/32
+  byte pattern or an XML declaration naming another encoding is refused from the first bytes;
+  every chunk is checked by an incremental strict UTF-8 decoder (skipped for pure-ASCII chunks,
+  which are valid anyway).
+* P11 (``102``, :mod:`fla_core.fi_shape`): the prolog is scanned for a DOCTYPE before any parser
+  sees it, so entity bombs and external entities are never parsed; the prolog and the number of
+  attributes of an element are capped; then a tree-less probe parser reads up to the root start
+  tag. No DTD is loaded, no entity resolved, no network used, no huge-tree mode.
 * P12/P13 (``139``/``312``): when the root is right, a validating pull parser (``XMLPullParser``
   with the XSD) builds only the elements of interest, which are cleared batch by batch.
 
-Precedence (spec 5.3: first failing step wins) holds although the checks run in one pass: after
-a failure the rest is still read, so that an invalid byte (138) or a well-formedness error (102)
-further on outranks it. libxml2 with a schema plugged in hides some well-formedness errors
-(behind "no element found", a schema error, or nothing: junk after the root, a truncated
-document, an xmlns that is not a URI); so the root's end event is required, the end of the
-document is fed under watch, and on any doubt the document is read a second time without schema
-(or, for a source that cannot be rewound, a tree-less shadow parser runs alongside).
+The scan of one document is a :class:`_SafeScan`, whose state moves PROLOG -> ROOT -> BODY ->
+TRAILING, then DONE, or SETTLE when something failed or is unsure. Precedence (spec 5.3: first
+failing step wins) holds although the checks run in one pass: after a failure the rest is still
+read, so that an invalid byte (138) or a well-formedness error (102) further on outranks it.
+libxml2 with a schema plugged in hides some well-formedness errors (behind "no element found",
+a schema error, or nothing: junk after the root, a truncated document, an xmlns that is not a
+URI); so the root's end event is required, the end of the document is fed under watch, and on
+any doubt the document is read a second time without schema (or, for a source that cannot be
+rewound, a tree-less shadow parser runs alongside).
+
+This module re-exports the public names of its helper modules: ``fla_core.fi`` stays the one
+import for callers.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import functools
-import io
+import enum
 import re
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from lxml import etree
 
 from fla_core.anomalies import ChannelError
+from fla_core.fi_encoding import UTF8_BOM, Utf8Guard, drain, read_head, sniff_encoding
+from fla_core.fi_errors import parse_error, schema_error, syntax_error
+from fla_core.fi_parts import CHUNK, ConcatStream, Source, open_source, read_full
+from fla_core.fi_shape import (
+    MAX_ATTRIBUTES,
+    MAX_PROLOG_SIZE,
+    AttributeGuard,
+    PrologScanner,
+    ShapeLimits,
+    current_shape_limits,
+    prolog_doctype,
+    shape_limits,
+)
 
-CHUNK = 1 << 20  # 1 MiB: few Python calls per document, small memory
-
-# Shapes refused before any parser builds them (P11, 102; modelled, Settings.max_prolog_size and
-# Settings.max_attributes): a hostile prolog or start tag must not cost memory out of proportion.
-MAX_PROLOG_SIZE = 1 << 20  # bytes from the document's start to the end of the root start tag
-MAX_ATTRIBUTES = 256  # attributes (namespace declarations included) on one element
-
-
-@dataclass(frozen=True)
-class ShapeLimits:
-    """The modelled limits on a document's shape (see :func:`shape_limits`)."""
-
-    max_prolog_size: int = MAX_PROLOG_SIZE
-    max_attributes: int = MAX_ATTRIBUTES
-
-
-_DEFAULT_SHAPE = ShapeLimits()
-_SHAPE: ContextVar[ShapeLimits | None] = ContextVar("fla_fi_shape", default=None)
-
-
-def current_shape_limits() -> ShapeLimits:
-    """The limits in force (see :func:`shape_limits`)."""
-    return _SHAPE.get() or _DEFAULT_SHAPE
-
-
-@contextlib.contextmanager
-def shape_limits(*, max_prolog_size: int = MAX_PROLOG_SIZE,
-                 max_attributes: int = MAX_ATTRIBUTES) -> Iterator[ShapeLimits]:
-    """Within the block (this thread or task), documents are read with these limits; the
-    judge sets them from its Settings. A reader reads them once, when it starts."""
-    limits = ShapeLimits(max_prolog_size, max_attributes)
-    token = _SHAPE.set(limits)
-    try:
-        yield limits
-    finally:
-        _SHAPE.reset(token)
-
-Source = Sequence[Path | str] | Path | str | IO[bytes]
+__all__ = [
+    "CHUNK", "HEAD_LIMIT", "MAX_ATTRIBUTES", "MAX_PROLOG_SIZE", "SAFE_OPTIONS", "TAIL", "UTF8_BOM",
+    "AttributeGuard", "Batch", "ConcatStream", "PrologScanner", "ShapeLimits", "Source",
+    "Utf8Guard", "confirm_valid", "current_shape_limits", "drain", "open_source",
+    "prolog_doctype", "read_full", "root_problem", "shape_limits", "sniff_encoding", "split_tag",
+    "stream_elements",
+]
 
 # Parser options used everywhere an FI is parsed: no DTD, no network, no huge tree. Entities
 # are made harmless by refusing any DOCTYPE before a parser sees the document (prolog_doctype):
@@ -92,279 +78,6 @@ SAFE_OPTIONS: dict[str, Any] = {
     "dtd_validation": False,
     "collect_ids": False,
 }
-
-
-# --- the concatenated parts -----------------------------------------------------------------
-
-def read_full(readinto: Callable[[memoryview], int], size: int) -> bytes:
-    """Up to ``size`` bytes from repeated ``readinto`` calls, short only at the end of the data
-    (a raw stream may return fewer bytes than asked at any call)."""
-    out = bytearray(size)
-    view = memoryview(out)
-    got = 0
-    while got < size:
-        n = readinto(view[got:])
-        if not n:
-            break
-        got += n
-    del view
-    if got < size:
-        del out[got:]
-    return bytes(out)
-
-
-class ConcatStream(io.RawIOBase):
-    """A readable binary stream over several files, in the given order (spec P10: byte-wise)."""
-
-    def __init__(self, paths: Iterable[Path | str]):
-        super().__init__()
-        self._paths = [Path(p) for p in paths]
-        self._index = 0
-        self._current: io.FileIO | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` from the current file, moving to the next one at its end."""
-        view = memoryview(buffer).cast("B")
-        while self._index < len(self._paths):
-            if self._current is None:
-                self._current = open(self._paths[self._index], "rb", buffering=0)  # noqa: SIM115
-            n = self._current.readinto(view)
-            if n:
-                return n
-            self._current.close()
-            self._current = None
-            self._index += 1
-        return 0
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (all when negative); short only at the end of the last file."""
-        if size is None or size < 0:
-            return self.readall()
-        if self._current is not None:
-            # The usual case: the current file alone fills the request (one copy, no zeroing).
-            first = self._current.read(size)
-            if first is not None and len(first) == size:
-                return first
-            if first:
-                return first + self._fill(size - len(first))
-        return self._fill(size)
-
-    def _fill(self, size: int) -> bytes:
-        """Up to ``size`` bytes across files, short only at the end of the last file."""
-        return read_full(self.readinto, size)
-
-    def close(self) -> None:
-        if self._current is not None:
-            self._current.close()
-            self._current = None
-        super().close()
-
-
-def open_source(source: Source) -> tuple[IO[bytes], bool]:
-    """A binary stream for ``source`` and whether we opened it (and must close it)."""
-    # typeshed does not see a RawIOBase as an IO[bytes]; it is one for every use made here.
-    if isinstance(source, (str, Path)):
-        return cast(IO[bytes], ConcatStream([source])), True
-    if not isinstance(source, Sequence):
-        return source, False
-    return cast(IO[bytes], ConcatStream(source)), True
-
-
-# --- P10 encoding ---------------------------------------------------------------------------
-
-UTF8_BOM = b"\xef\xbb\xbf"
-_FOREIGN_STARTS: tuple[tuple[bytes, str], ...] = (
-    (b"\x00\x00\xfe\xff", "a UTF-32 byte-order mark"),
-    (b"\xff\xfe\x00\x00", "a UTF-32 byte-order mark"),
-    (b"\xfe\xff", "a UTF-16 byte-order mark"),
-    (b"\xff\xfe", "a UTF-16 byte-order mark"),
-    (b"\x00\x00\x00<", "UTF-32 bytes"),
-    (b"<\x00\x00\x00", "UTF-32 bytes"),
-    (b"\x00<\x00?", "UTF-16 bytes"),
-    (b"<\x00?\x00", "UTF-16 bytes"),
-    (b"\x4c\x6f\xa7\x94", "EBCDIC bytes"),
-)
-_XML_DECL = re.compile(
-    rb"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*([\"'])[^\"']*\1"
-    rb"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*([\"'])([^\"']*)\2)?")
-
-
-def sniff_encoding(head: bytes) -> int:
-    """Count of leading bytes to drop (a UTF-8 BOM); ChannelError 138 for another encoding."""
-    for start, what in _FOREIGN_STARTS:
-        if head.startswith(start):
-            raise ChannelError("138", f"the document starts with {what}; only UTF-8 is accepted")
-    skip = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
-    match = _XML_DECL.match(head, skip)
-    if match and match.group(3) is not None:
-        name = match.group(3).decode("ascii", "replace")
-        if name.lower() != "utf-8":
-            raise ChannelError(
-                "138", f'the XML declaration names encoding "{name}"; only UTF-8 is accepted')
-    return skip
-
-
-class Utf8Guard:
-    """Strict incremental UTF-8 check of a byte stream fed chunk by chunk."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        self._pending = 0  # bytes of an unfinished sequence held by the decoder
-        self.offset = 0  # bytes checked so far
-        self.shape: AttributeGuard | None = None  # set by the readers that build elements
-
-    def check(self, chunk: bytes | bytearray) -> None:
-        """Raise ChannelError 138 naming the byte offset of the first invalid sequence."""
-        if not self._pending and chunk.isascii():
-            self.offset += len(chunk)  # ASCII is UTF-8: no decoding needed (the common case)
-            return
-        try:
-            self._decoder.decode(chunk)
-        except UnicodeDecodeError as exc:
-            at = self.offset - self._pending + exc.start
-            raise ChannelError("138", f"invalid UTF-8 byte sequence at byte offset {at}") from None
-        self._pending = len(self._decoder.getstate()[0])
-        self.offset += len(chunk)
-
-    def finish(self) -> None:
-        """Raise ChannelError 138 if the stream ended inside a multi-byte sequence."""
-        if self._pending:
-            at = self.offset - self._pending
-            raise ChannelError("138", f"truncated UTF-8 byte sequence at byte offset {at}")
-
-
-def _read_head(stream: IO[bytes], chunk_size: int) -> bytes:
-    """First bytes of the document, enough to hold the whole XML declaration (short reads)."""
-    head = bytearray(stream.read(chunk_size))
-    searched = 0  # "?>" is not in head[:searched]: each byte is searched once (linear)
-
-    def declaration_open() -> bool:
-        nonlocal searched
-        if not head.removeprefix(UTF8_BOM).startswith(b"<?xml"):
-            return False
-        if head.find(b"?>", searched) >= 0:
-            return False
-        searched = max(len(head) - 1, 0)
-        return True
-
-    # A pipe may return a few bytes at a time: the declaration must be complete to be judged.
-    while head and (len(head) < 1024 or declaration_open()) and len(head) < (1 << 16):
-        more = stream.read(chunk_size)
-        if not more:
-            break
-        head += more
-    return bytes(head)
-
-
-class AttributeGuard:
-    """Refuses (102) an element with more than ``limit`` attributes before lxml builds it.
-
-    A million attributes on one element cost lxml ~900 bytes each. Each read is looked at
-    with the end of the previous one (``OVERLAP`` bytes); the exact search (a regular
-    expression, in C) runs only when those bytes hold more than ``limit`` "=" signs, which an
-    ordinary document never does. A start tag whose first ``limit`` + 1 attributes span more
-    than ``OVERLAP`` bytes across a read boundary may escape the count: such attributes average
-    over 250 bytes, so their cost stays in proportion to the input. Something shaped like such
-    a start tag inside a comment or CDATA section is refused too.
-    """
-
-    OVERLAP = 64 * 1024
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._tail = b""
-        self._tail_eq = 0
-        self._pattern = _attribute_pattern(limit + 1)
-
-    def check(self, data: bytes | bytearray) -> ChannelError | None:
-        """102 when ``data`` (after what was checked before) shows too many attributes."""
-        eq = data.count(b"=")
-        if eq + self._tail_eq > self.limit:
-            window = self._tail + bytes(data) if self._tail else data
-            if self._pattern.search(window):
-                return ChannelError(
-                    "102", f"an element has more than {self.limit} attributes (the limit)")
-        self._tail = bytes(data[-self.OVERLAP:])
-        self._tail_eq = self._tail.count(b"=") if eq else 0
-        return None
-
-
-@functools.lru_cache(maxsize=8)
-def _attribute_pattern(count: int) -> re.Pattern[bytes]:
-    """A start tag (finished or not) with at least ``count`` attributes; possessive
-    quantifiers, so that a near miss costs no backtracking."""
-    return re.compile(rb"<[^\s/<>!?=]++(?:[ \t\r\n]++[^\s=<>/]++[ \t\r\n]*+=[ \t\r\n]*+"
-                      rb"(?:\"[^\"<]*+\"|'[^'<]*+')){%d}" % count)
-
-
-def drain(stream: IO[bytes], guard: Utf8Guard, chunk_size: int = CHUNK) -> None:
-    """Read the rest of ``stream`` through ``guard``: 138 outranks any later-step failure."""
-    while data := stream.read(chunk_size):
-        guard.check(data)
-    guard.finish()
-
-
-# --- P11 / P12: prolog and root -------------------------------------------------------------
-
-_BLANKS = re.compile(rb"[ \t\r\n]+")
-_DOCTYPE = b"<!DOCTYPE"
-_OPEN_ITEMS = ((b"<?", b"?>"), (b"<!--", b"-->"))  # a PI, a comment: opener, terminator
-
-
-def _find(buf: bytes | bytearray, needle: bytes, start: int) -> int:
-    """``buf.find(needle, start)``; one place, so that tests can count the bytes searched."""
-    return buf.find(needle, start)
-
-
-class PrologScanner:
-    """Incremental scan of the prolog (XML declaration, PIs, comments, white space) of a
-    buffer that only grows: every byte is examined a bounded number of times however the
-    bytes arrive (rescanning from the start at each read was quadratic: a 45 MB comment took
-    14-28 s). ``scan`` answers like :func:`prolog_doctype`.
-    """
-
-    def __init__(self) -> None:
-        self.pos = 0  # end of the prolog items read so far
-        self._resume = 0  # where the terminator of an unfinished item is looked for next
-
-    def scan(self, buf: bytes | bytearray) -> int | bool | None:
-        """The offset of a DOCTYPE, False when the prolog ends without one, None for more."""
-        pos = self.pos
-        while True:
-            blanks = _BLANKS.match(buf, pos)
-            if blanks:
-                pos = blanks.end()
-            item = next((pair for pair in _OPEN_ITEMS if buf.startswith(pair[0], pos)), None)
-            if item is None:
-                self.pos = pos
-                rest = bytes(buf[pos:pos + len(_DOCTYPE)])
-                if rest == _DOCTYPE:
-                    return pos
-                if len(rest) < len(_DOCTYPE) and _DOCTYPE.startswith(rest):
-                    return None  # "", "<", "<!D", ...: need more bytes
-                return False
-            # the terminator is looked for after the opener, never twice over the same bytes
-            opener, end = item
-            found = _find(buf, end, max(pos + len(opener), self._resume))
-            if found < 0:
-                self.pos = pos
-                self._resume = max(pos + len(opener), len(buf) - len(end) + 1)
-                return None  # an unfinished PI or comment
-            pos = found + len(end)
-            self._resume = 0
-
-
-def prolog_doctype(buf: bytes | bytearray) -> int | bool | None:
-    """Scan the prolog (XML declaration, PIs, comments, white space) of ``buf``.
-
-    Returns the offset of a DOCTYPE declaration, False when the prolog ends without one (at the
-    root or at something the parser will refuse), None when ``buf`` ends inside the prolog.
-    A buffer that grows should be scanned by one :class:`PrologScanner` instead (linear).
-    """
-    return PrologScanner().scan(buf)
 
 
 class _DoctypeFound(Exception):
@@ -408,24 +121,6 @@ def root_problem(tag: str, namespace: str, root: str) -> ChannelError | None:
     return None
 
 
-def _parse_error(log: Any) -> ChannelError | None:
-    """102 for the first well-formedness (non-schema) error of an lxml error log."""
-    for entry in log:
-        if entry.domain_name != "SCHEMASV" and entry.level_name in ("ERROR", "FATAL"):
-            return ChannelError(
-                "102", f"line {entry.line}, column {entry.column}: {entry.message.strip()}")
-    return None
-
-
-def _syntax_error(exc: etree.XMLSyntaxError, log: Any) -> ChannelError:
-    """102 from a parser's own log (``exc.error_log`` may hold entries of earlier parses)."""
-    found = _parse_error(log)
-    if found is not None:
-        return found
-    line, column = exc.position if exc.position else (0, 0)
-    return ChannelError("102", f"line {line}, column {column}: {exc.msg}")
-
-
 # --- the validating pass --------------------------------------------------------------------
 
 @dataclass
@@ -437,38 +132,6 @@ class Batch:
     """
 
     elements: list[Any]
-
-
-_ELEMENT_RE = re.compile(r"Element '([^']+)'")
-_VALUE_RE = re.compile(r"[Vv]alue '([^']*)'")
-_NS_RE = re.compile(r"\{(?:urn|https?):[^}]*\}")  # "{urn:...}Hours" -> "Hours", not "{1,4}"
-
-
-def _schema_error(log: Any, root: Any) -> ChannelError | None:
-    """312 for the first schema error of the log, located on an element still in memory."""
-    for entry in log:
-        if entry.domain_name == "SCHEMASV" and entry.level_name in ("ERROR", "FATAL"):
-            message = entry.message.strip()
-            line = entry.line or _locate(root, message)
-            where = f"line {line}: " if line else ""
-            return ChannelError("312", where + _NS_RE.sub("", message))
-    return None
-
-
-def _locate(root: Any, message: str) -> int | None:
-    """Line of the element an lxml schema message names (libxml2 gives none when streaming)."""
-    if root is None:
-        return None
-    match = _ELEMENT_RE.search(message)
-    if not match:
-        return root.sourceline
-    value = _VALUE_RE.search(message)
-    first = None
-    for el in root.iter(match.group(1)):
-        if value is None or (el.text or "") == value.group(1):
-            return el.sourceline
-        first = first or el.sourceline
-    return first or root.sourceline
 
 
 def _read_checked(stream: IO[bytes], guard: Utf8Guard, size: int) -> bytes:
@@ -500,8 +163,8 @@ def stream_elements(source: Source, *, namespace: str, root: str, schema: etree.
     chunk_size = chunk_size or CHUNK  # read at call time, so tests can use tiny chunks
     stream, owned = open_source(source)
     try:
-        yield from _stream_elements(stream, _reopener(source, stream, owned), namespace, root,
-                                    schema, tags, chunk_size)
+        scan = _SafeScan(stream, namespace, root, chunk_size)
+        yield from scan.elements(_reopener(source, stream, owned), schema, tags)
     finally:
         if owned:
             stream.close()
@@ -536,16 +199,13 @@ def confirm_valid(source: Source, *, namespace: str, root: str, xsd: Path, head_
                 start = None
             if start is None:
                 return None
-        guard = Utf8Guard()
-        limits = current_shape_limits()
-        guard.shape = AttributeGuard(limits.max_attributes)
         chunk_size = chunk_size or CHUNK
+        scan = _SafeScan(stream, namespace, root, chunk_size)
         try:
-            pieces = _prolog(stream, guard, namespace, root, chunk_size,
-                             limits.max_prolog_size)
+            pieces = scan.up_to_root()
         except ChannelError:
             return None
-        feed = _ValidatorFeed(stream, guard, pieces, head_tag, chunk_size)
+        feed = _ValidatorFeed(stream, scan.guard, pieces, head_tag, chunk_size)
         try:
             valid = validator.valid(feed.read)
         except (ChannelError, _Unsure):
@@ -562,7 +222,7 @@ def confirm_valid(source: Source, *, namespace: str, root: str, xsd: Path, head_
 
 class _Unsure(Exception):
     """A namespace declaration after the first chunk: libxml2 with a schema may hide its
-    error (see _validating_pass), so the tree-less pass gives up."""
+    error (see _SafeScan), so the tree-less pass gives up."""
 
 
 class _ValidatorFeed:
@@ -575,7 +235,7 @@ class _ValidatorFeed:
         self._pieces, self._probed = list(pieces), len(pieces)
         self._view, self._pos, self._last = memoryview(b""), 0, b""
         self._head_parser: Any = etree.XMLPullParser(
-            events=("end",), tag=head_tag, remove_blank_text=True, remove_comments=True,
+            events=("end",), tag=head_tag, remove_blank_text=False, remove_comments=True,
             remove_pis=True, **SAFE_OPTIONS)
         self._head_fed = 0
         self.head: Any = None
@@ -662,8 +322,8 @@ def _wellformedness_error(stream: IO[bytes], chunk_size: int) -> ChannelError | 
             data = stream.read(chunk_size)
         parser.close()
     except etree.XMLSyntaxError as exc:
-        return _syntax_error(exc, parser.feed_error_log)
-    return _parse_error(parser.feed_error_log)  # recoverable ones (an xmlns that is no URI)
+        return syntax_error(exc, parser.feed_error_log)
+    return parse_error(parser.feed_error_log)  # recoverable ones (an xmlns that is no URI)
 
 
 def _shadow_feed(shadow: Any, data: bytes | None) -> ChannelError | None:
@@ -671,62 +331,14 @@ def _shadow_feed(shadow: Any, data: bytes | None) -> ChannelError | None:
     try:
         if data is None:
             shadow.close()
-            return _parse_error(shadow.feed_error_log)  # recoverable errors do not raise
+            return parse_error(shadow.feed_error_log)  # recoverable errors do not raise
         shadow.feed(data)
     except etree.XMLSyntaxError as exc:
-        return _syntax_error(exc, shadow.feed_error_log)
+        return syntax_error(exc, shadow.feed_error_log)
     return None
 
 
-def _stream_elements(stream: IO[bytes], reopen: Callable[[], tuple[IO[bytes], bool]] | None,
-                     namespace: str, root_name: str, schema: etree.XMLSchema | None,
-                     tags: Sequence[str], chunk_size: int) -> Generator[Batch, None, None]:
-    guard = Utf8Guard()
-    limits = current_shape_limits()
-    guard.shape = AttributeGuard(limits.max_attributes)
-    buffered = _prolog(stream, guard, namespace, root_name, chunk_size, limits.max_prolog_size)
-    yield from _validating_pass(stream, guard, reopen, buffered, namespace, root_name, schema,
-                                tags, chunk_size)
-
-
-def _prolog(stream: IO[bytes], guard: Utf8Guard, namespace: str, root_name: str,
-            chunk_size: int, max_prolog: int = MAX_PROLOG_SIZE) -> list[bytes]:
-    """P10-P12 up to the root start tag: no DOCTYPE, well-formed so far, the right root
-    (ChannelError otherwise); the bytes read so far, in pieces (not yet validated).
-
-    At most ``max_prolog`` bytes (and one more read) are held before the root start tag
-    ends: a longer prolog is refused (102) without being parsed.
-    """
-    first = _read_head(stream, chunk_size)
-    skip = sniff_encoding(first)
-    head = bytearray(first[skip:])  # grows in place: appending stays linear
-    del first
-    guard.check(head)
-    _check_shape(stream, guard, head, chunk_size)
-
-    # 1. No DOCTYPE in the prolog: refused before any parser sees it, so entity bombs and
-    #    external entities are never parsed (libxml2 reads the internal subset eagerly).
-    scanner = PrologScanner()
-    more = b"-"
-    while (doctype := scanner.scan(head)) is None and more:
-        if len(head) > max_prolog:
-            drain(stream, guard, chunk_size)
-            raise _prolog_too_long(max_prolog)
-        more = _read_checked(stream, guard, chunk_size)
-        head += more
-    if doctype is not None and doctype is not False:
-        drain(stream, guard, chunk_size)
-        line = head.count(b"\n", 0, doctype) + 1
-        raise ChannelError("102", f"line {line}: a DOCTYPE declaration is not allowed")
-
-    # 2. Tree-less probe up to the root start tag (its doctype hook is a second safety net).
-    probe, probe_parser = _root_probe()
-    try:
-        return _probe_root(stream, guard, bytes(head), probe, probe_parser, namespace,
-                           root_name, chunk_size, max_prolog)
-    finally:
-        _discard(probe_parser)
-
+# --- the scan of one document, state by state ----------------------------------------------
 
 def _prolog_too_long(max_prolog: int) -> ChannelError:
     return ChannelError("102", f"no root start tag within the first {max_prolog} bytes "
@@ -752,58 +364,6 @@ def _root_probe() -> tuple[_RootProbe, Any]:
     return pair
 
 
-def _probe_root(stream: IO[bytes], guard: Utf8Guard, head: bytes, probe: _RootProbe,
-                probe_parser: Any, namespace: str, root_name: str,
-                chunk_size: int, max_prolog: int = MAX_PROLOG_SIZE) -> list[bytes]:
-    """Steps 2-3 of _prolog: feed the probe up to the root start tag, then judge the root."""
-    buffered = [head]
-    data = head
-    held = 0  # bytes fed to the probe: the root start tag must end within max_prolog
-    try:
-        while True:
-            if data:
-                probe_parser.feed(data if held + len(data) <= max_prolog
-                                  else data[:max(max_prolog - held, 0)])
-                held += len(data)
-            if probe.root is not None:
-                break
-            if held > max_prolog:
-                drain(stream, guard, chunk_size)
-                raise _prolog_too_long(max_prolog)
-            data = _read_checked(stream, guard, chunk_size)
-            if not data:
-                probe_parser.close()  # raises: no root element
-                break
-            buffered.append(data)
-    except _DoctypeFound:
-        drain(stream, guard, chunk_size)
-        raise ChannelError("102", "a DOCTYPE declaration is not allowed") from None
-    except etree.XMLSyntaxError as exc:
-        drain(stream, guard, chunk_size)
-        raise _syntax_error(exc, probe_parser.feed_error_log) from None
-    if probe.root is None:
-        drain(stream, guard, chunk_size)
-        raise ChannelError("102", "the document has no root element")
-
-    # 3. Wrong root: only well-formedness and encoding can still outrank 139/312.
-    wrong = root_problem(probe.root, namespace, root_name)
-    if wrong is None and (bad := _parse_error(probe_parser.feed_error_log)) is not None:
-        drain(stream, guard, chunk_size)  # a recoverable error in the first chunk (an xmlns)
-        raise bad
-    if wrong is not None:
-        try:
-            while data := _read_checked(stream, guard, chunk_size):
-                probe_parser.feed(data)
-            guard.finish()
-            probe_parser.close()
-        except etree.XMLSyntaxError as exc:
-            drain(stream, guard, chunk_size)
-            raise _syntax_error(exc, probe_parser.feed_error_log) from None
-        # Recoverable errors (an xmlns value that is not a URI) do not raise: look at the log.
-        raise _parse_error(probe_parser.feed_error_log) or wrong
-    return buffered  # 4. the validating pass proper follows
-
-
 TAIL = 64 * 1024  # bytes held back so that the end of the document is fed under watch
 
 
@@ -824,41 +384,9 @@ def _root_end_start(tail: bytes, root_name: str) -> int | None:
             parser.close()
         except etree.XMLSyntaxError:
             continue
-        if not _parse_error(parser.feed_error_log):
+        if not parse_error(parser.feed_error_log):
             return match.start()
     return None
-
-
-def _validating_pass(stream: IO[bytes], guard: Utf8Guard,
-                     reopen: Callable[[], tuple[IO[bytes], bool]] | None,
-                     buffered: list[bytes], namespace: str, root_name: str,
-                     schema: etree.XMLSchema | None, tags: Sequence[str],
-                     chunk_size: int) -> Generator[Batch, None, None]:
-    """P11 (rest) and P13 over the whole document, yielding clean batches (see stream_elements).
-
-    libxml2 with a schema plugged in may hide a well-formedness error (behind "no element
-    found", a schema error or nothing at all). Hence: the root's end event is required, the
-    end of the document is fed under watch (``_root_end_start``), and on any doubt the document
-    is read again without schema; a source that cannot be read twice gets a tree-less shadow
-    parser alongside instead.
-    """
-    shadow = None
-    if schema is not None and reopen is None:
-        shadow = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
-    # Only "end" events of the wanted tags: lxml filters in C, Python sees one call per element
-    # of interest. Blank text between elements, comments and PIs are not kept: fewer nodes, and
-    # the children of a valid element are exactly those of the schema (values are untouched).
-    root_tag = f"{{{namespace}}}{root_name}"
-    parser = etree.XMLPullParser(events=("end",), tag=(*tags, root_tag), schema=schema,
-                                 remove_blank_text=True, remove_comments=True, remove_pis=True,
-                                 **SAFE_OPTIONS)
-    try:
-        yield from _validate(stream, guard, reopen, buffered, root_name, root_tag, schema,
-                             chunk_size, parser, shadow)
-    finally:  # an error, or a consumer that stopped early (fla.read): the partial tree too
-        _discard(parser)
-        if shadow is not None:
-            _discard(shadow)
 
 
 def _discard(parser: Any) -> None:
@@ -869,122 +397,346 @@ def _discard(parser: Any) -> None:
         parser.close()
 
 
-def _validate(stream: IO[bytes], guard: Utf8Guard,
-              reopen: Callable[[], tuple[IO[bytes], bool]] | None, buffered: list[bytes],
-              root_name: str, root_tag: str, schema: etree.XMLSchema | None, chunk_size: int,
-              parser: Any, shadow: Any) -> Generator[Batch, None, None]:
-    """The body of _validating_pass, with its parsers."""
-    shadow_error: ChannelError | None = None
-    root_el = None
-    root_closed = False
-    unsure = False  # the end of the document could not be watched: read it again
-    first_error: ChannelError | None = None
-    failure: etree.XMLSyntaxError | None = None
-    held = b""
-    queue = list(buffered)
-    probed = len(queue)  # pieces the root probe has parsed already (up to the root start tag)
+class _State(enum.Enum):
+    """Where a :class:`_SafeScan` is in its document."""
 
-    def feed(data: bytes) -> None:
-        nonlocal shadow_error
-        if shadow is not None and shadow_error is None:
-            shadow_error = _shadow_feed(shadow, data)
-        parser.feed(data)
+    PROLOG = "prolog"  # up to the root: encoding, no DOCTYPE, the prolog's size
+    ROOT = "root"  # the tree-less probe up to the root start tag, then the root judged
+    BODY = "body"  # the validating pass, the last TAIL bytes held back
+    TRAILING = "trailing"  # the end of the document: root end tag and epilogue fed under watch
+    SETTLE = "settle"  # something failed or is unsure: the rest read for a higher-ranked error
+    DONE = "done"  # clean
 
-    def events() -> list[Any]:
-        nonlocal root_el, root_closed
-        found = [el for _event, el in parser.read_events()]
-        if found and found[-1].tag == root_tag and found[-1].getparent() is None:
-            root_el = found.pop()
-            root_closed = True
+
+class _SafeScan:
+    """The safe scan of one document (P10-P13), one method per rule; ``state`` says where it is.
+
+    :meth:`up_to_root` runs PROLOG and ROOT (``confirm_valid`` stops there); :meth:`elements`
+    runs them, then BODY and TRAILING, then SETTLE when anything failed or is unsure. Every
+    read goes through the UTF-8 guard (138) and the attribute cap (:meth:`_read`); every
+    refusal first reads the rest of the document, since a 138 further on outranks it
+    (:meth:`_refuse`).
+    """
+
+    def __init__(self, stream: IO[bytes], namespace: str, root_name: str,
+                 chunk_size: int) -> None:
+        limits = current_shape_limits()  # read once, when the reader starts
+        self.stream, self.chunk_size = stream, chunk_size
+        self.namespace, self.root_name = namespace, root_name
+        self.root_tag = f"{{{namespace}}}{root_name}"
+        self.max_prolog = limits.max_prolog_size
+        self.guard = Utf8Guard()
+        self.guard.shape = AttributeGuard(limits.max_attributes)
+        self.state = _State.PROLOG
+        # BODY and after (set by elements())
+        self.parser: Any = None
+        self.schema: etree.XMLSchema | None = None
+        self.reopen: Callable[[], tuple[IO[bytes], bool]] | None = None
+        self.shadow: Any = None  # the tree-less shadow parser while it still has to be fed
+        self.shadow_error: ChannelError | None = None
+        self.root_el: Any = None
+        self.root_closed = False  # the root's end event was seen
+        self.unsure = False  # the end of the document could not be watched: read it again
+        self.first_error: ChannelError | None = None
+        self.failure: etree.XMLSyntaxError | None = None
+        self.held = b""  # the last bytes, held back from the parser (TAIL)
+        self.queue: list[bytes] = []  # pieces read by the prolog and root steps
+        self.probed = 0  # of them, those the root probe parsed (up to the root start tag)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _read(self) -> bytes:
+        """The next chunk, UTF-8 checked (138) and its attributes counted (102)."""
+        return _read_checked(self.stream, self.guard, self.chunk_size)
+
+    def _refuse(self, error: ChannelError) -> ChannelError:
+        """``error``, once the rest of the document is read for a 138 that outranks it."""
+        drain(self.stream, self.guard, self.chunk_size)
+        return error
+
+    # --- PROLOG and ROOT ------------------------------------------------------------------
+
+    def up_to_root(self) -> list[bytes]:
+        """P10-P12 up to the root start tag: no DOCTYPE, well-formed so far, the right root
+        (ChannelError otherwise); the bytes read so far, in pieces (not yet validated).
+
+        At most ``max_prolog`` bytes (and one more read) are held before the root start tag
+        ends: a longer prolog is refused (102) without being parsed.
+        """
+        head = self._prolog()
+        return self._root(bytes(head))
+
+    def _prolog(self) -> bytearray:
+        """PROLOG: the encoding from the first bytes, then the DOCTYPE refusal."""
+        self.state = _State.PROLOG
+        first = read_head(self.stream, self.chunk_size)
+        skip = sniff_encoding(first)
+        head = bytearray(first[skip:])  # grows in place: appending stays linear
+        del first
+        self.guard.check(head)
+        _check_shape(self.stream, self.guard, head, self.chunk_size)
+        self._refuse_doctype(head)
+        return head
+
+    def _refuse_doctype(self, head: bytearray) -> None:
+        """No DOCTYPE in the prolog: refused before any parser sees it, so entity bombs and
+        external entities are never parsed (libxml2 reads the internal subset eagerly).
+        ``head`` grows with what is read to find the end of the prolog."""
+        scanner = PrologScanner()
+        more = b"-"
+        while (doctype := scanner.scan(head)) is None and more:
+            self._cap_prolog(len(head))
+            more = self._read()
+            head += more
+        if doctype is not None and doctype is not False:
+            line = head.count(b"\n", 0, doctype) + 1
+            raise self._refuse(ChannelError(
+                "102", f"line {line}: a DOCTYPE declaration is not allowed"))
+
+    def _cap_prolog(self, held: int) -> None:
+        """102 when ``held`` bytes went by without the root start tag ending."""
+        if held > self.max_prolog:
+            raise self._refuse(_prolog_too_long(self.max_prolog))
+
+    def _root(self, head: bytes) -> list[bytes]:
+        """ROOT: a tree-less probe up to the root start tag (its doctype hook is a second
+        safety net), then the root judged."""
+        self.state = _State.ROOT
+        probe, probe_parser = _root_probe()
+        try:
+            buffered = self._probe_to_root(head, probe, probe_parser)
+            self._judge_root(probe.root or "", probe_parser)
+            return buffered
+        finally:
+            _discard(probe_parser)
+
+    def _probe_to_root(self, head: bytes, probe: _RootProbe, probe_parser: Any) -> list[bytes]:
+        """Feed the probe until it sees the root start tag; the pieces fed (102 without one)."""
+        buffered = [head]
+        data = head
+        held = 0  # bytes fed to the probe: the root start tag must end within max_prolog
+        try:
+            while True:
+                if data:
+                    probe_parser.feed(data if held + len(data) <= self.max_prolog
+                                      else data[:max(self.max_prolog - held, 0)])
+                    held += len(data)
+                if probe.root is not None:
+                    break
+                self._cap_prolog(held)
+                data = self._read()
+                if not data:
+                    probe_parser.close()  # raises: no root element
+                    break
+                buffered.append(data)
+        except _DoctypeFound:
+            raise self._refuse(ChannelError("102", "a DOCTYPE declaration is not allowed")) \
+                from None
+        except etree.XMLSyntaxError as exc:
+            raise self._refuse(syntax_error(exc, probe_parser.feed_error_log)) from None
+        if probe.root is None:
+            raise self._refuse(ChannelError("102", "the document has no root element"))
+        return buffered
+
+    def _judge_root(self, tag: str, probe_parser: Any) -> None:
+        """The root's namespace (139) and name (312); only well-formedness and encoding can
+        still outrank them, so a wrong root is reported after the probe read the rest."""
+        wrong = root_problem(tag, self.namespace, self.root_name)
+        if wrong is None:
+            if (bad := parse_error(probe_parser.feed_error_log)) is not None:
+                raise self._refuse(bad)  # a recoverable error in the first chunk (an xmlns)
+            return
+        try:
+            while data := self._read():
+                probe_parser.feed(data)
+            self.guard.finish()
+            probe_parser.close()
+        except etree.XMLSyntaxError as exc:
+            raise self._refuse(syntax_error(exc, probe_parser.feed_error_log)) from None
+        # Recoverable errors (an xmlns value that is not a URI) do not raise: look at the log.
+        raise parse_error(probe_parser.feed_error_log) or wrong
+
+    # --- BODY, TRAILING, SETTLE -------------------------------------------------------------
+
+    def elements(self, reopen: Callable[[], tuple[IO[bytes], bool]] | None,
+                 schema: etree.XMLSchema | None,
+                 tags: Sequence[str]) -> Generator[Batch, None, None]:
+        """P10-P13 over the whole document, yielding clean batches (see stream_elements).
+
+        libxml2 with a schema plugged in may hide a well-formedness error (behind "no element
+        found", a schema error or nothing at all). Hence: the root's end event is required,
+        the end of the document is fed under watch (:meth:`_trailing`), and on any doubt the
+        document is read again without schema; a source that cannot be read twice gets a
+        tree-less shadow parser alongside instead.
+        """
+        self.queue = self.up_to_root()
+        self.probed = len(self.queue)
+        self.schema, self.reopen = schema, reopen
+        shadow = None
+        if schema is not None and reopen is None:
+            shadow = self.shadow = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
+        # Only "end" events of the wanted tags: lxml filters in C, Python sees one call per
+        # element of interest. Comments and PIs are not kept (the children of a valid element
+        # are exactly those of the schema). Blank text is: libxml2's "blank" also means blanks
+        # alone next to a comment, PI or CDATA section *inside a value*, and removing it changed
+        # values (" <![CDATA[x]]>" read as "x") or refused valid files (312).
+        self.parser = etree.XMLPullParser(
+            events=("end",), tag=(*tags, self.root_tag), schema=schema,
+            remove_blank_text=False, remove_comments=True, remove_pis=True, **SAFE_OPTIONS)
+        try:
+            yield from self._body()
+            self._settle()
+        finally:  # an error, or a consumer that stopped early (fla.read): the partial tree too
+            _discard(self.parser)
+            if shadow is not None:
+                _discard(shadow)
+
+    def _next_piece(self) -> bytes:
+        """The pieces the prolog and root steps read, then the rest of the stream."""
+        self.probed -= 1
+        return self.queue.pop(0) if self.queue else self._read()
+
+    def _watch_namespaces(self, data: bytes) -> None:
+        """libxml2 with a schema also hides namespace errors ("xmlns:p='a b'"): a namespace
+        declaration after the first chunk is rare, so it simply earns the second read."""
+        if self.probed < 0 and not self.unsure and (
+                b"xmlns" in data or b"xmlns" in self.held[-4:] + data[:4]):
+            self.unsure = True
+
+    def _feed(self, data: bytes) -> None:
+        if self.shadow is not None and self.shadow_error is None:
+            self.shadow_error = _shadow_feed(self.shadow, data)
+        self.parser.feed(data)
+
+    def _events(self) -> list[Any]:
+        """The completed elements of interest; the root's own end is recorded, not returned."""
+        found = [el for _event, el in self.parser.read_events()]
+        if found and found[-1].tag == self.root_tag and found[-1].getparent() is None:
+            self.root_el = found.pop()
+            self.root_closed = True
         return found
 
-    try:
-        while True:
-            data = queue.pop(0) if queue else _read_checked(stream, guard, chunk_size)
-            probed -= 1
-            # libxml2 with a schema also hides namespace errors ("xmlns:p='a b'"): a namespace
-            # declaration after the first chunk is rare, so it simply earns the second read.
-            if probed < 0 and not unsure and (b"xmlns" in data
-                                               or b"xmlns" in held[-4:] + data[:4]):
-                unsure = True
-            batch: list[Any]
-            if data:
-                held += data
-                if len(held) <= TAIL:
-                    continue
-                feed(held[:-TAIL])
-                held = held[-TAIL:]
-                batch = events()
-            else:
-                guard.finish()
-                start = _root_end_start(held, root_name) if not root_closed else None
-                if start is None:
-                    unsure = True
-                    feed(held)
-                    batch = events()
+    def _body(self) -> Generator[Batch, None, None]:
+        """BODY: feed every piece but the last TAIL bytes, yield each clean batch; then
+        TRAILING. Stops at the first error (the verdict, but for a later 138/102)."""
+        self.state = _State.BODY
+        try:
+            while True:
+                data = self._next_piece()
+                self._watch_namespaces(data)
+                if data:
+                    self.held += data
+                    if len(self.held) <= TAIL:
+                        continue
+                    self._feed(self.held[:-TAIL])
+                    self.held = self.held[-TAIL:]
+                    batch = self._events()
                 else:
-                    feed(held[:start])
-                    batch = events()
-                    unsure = unsure or root_closed  # closed before its last end tag: junk
-                    feed(held[start:])
-                    batch += events()
-                if shadow is not None and shadow_error is None:
-                    shadow_error = _shadow_feed(shadow, None)
-                shadow = None if shadow_error is None else shadow  # closed: nothing left to feed
-                parser.close()
-                batch += events()
-            if root_el is None and batch:
-                root_el = batch[0]
-                while (up := root_el.getparent()) is not None:
-                    root_el = up
-            if first_error is None and schema is not None:
-                log = parser.feed_error_log  # a copy: looked at once per chunk, only until dirty
-                if len(log):
-                    first_error = (_parse_error(log) or _schema_error(log, root_el)
-                                   or ChannelError("312", log[0].message))
-            if first_error is not None or shadow_error is not None:
-                break  # the verdict is known but for a later 138/102: stop validating
-            if batch or not data:
-                yield Batch(batch)
-                for el in batch:
-                    el.clear()
-                if root_el is not None and len(root_el) > 1:
-                    del root_el[:-1]  # finished children; the last one may still be open
+                    batch = self._trailing()
+                self._find_root(batch)
+                if self._failed():
+                    break  # the verdict is known but for a later 138/102: stop validating
+                if batch or not data:
+                    yield Batch(batch)
+                    self._release(batch)
+                if not data:
+                    break
+        except etree.XMLSyntaxError as exc:
+            self.failure = exc
+
+    def _trailing(self) -> list[Any]:
+        """TRAILING: the end of the document. The held bytes are fed in two steps around the
+        root end tag, whose epilogue a tree-less parser checked (trailing content); with no
+        such end tag, or with the root closed before it, the document is read again."""
+        self.state = _State.TRAILING
+        self.guard.finish()
+        held = self.held
+        start = _root_end_start(held, self.root_name) if not self.root_closed else None
+        if start is None:
+            self.unsure = True
+            self._feed(held)
+            batch = self._events()
+        else:
+            self._feed(held[:start])
+            batch = self._events()
+            self.unsure = self.unsure or self.root_closed  # closed before its last end tag: junk
+            self._feed(held[start:])
+            batch += self._events()
+        if self.shadow is not None and self.shadow_error is None:
+            self.shadow_error = _shadow_feed(self.shadow, None)
+        if self.shadow_error is None:
+            self.shadow = None  # closed: nothing left to feed
+        self.parser.close()
+        return batch + self._events()
+
+    def _find_root(self, batch: list[Any]) -> None:
+        if self.root_el is None and batch:
+            root_el = batch[0]
+            while (up := root_el.getparent()) is not None:
+                root_el = up
+            self.root_el = root_el
+
+    def _failed(self) -> bool:
+        """Whether a schema, parse or shadow error is known (the first one is kept)."""
+        if self.first_error is None and self.schema is not None:
+            log = self.parser.feed_error_log  # a copy: looked at once per chunk, until dirty
+            if len(log):
+                self.first_error = (parse_error(log) or schema_error(log, self.root_el)
+                                    or ChannelError("312", log[0].message))
+        return self.first_error is not None or self.shadow_error is not None
+
+    def _release(self, batch: list[Any]) -> None:
+        """Clear the yielded elements and drop the root's finished children."""
+        for el in batch:
+            el.clear()
+        root_el = self.root_el
+        if root_el is not None and len(root_el) > 1:
+            del root_el[:-1]  # finished children; the last one may still be open
+
+    def _settle(self) -> None:
+        """DONE when clean and sure; else SETTLE: read the rest without validating (a schema
+        error at every record would otherwise cost time and an lxml log entry each), and
+        raise the error of highest precedence: 138 anywhere, then 102, then 312."""
+        if self.failure is None and self.first_error is None and self.shadow_error is None:
+            if self.root_closed and not self.unsure:
+                self.state = _State.DONE
+                return
+            if not self.root_closed:
+                self.first_error = ChannelError(
+                    "102", "the document ends before its root element is closed")
+        self.state = _State.SETTLE
+        self._finish_shadow()
+        drain(self.stream, self.guard, self.chunk_size)
+        if self.shadow_error is not None:
+            raise self.shadow_error
+        log = self.parser.feed_error_log
+        if (found := self._read_again()) is not None:
+            raise found
+        if self.failure is None and self.first_error is None:
+            self.state = _State.DONE  # the doubt about the end of the document was unfounded
+            return
+        found = parse_error(log) or self.first_error or schema_error(log, self.root_el)
+        if found is None and self.failure is not None:
+            # Well-formed for a tree-less reader, yet the tree builder stopped: a safety limit.
+            found = ChannelError("102", f"the parser stopped ({self.failure.msg}): a text "
+                                        "over 10 MB or too deep a nesting is refused")
+        raise found or ChannelError("312", "the document is not valid")
+
+    def _finish_shadow(self) -> None:
+        """Feed the shadow parser the rest of the document (a source read only once)."""
+        while self.shadow is not None and self.shadow_error is None:
+            data = self.queue.pop(0) if self.queue else self._read()
+            self.shadow_error = _shadow_feed(self.shadow, data or None)
             if not data:
                 break
-    except etree.XMLSyntaxError as exc:
-        failure = exc
-    if failure is None and first_error is None and shadow_error is None:
-        if root_closed and not unsure:
-            return
-        if not root_closed:
-            first_error = ChannelError(
-                "102", "the document ends before its root element is closed")
-    # Something failed or is unsure. Read the rest without validating (a schema error at every
-    # record would otherwise cost time and an lxml log entry each): 138 anywhere, then 102.
-    while shadow is not None and shadow_error is None:
-        data = queue.pop(0) if queue else _read_checked(stream, guard, chunk_size)
-        shadow_error = _shadow_feed(shadow, data or None)
-        if not data:
-            break
-    drain(stream, guard, chunk_size)
-    if shadow_error is not None:
-        raise shadow_error
-    log = parser.feed_error_log
-    if schema is not None and reopen is not None:
-        again, owned = reopen()
+
+    def _read_again(self) -> ChannelError | None:
+        """102 from a second, tree-less read of a document validated with a schema."""
+        if self.schema is None or self.reopen is None:
+            return None
+        again, owned = self.reopen()
         try:
-            found = _wellformedness_error(again, chunk_size)
+            return _wellformedness_error(again, self.chunk_size)
         finally:
             if owned:
                 again.close()
-        if found is not None:
-            raise found
-    if failure is None and first_error is None:
-        return  # the doubt about the end of the document was unfounded
-    found = _parse_error(log) or first_error or _schema_error(log, root_el)
-    if found is None and failure is not None:
-        # Well-formed for a tree-less reader, yet the tree builder stopped: a safety limit.
-        found = ChannelError("102", f"the parser stopped ({failure.msg}): a text over 10 MB "
-                                    "or too deep a nesting is refused")
-    raise found or ChannelError("312", "the document is not valid")

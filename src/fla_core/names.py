@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fla_core.anomalies import ChannelError
 from fla_core.applications import KNOWN_UPLOAD_CODES
@@ -435,7 +435,7 @@ class SequenceAllocator:
             return seq in entry["used"] or (ordinal is not None and ordinal <= entry["last"])
 
     @contextmanager
-    def _locked(self, write: bool = True) -> Iterator[dict]:
+    def _locked(self, write: bool = True) -> Iterator[dict[str, Any]]:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -447,13 +447,13 @@ class SequenceAllocator:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def _read(self) -> dict:
+    def _read(self) -> dict[str, Any]:
         try:
             text = self.state_path.read_text("utf-8")
         except FileNotFoundError:
             return {"format": self._FORMAT, "keys": {}}
         try:
-            state = json.loads(text)
+            state: dict[str, Any] = json.loads(text)
             if state.get("format") != self._FORMAT or not isinstance(state.get("keys"), dict):
                 raise ValueError("unknown layout")
         except (ValueError, AttributeError) as exc:
@@ -461,7 +461,7 @@ class SequenceAllocator:
                              "move it away to start afresh") from None
         return state
 
-    def _write(self, state: dict) -> None:
+    def _write(self, state: dict[str, Any]) -> None:
         atomic_write(self.state_path, json.dumps(state, indent=1, sort_keys=True).encode(),
                      durable=True)
 

@@ -160,7 +160,8 @@ def render_acrf(*, file_name: str, ticket: str, accepted: bool, error_code: str 
     root = etree.Element("ACRF")
     root.append(form)
     etree.indent(root, space="  ")
-    return XML_DECLARATION + etree.tostring(root, encoding="UTF-8") + b"\n"
+    body: bytes = etree.tostring(root, encoding="UTF-8")
+    return XML_DECLARATION + body + b"\n"
 
 
 def _anomaly_element(a: Anomaly) -> etree._Element:

@@ -442,19 +442,21 @@ def _prolog_work(monkeypatch, comment: int, chunk: int) -> tuple[str | None, int
             work[0] += found.end() - pos + 1 if found else self.fail_cost(buf, pos)
             return found
 
-    if hasattr(fi, "_PROLOG_ITEM"):  # ".*?-->" may run to the end of the buffer and fail
-        monkeypatch.setattr(fi, "_PROLOG_ITEM",
-                            Counting(fi._PROLOG_ITEM, lambda buf, pos: len(buf) - pos))
-    if hasattr(fi, "_BLANKS"):  # a character class fails at the first byte
-        monkeypatch.setattr(fi, "_BLANKS", Counting(fi._BLANKS, lambda buf, pos: 1))
-    if hasattr(fi, "_find"):
-        real_find = fi._find
+    # the module that holds the prolog scanner (fla_core.fi, or the module split from it)
+    scanning = sys.modules[fi.PrologScanner.__module__] if hasattr(fi, "PrologScanner") else fi
+    if hasattr(scanning, "_PROLOG_ITEM"):  # ".*?-->" may run to the end of the buffer and fail
+        monkeypatch.setattr(scanning, "_PROLOG_ITEM",
+                            Counting(scanning._PROLOG_ITEM, lambda buf, pos: len(buf) - pos))
+    if hasattr(scanning, "_BLANKS"):  # a character class fails at the first byte
+        monkeypatch.setattr(scanning, "_BLANKS", Counting(scanning._BLANKS, lambda buf, pos: 1))
+    if hasattr(scanning, "_find"):
+        real_find = scanning._find
 
         def find(buf, needle, start):
             work[0] += len(buf) - start
             return real_find(buf, needle, start)
 
-        monkeypatch.setattr(fi, "_find", find)
+        monkeypatch.setattr(scanning, "_find", find)
     monkeypatch.setattr(fi, "CHUNK", chunk)
     declaration_end = VALID.index(b"?>") + 2
     data = (VALID[:declaration_end] + b"\n<!--" + b"x" * comment + b"-->"
@@ -471,6 +473,7 @@ def test_the_prolog_scan_is_linear_in_the_bytes_read(monkeypatch):
     assert code is None
     code, large = _prolog_work(monkeypatch, 1 << 20, 4096)
     assert code is None
+    assert small >= 1 << 19  # the count saw the scan (it counts nothing when patched elsewhere)
     assert large <= 3 * (1 << 20)  # O(n), not O(n^2 / chunk)
     assert large <= 2.5 * small
 
@@ -596,3 +599,33 @@ def test_memory_is_bounded_whatever_the_shape(tmp_path, shape):
     # the prolog was held whole (twice while it grew)
     assert grew_small < 12 * 1024 and grew_large < 12 * 1024, (grew_small, grew_large)
     assert grew_large - grew_small < 2 * 1024, (grew_small, grew_large)
+
+
+def test_a_doctype_is_refused_by_the_prolog_scan_before_any_parser():
+    """The DOCTYPE is found by scanning bytes (its line named), not by the probe parser's
+    doctype hook, which is only the second safety net and would have parsed the subset."""
+    bomb = (b'<?xml version="1.0"?>\n<!-- a comment -->\n<!DOCTYPE FLAFile [<!ENTITY a "aa">]>\n'
+            + VALID[VALID.index(b"<FLAFile"):])
+    for source in (io.BytesIO(bomb), NonSeekable(bomb)):
+        assert _refusal_of(source) == "102 line 3: a DOCTYPE declaration is not allowed"
+
+
+def _refusal_of(source) -> str:
+    with pytest.raises(ChannelError) as err:
+        fla.scan(source, expect=None, max_declarations=10)
+    return f"{err.value.code} {err.value.detail}"
+
+
+@pytest.mark.parametrize("junk, code", [(b"", None), (b"<x/>", "102"), (b"text", "102")])
+def test_content_after_a_root_closed_long_before_the_end_is_102(monkeypatch, tmp_path, junk,
+                                                               code):
+    """The root closes more than fi.TAIL bytes before the end of the document (a long comment
+    follows it): the end of the document cannot be watched, so it is read again. Small reads,
+    so that the root probe stops at the first one and the validating pass sees the end."""
+    monkeypatch.setattr(fi, "CHUNK", 4096)
+    data = VALID.rstrip() + b"\n<!--" + b"x" * (2 * fi.TAIL) + b"-->\n" + junk
+    path = tmp_path / "fi.xml"
+    path.write_bytes(data)
+    assert code_of(path) == code  # a path: read again from its start
+    assert code_of(io.BytesIO(data)) == code  # a seekable stream: rewound
+    assert code_of(NonSeekable(data)) == code  # read once: the shadow parser

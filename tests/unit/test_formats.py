@@ -67,8 +67,8 @@ def test_valid_json_nested_matches_csv():
     assert [d.action for d in decls] == ["NEW"]
     w1, w2 = decls[0].workers
     assert w2.trainings[0].hours == "3.50"  # JSON number 3.5
-    assert w1.trainings[0].line == 14  # line of the training's opening brace
-    assert decls[0].line == 4  # the declaration's own brace
+    assert w1.trainings[0].line is None  # JSON is located by JSON paths, not lines
+    assert decls[0].line is None
     assert w1.trainings[0].during_working_time is True
 
 
@@ -198,8 +198,79 @@ def test_json_identifier_as_number_and_unknown_key(tmp_path):
         "declaration_ref": "D-1", "reporting_year": "2025", "colour": "red",
         "workers": [{"inss": 93051822361, "trainings": [{"training_ref": "T"}]}]}]}, indent=1))
     _, _, problems = read(path)
-    assert any("unknown key 'colour' in a declaration" in p for p in problems)
-    assert any("field 'inss': inss must be text, not a number" in p for p in problems)
+    assert problems[:2] == [
+        f"{path} field '$.declarations[0].colour': unknown key 'colour' in a declaration; "
+        "known keys: declaration_ref, action, replaced_declaration_ref, reporting_year, "
+        "employer_company_id, employer_noss_nbr, workers",
+        f"{path} field '$.declarations[0].workers[0].inss': inss must be text, not a number "
+        "(identifiers keep their leading zeros only as text)",
+    ]
+    # the rest: the training's empty required fields, each at its path
+    assert f"{path} field '$.declarations[0].workers[0].trainings[0].title': title is empty " \
+        "(required on a row with a worker)" in problems
+
+
+def _nested(*trainings: dict, inss: object = "93051822361", **declaration: object) -> dict:
+    return {"declaration_ref": "D-1", "action": "NEW", "reporting_year": "2025",
+            "employer_company_id": "0897223670", **declaration,
+            "workers": [{"inss": inss, "trainings": list(trainings)}]}
+
+
+_TRAINING = {"training_ref": "T-1", "title": "Forklift", "training_type": "FORMAL",
+             "start_date": "2025-03-03", "end_date": "2025-03-05", "hours": "21.00",
+             "during_working_time": True}
+
+
+def test_json_problems_name_the_json_path_of_the_value(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"declarations": [
+        _nested(_TRAINING),
+        _nested(_TRAINING, {**_TRAINING, "training_ref": "T-2", "hours": "twelve"},
+                inss="9305182236", declaration_ref="D-2", reporting_year="25"),
+        "not an object",
+    ], "odd key": 1}))  # one line: a line number could not tell the values apart
+    _, decls, problems = read(path)
+    assert problems == [
+        f"{path} field '$[\"odd key\"]': unknown key 'odd key' in document; "
+        "known keys: file_reference, declarations",
+        f"{path} field '$.declarations[2]': a declaration is not an object",
+        # one row per training: the declaration and worker fields are reported for each, at
+        # the path of the object that holds them
+        f"{path} field '$.declarations[1].reporting_year': reporting year '25' is not 4 digits",
+        f"{path} field '$.declarations[1].workers[0].inss': '9305182236' is not an INSZ/NISS "
+        "number (11 digits)",
+        f"{path} field '$.declarations[1].reporting_year': reporting year '25' is not 4 digits",
+        f"{path} field '$.declarations[1].workers[0].inss': '9305182236' is not an INSZ/NISS "
+        "number (11 digits)",
+        f"{path} field '$.declarations[1].workers[0].trainings[1].hours': hours 'twelve' is "
+        "not a number",
+    ]
+    assert [d.declaration_ref for d in decls] == ["D-1"]
+
+
+def test_json_rows_problems_name_the_row_and_the_first_row(tmp_path):
+    path = tmp_path / "rows.json"
+    row = {"declaration_ref": "D-1", "reporting_year": "2025",
+           "employer_company_id": "0897223670", "inss": "93051822361", **_TRAINING}
+    path.write_text(json.dumps([row, {**row, "training_ref": "T-2", "reporting_year": "2024",
+                                      "colour": "red"}, 7]))
+    _, _, problems = read(path)
+    assert problems == [
+        f"{path} field '$[1].colour': unknown key 'colour' in a row; known keys: "
+        + ", ".join(FIELDS),
+        f"{path} field '$[1].reporting_year': reporting_year '2024' differs from '2025' at "
+        "$[0].reporting_year for declaration 'D-1'",
+        f"{path} field '$[2]': a row is not an object",
+    ]
+
+
+def test_the_json_reader_uses_only_the_public_json_api():
+    """Line numbers came from the json module's undeclared internals (its pure-Python scanner
+    and ``parse_object`` hook); JSON paths need none of them."""
+    source = Path(json_format.__file__).read_text("utf-8")
+    for private in ("json.scanner", "py_make_scanner", "make_scanner", "scan_once",
+                    "parse_object", "py_scanstring", "_json", "c_scanstring"):
+        assert private not in source, private
 
 
 def test_other_formats_are_declined():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from fla_core.formats import InputError, InputFormat, ReadContext
 from fla_core.formats.layout import (
@@ -47,7 +48,7 @@ def fla_read_declarations(path: Path, format: str, context: ReadContext) -> File
     return FileContent(make_header(context), declarations)
 
 
-def _open(path: Path):
+def _open(path: Path) -> TextIO:
     # newline="" as the csv module requires; utf-8-sig drops an Excel BOM.
     return path.open("r", encoding="utf-8-sig", newline="")
 

@@ -1,15 +1,17 @@
 """The input layout shared by every format: one row per training, mapped to the model.
 
-A *row* is a mapping column -> text plus the line it came from. Rows are checked and
-normalised field by field (``parse_row``); every problem is reported to the
-:class:`~fla_core.formats.ReadContext` so that all bad rows are listed, not only the first.
-Identifier check digits are *not* checked here: a wrong check digit is a business anomaly
-(901/004, spec 8.3) reported by the checks with the row's line (``Training.line`` etc.).
+A *row* is a mapping column -> text plus where it came from: a line, or for JSON the JSON
+paths of its fields (:class:`Place`). Rows are checked and normalised field by field
+(``parse_row``); every problem is reported to the :class:`~fla_core.formats.ReadContext` so
+that all bad rows are listed, not only the first. Identifier check digits are *not* checked
+here: a wrong check digit is a business anomaly (901/004, spec 8.3) reported by the checks
+with the row's line (``Training.line`` etc.; None for JSON inputs).
 See ``docs/input-formats.md`` for the user-facing description.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -84,12 +86,44 @@ _TRAINING_TYPES = frozenset(TrainingType.__members__)
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where the fields of a row of a JSON input are: JSON paths (JSON has no line numbers
+    through the public ``json`` API). Nested inputs hold the declaration and worker fields in
+    the enclosing objects."""
+
+    row: str  # the row's object: "$[3]", or a training's "$.declarations[0].workers[1]..."
+    declaration: str | None = None  # nested: the declaration's object
+    worker: str | None = None  # nested: the worker's object
+
+    def of(self, field: str) -> str:
+        """The JSON path of ``field`` of this row."""
+        if self.declaration is not None and field in DECLARATION_FIELDS:
+            return json_child(self.declaration, field)
+        if self.worker is not None and field == "inss":
+            return json_child(self.worker, field)
+        return json_child(self.row, field)
+
+
+def json_child(parent: str, key: str | int) -> str:
+    """The JSON path of ``key`` (an index, or a member name) under ``parent``."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if key.isidentifier() else f"{parent}[{json.dumps(key)}]"
+
+
+def field_at(place: Place | None, field: str) -> str:
+    """What names ``field`` in a problem: its JSON path, or the column name for lined inputs."""
+    return place.of(field) if place is not None else field
+
+
+@dataclass(frozen=True)
 class Row:
     """One input row: the raw text per column and where it came from."""
 
     line: int | None
     values: Mapping[str, str]
     declaration_line: int | None = None  # nested inputs: where the declaration itself starts
+    at: Place | None = None  # JSON inputs: where instead of a line
 
 
 @dataclass(frozen=True)
@@ -105,6 +139,7 @@ class ParsedRow:
     employer_noss_nbr: str | None
     worker: tuple[str, Training] | None  # (inss, training)
     declaration_line: int | None = None
+    at: Place | None = None
 
 
 def unknown_columns(columns: Iterable[str]) -> list[str]:
@@ -189,7 +224,7 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
     def problem(field: str, message: str) -> None:
         nonlocal bad
         bad += 1
-        context.problem(path, row.line, field, message)
+        context.problem(path, row.line, field_at(row.at, field), message)
 
     # The declaration fields repeat on every row of a declaration: judged once (cached).
     before, after, action, employer, noss = _declaration_fields(
@@ -210,7 +245,7 @@ def parse_row(row: Row, path: object, context: ReadContext) -> ParsedRow | None:
         return None
     return ParsedRow(row.line, v["declaration_ref"], action,
                      v["replaced_declaration_ref"] or None, year, employer, noss, worker,
-                     row.declaration_line)
+                     row.declaration_line, row.at)
 
 
 _Problems = tuple[tuple[str, str], ...]
@@ -320,9 +355,11 @@ class DeclarationBuilder:
         for name in _CONSISTENT:
             mine, theirs = getattr(self.first, name), getattr(row, name)
             if mine != theirs:
-                context.problem(path, row.line, name,
-                                f"{name} {theirs or ''!r} differs from {mine or ''!r} on line "
-                                f"{self.first.line} for declaration {row.declaration_ref!r}")
+                first = (f"at {self.first.at.of(name)}" if self.first.at is not None
+                         else f"on line {self.first.line}")
+                context.problem(path, row.line, field_at(row.at, name),
+                                f"{name} {theirs or ''!r} differs from {mine or ''!r} {first} "
+                                f"for declaration {row.declaration_ref!r}")
                 return
         self._add_worker(row)
 

@@ -48,18 +48,20 @@ def _signer_identifier(cert: x509.Certificate) -> cms.SignerIdentifier:
 @functools.lru_cache(maxsize=64)
 def _signer_identifier_der(cert_der: bytes) -> bytes:
     a_cert = asn1_x509.Certificate.load(cert_der)
-    return cms.SignerIdentifier({
+    der: bytes = cms.SignerIdentifier({
         "issuer_and_serial_number": cms.IssuerAndSerialNumber({
             "issuer": a_cert.issuer, "serial_number": a_cert.serial_number,
         })
     }).dump()
+    return der
 
 
 @functools.lru_cache(maxsize=64)
 def _certificate_set_der(cert_ders: tuple[bytes, ...]) -> bytes:
     certs = [asn1_x509.Certificate.load(d) for d in cert_ders]
-    return cms.CertificateSet([cms.CertificateChoices({"certificate": c})
-                               for c in certs]).dump()
+    der: bytes = cms.CertificateSet([cms.CertificateChoices({"certificate": c})
+                                     for c in certs]).dump()
+    return der
 
 
 def build_signed_data(message_digest: bytes, signer: Signer, *, digest: str = "sha256",
@@ -126,8 +128,9 @@ def sign_stream(stream: BinaryIO, signer: Signer, *, digest: str = "sha256",
     if digest not in HASHES:
         raise SigningError(f"unknown digest algorithm {digest!r}; use sha256, sha384 or sha512")
     md = digest_stream(stream, digest)
-    return build_signed_data(md, signer, digest=digest, signing_time=signing_time,
-                             signed_attributes=signed_attributes).dump()
+    der: bytes = build_signed_data(md, signer, digest=digest, signing_time=signing_time,
+                                   signed_attributes=signed_attributes).dump()
+    return der
 
 
 def sign_file(path: str | Path, signer: Signer, *, digest: str = "sha256",
