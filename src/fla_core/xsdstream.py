@@ -93,8 +93,7 @@ class StreamValidator:
         raised: list[BaseException] = []
         errors = 0
 
-        @_READ
-        def on_read(_ctx: int | None, buffer: ctypes.Array[ctypes.c_char], size: int) -> int:
+        def read_into(_ctx: int | None, buffer: ctypes.Array[ctypes.c_char], size: int) -> int:
             if raised:
                 return -1
             try:
@@ -105,14 +104,15 @@ class StreamValidator:
             ctypes.memmove(buffer, data, len(data))
             return len(data)
 
-        @_CLOSE
-        def on_close(_ctx: int | None) -> int:
+        def close(_ctx: int | None) -> int:
             return 0
 
-        @_ERROR
-        def on_error(_ctx: int | None, _error: int | None) -> None:
+        def count_error(_ctx: int | None, _error: int | None) -> None:
             nonlocal errors
             errors += 1
+
+        # C callbacks, kept referenced until libxml2 has returned
+        on_read, on_close, on_error = _READ(read_into), _CLOSE(close), _ERROR(count_error)
 
         context = lib.xmlSchemaNewValidCtxt(self._schema)
         if not context:

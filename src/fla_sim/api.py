@@ -25,6 +25,7 @@ from fla_core.plugins import FlaPlugins
 from fla_core.settings import Settings
 from fla_sim.config import ConfigError, FaultSpec, HomeLock, SimulatorConfig, SimulatorHome
 from fla_sim.faults import FaultInjector
+from fla_sim.leftovers import HelperRecords
 from fla_sim.processor import Clock, Processor
 from fla_sim.store import Journal
 
@@ -196,6 +197,8 @@ class Simulator:
 
         for key in self.home.secure_private_keys():
             log.warning("%s was readable by other users; it is 0600 now", key)
+        # the lock is ours: helpers still recorded belong to a simulator that died
+        HelperRecords(self.home.helpers_dir).end_leftovers()
         self.config = self._load()
         self.faults = FaultInjector.of([*self.config.faults, *self._extra_faults])
         self.journal = Journal(self.home.journal_path)

@@ -145,8 +145,11 @@ class Prescanner:
     max_parked_s: float | None = None
 
     def __init__(self, processor: Processor, min_bytes: int):
+        from fla_sim.leftovers import HelperRecords
+
         self.processor = processor
         self.min_bytes = min_bytes
+        self.records = HelperRecords(processor.home.helpers_dir)
         self.stats: collections.Counter[str] = collections.Counter()
         self._config_gen = 0
         self._lock = threading.Lock()
@@ -167,11 +170,13 @@ class Prescanner:
         try:
             for role in roles:
                 procs.append(_Process(role, _Forked(fd)))
+                self.records.add(procs[-1].proc.pid)
         except (OSError, ValueError) as exc:
             log.warning("%s/%s: cannot start a pre-scan process (%s)", directory, name, exc)
             for p in procs:
                 p.proc.kill()
                 p.proc.wait()
+                self.records.remove(p.proc.pid)
             return None
         follower = Follower(key=(user, directory, name), procs=procs, **follower_args)
         frames = [pickle.dumps({**job, "role": p.role}, protocol=pickle.HIGHEST_PROTOCOL)
@@ -504,6 +509,7 @@ class Prescanner:
         finally:
             stdout.close()
             p.proc.wait()
+            self.records.remove(p.proc.pid)
             p.done.set()
             if all(q.done.is_set() for q in follower.procs):
                 follower.outbox.put(None)
@@ -518,16 +524,16 @@ class Prescanner:
              fd: int) -> tuple[dict[str, Any], tuple[str, ...], dict[str, Any]]:
         from fla_core.anomalies import ChannelError
         from fla_core.names import ChannelNameContext, NameRules, parse_upload
-        from fla_core.plugins import get_plugins
         from fla_core.settings import ChannelProfile
         from fla_sim.processor import _env_of
 
         processor = self.processor
         if self._closed:
             raise _NotEligible("the simulator is stopping")
-        # a follower loads the plugins of the entry points: the same set only for get_plugins()
-        if processor.plugins is not get_plugins():
-            raise _NotEligible("the processor has its own plugins")
+        # a follower builds the processor's manager again from its recipe, never its own
+        # default: impossible when the caller registered plugin objects
+        if processor.plugins.recipe is None:
+            raise _NotEligible("the processor's plugins were given as objects")
         channel = processor.config.channel(user)
         if channel is None:
             raise _NotEligible("unknown channel")
@@ -560,7 +566,9 @@ class Prescanner:
             "fd": fd, "go": fi, "channel": profile, "settings": settings,
             "mandates": list(processor.config.mandates), "today": today,
             "journal": str(processor.journal.path), "registry": (channel.sender, env),
-            "plugins": _plugin_names(processor.plugins), "algorithms": ALGORITHMS,
+            "plugins": _plugin_names(processor.plugins), "recipe": processor.plugins.recipe,
+            "algorithms": ALGORITHMS,
+            "memory": processor.config.judge_memory_mb << 20,  # as a judge worker's
         }
         return job, roles, {"today": today, "config_gen": config_gen,
                             "registry_key": (channel.sender, env),
@@ -722,17 +730,20 @@ def _follow(job: dict[str, Any], stdin: IO[bytes], stdout: IO[bytes]) -> int:
     from fla_core.anomalies import ChannelError
     from fla_core.judge import rules_outcome, scan_outcome, validate_outcome
     from fla_core.mandates import MandateBook
-    from fla_core.plugins import get_plugins
+    from fla_sim.judging import limit_memory
     from fla_sim.store import RegistryReader
 
     def report(position: int) -> None:
         _write_frame(stdout, ("progress", position))
 
     report(0)  # started: the imports are done
-    plugins = get_plugins()
+    plugins = job["recipe"].build()  # the simulator's manager, as it was built there
     if _plugin_names(plugins) != job["plugins"]:
         _write_frame(stdout, ("failed", "this process loads other plugins than the simulator"))
         return 1
+    # as a judge worker: a set that needs more fails here (its outcome unusable), then in a
+    # judge worker, which answers it ACRF-999
+    limit_memory(job.get("memory", 0))
     role = job["role"]
     feed = _Feed()
     threading.Thread(target=feed.listen, args=(stdin,), daemon=True).start()

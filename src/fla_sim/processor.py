@@ -42,6 +42,8 @@ from fla_sim.answers import write_answer
 from fla_sim.config import SimulatorConfig, SimulatorHome
 from fla_sim.events import AnswerWritten, FileReceived
 from fla_sim.faults import FaultInjector
+from fla_sim.hooks import SimHooks
+from fla_sim.judging import JudgeBudgetSpent, JudgingStopped
 from fla_sim.store import AnswerRow, EventRow, Journal, SetRow
 
 log = logging.getLogger("fla_sim.processor")
@@ -51,6 +53,7 @@ Clock = Callable[[], datetime]
 Checkpoint = Callable[[str], None]
 
 POSITIVE = "ACRF-000"
+STOP_GRACE_S = 2.0  # how long a stop waits for sets being judged before giving them up
 # set states in which an FI or FS arriving is late: its GO was closed already (spec 5.1)
 _AFTER_GO = frozenset({"QUEUED", "PROCESSING", "ACCEPTED", "REJECTED", "NOTIFIED"})
 _N1_N4_CODES = frozenset({"129", "107", "131", "132"})
@@ -65,6 +68,7 @@ class PlannedAnswer:
     error: str | None = None  # 3-digit code of a negative ACRF
     detail: str | None = None
     next_state: str | None = None  # set state once this answer is written
+    description: str | None = None  # the ACRF's ErrorDescription; None: the catalogue's text
 
 
 class Processor:
@@ -82,6 +86,7 @@ class Processor:
         self.tz = ZoneInfo(self.settings.timezone)
         self.clock: Clock = clock or (lambda: datetime.now(self.tz))
         self.plugins = plugins if plugins is not None else get_plugins()
+        self.hooks = SimHooks(self.plugins)  # declares the simulator's hooks, checks plugins
         self.faults = faults if faults is not None else FaultInjector.of(config.faults)
         self.checkpoint = checkpoint or (lambda point: None)
         self._roots: dict[str, Path] = {}
@@ -110,11 +115,12 @@ class Processor:
         # fla_sim.prescan.Prescanner when big FIs are validated while uploaded (set by api)
         self.prescanner: Any = None
         # judge worker processes load the entry-point plugins: only when the caller gave none
-        self._pool_allowed = plugins is None
+        # a worker process builds the same manager from its recipe; plugin objects a caller
+        # registered cannot travel: then sets are judged in this process
+        self._pool_allowed = self.plugins.recipe is not None
         # hooks implemented by plugins might block: their steps stay off the event loop
-        self._receive_hooked = bool(
-            self.plugins.pm.hook.fla_sim_file_received.get_hookimpls())
-        self._answer_hooked = bool(self.plugins.pm.hook.fla_sim_answer.get_hookimpls())
+        self._receive_hooked = self.hooks.watches_uploads()
+        self._answer_hooked = self.hooks.watches_answers()
         self._pool: Any = None
 
     # --- clock and paths ------------------------------------------------------------------------
@@ -167,7 +173,17 @@ class Processor:
         sweeper = [t for t in (self._sweeper, self._recovery) if t is not None]
         for task in [*self._pausing, *sweeper]:
             task.cancel()
-        await asyncio.gather(*self._workers.values(), *sweeper, return_exceptions=True)
+        running = [*self._workers.values(), *sweeper]
+        if running:
+            # sets being judged get a moment to finish; one that may run for its whole budget
+            # is given up (judged again at the next start: judging decides nothing on its own)
+            _done, late = await asyncio.wait(running, timeout=STOP_GRACE_S)
+            if late and self._pool is not None:
+                given_up = self._pool.interrupt()
+                if given_up:
+                    log.warning("stopping: %d set(s) still being judged are judged again at "
+                                "the next start", given_up)
+            await asyncio.gather(*running, return_exceptions=True)
         self._recovery = None
         if self._pool is not None:
             await self._pool.aclose()
@@ -270,7 +286,7 @@ class Processor:
 
     def _received_hook(self, event: FileReceived) -> str | None:
         try:
-            code = self.plugins.sim_file_received(event)
+            code = self.hooks.file_received(event)
         except Exception:  # a broken plugin is logged; the upload itself is not at fault
             log.exception("plugin failed in fla_sim_file_received for %s", event.name)
             return None
@@ -361,6 +377,9 @@ class Processor:
                 queue.popleft()
                 try:
                     await self._run_event(eid)
+                except JudgingStopped:
+                    log.info("event %d: judging interrupted by the stop; judged again at the "
+                             "next start", eid)
                 except Exception:
                     log.exception("event %d failed", eid)
                 finally:
@@ -433,7 +452,9 @@ class Processor:
                                                   now)
                 # the answers carry the time of the verdict, not of the start (spec 9)
                 await self._quick(self._plan_go_finish, event, go, verdict, self.now())
-        except ChannelRemoved as exc:
+        except JudgingStopped:
+            raise  # nothing decided: the set is judged again at the next start
+        except (ChannelRemoved, JudgeBudgetSpent) as exc:
             log.error("%s: %s/%s answered ACRF-999: %s", event.channel, event.directory,
                       event.name, exc)
             await self._quick(self._plan_failure, event, go, exc)
@@ -446,10 +467,13 @@ class Processor:
         """Commit ACRF-999 for a GO whose judging raised, unless its answers were planned."""
         if self.journal.event(event.id).state != "pending":
             return  # the outcome was committed before the failure: it stands
-        detail = (str(exc) if isinstance(exc, ChannelRemoved) else
+        detail = (str(exc) if isinstance(exc, (ChannelRemoved, JudgeBudgetSpent)) else
                   f"internal failure ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
-        self._commit(event, go, [PlannedAnswer("ACRF", event.name, "999", detail, "REJECTED")],
-                     self.now())
+        # a set over its budget is the sender's content, not our failure: say so in the answer
+        description = (f"The channel could not process the set: {exc}"
+                       if isinstance(exc, JudgeBudgetSpent) else None)
+        self._commit(event, go, [PlannedAnswer("ACRF", event.name, "999", detail, "REJECTED",
+                                               description)], self.now())
 
     def _plan_go_start(self, event: EventRow) -> tuple[Any, list[Path], datetime] | None:
         """P1-P3 and vetoes; commits the answer itself and returns None when they decide,
@@ -506,10 +530,19 @@ class Processor:
 
     async def _judge_async(self, user: str, directory: str, go: Any, files: list[Path],
                            now: datetime) -> Any:
-        """P4-P16 in the judge pool when there is one, else in a worker thread."""
+        """P4-P16 in the judge pool when there is one, else in a worker thread.
+
+        A set whose big FI was read while it was uploaded (fla_sim.prescan) is judged here with
+        that outcome (it lives in this process, and the expensive part is done); when no usable
+        outcome exists it goes to the pool like any set: only the pool can stop a set that runs
+        over its budget."""
         pool = self._judge_pool()
-        if pool is None or self._may_be_prescanned(files):
-            return await asyncio.to_thread(self._judge, user, directory, go, files, now)
+        prescan = None
+        if self._may_be_prescanned(files):
+            prescan = await asyncio.to_thread(self._prescan_result, user, directory, go, files,
+                                              now)
+        if pool is None or prescan is not None:
+            return await asyncio.to_thread(self._judge, user, directory, go, files, now, prescan)
         from fla_sim.judging import JudgeJob, JudgeWorkerError
 
         job = JudgeJob(user=user, directory=directory, env=_env_of(directory), go=go,
@@ -526,8 +559,7 @@ class Processor:
             return await asyncio.to_thread(self._judge, user, directory, go, files, now)
 
     def _may_be_prescanned(self, files: list[Path]) -> bool:
-        """A big single FI may have been read while it was uploaded (fla_sim.prescan); that
-        outcome lives in this process, so such a set is judged here."""
+        """A big single FI may have been read while it was uploaded (fla_sim.prescan)."""
         if self.prescanner is None:
             return False
         fis = [p for p in files if p.name.startswith("FI.")]
@@ -545,7 +577,8 @@ class Processor:
         if self._pool is None and self._pool_allowed and self.config.judge_workers > 0:
             from fla_sim.judging import JudgePool
 
-            self._pool = JudgePool(self.home, self.config, self.config.judge_workers)
+            self._pool = JudgePool(self.home, self.config, self.config.judge_workers,
+                                   recipe=self.plugins.recipe)
         return self._pool
 
     def _late_file(self, row: SetRow, name: str, now: datetime) -> None:
@@ -587,7 +620,7 @@ class Processor:
         return None
 
     def _judge(self, user: str, directory: str, go: Any, files: list[Path],
-               now: datetime) -> Any:
+               now: datetime, prescan: Any = None) -> Any:
         from fla_core.judge import judge_set
 
         channel = self.config.channel(user)
@@ -597,7 +630,7 @@ class Processor:
                          trust=self._trust_store(), today=now.date(), at=now,
                          registry=self.journal.registry(channel.sender, env),
                          mandates=self._mandate_book(), plugins=self.plugins,
-                         prescan=self._prescan_result(user, directory, go, files, now))
+                         prescan=prescan)
 
     def _commit(self, event: EventRow | None, go: Any, planned: list[PlannedAnswer],
                 now: datetime, *, verdict: Any = None, user: str | None = None,
@@ -617,7 +650,7 @@ class Processor:
                 if p.kind == "ACRF":
                     content = render_acrf(file_name=p.trigger, ticket=ticket,
                                           accepted=p.error is None, error_code=p.error,
-                                          description=None, at=now)
+                                          description=p.description, at=now)
                     result = POSITIVE if p.error is None else f"ACRF-{p.error}"
                     prefix = "FO"
                 else:
@@ -727,7 +760,7 @@ class Processor:
                               kind=answer.kind, trigger=answer.trigger,
                               result_code=answer.result_code)
         try:
-            self.plugins.sim_answer(event)
+            self.hooks.answer(event)
         except Exception:  # an observer's bug must not stop answers (or repeat this one)
             log.exception("plugin failed in fla_sim_answer for %s", answer.name)
 

@@ -17,6 +17,7 @@ counted at each write across all its sessions (:class:`_Account`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import logging
@@ -97,6 +98,9 @@ class _Context:
     # removed channel or a revoked key is refused at the next login without a restart
     refresh: Callable[[], object] | None = None
     _parsed: dict[str, bytes | None] = field(default_factory=dict)
+    # connections not logged in yet, per source address, and logged-in ones per channel
+    startups: collections.Counter[str] = field(default_factory=collections.Counter)
+    logged_in: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def channel_handles(self, user: str) -> int:
         """Open files and directories of all the SFTP sessions of a channel."""
@@ -612,6 +616,11 @@ class ChannelSFTPServer(asyncssh.SFTPServer):
         """FSTAT: any open file, as on OpenSSH; an upload answers with what it holds so far."""
         return os.fstat(cast(Any, file_obj).fileno())
 
+    def handle_cap(self) -> int:
+        """The most handles this session may hold: what limits@openssh.com advertises."""
+        config = self._ctx.config
+        return min(config.max_handles_per_session, config.max_handles_per_channel)
+
     def open_handles(self) -> int:
         """Files and directories this session has open."""
         return len(self._uploads) + len(self._readers) + len(self._listings)
@@ -1058,13 +1067,48 @@ class _ChannelSSHServer(asyncssh.SSHServer):
         self._user: str | None = None
         self._authenticated = False
         self._failures: list[float] = []  # when this connection's attempts failed
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._starting = False  # counted in ctx.startups
+        self._counted_user: str | None = None  # counted in ctx.logged_in
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._source = str(peer[0]) if peer else "?"
+        self._conn = conn
+        refusal = self._startup_refusal()
+        if refusal is not None:
+            # as OpenSSH's MaxStartups: dropped before the SSH handshake, so a flood of
+            # half-open connections costs nothing and the other sources still get in
+            self._ctx.log.warning("connection from %s refused: %s", self._peer, refusal)
+            conn.abort()  # now: asyncssh sends its banner right after this call returns
+            return
+        self._starting = True
+        self._ctx.startups[self._source] += 1
+
+    def _startup_refusal(self) -> str | None:
+        config, startups = self._ctx.config, self._ctx.startups
+        if startups.total() >= config.max_startups:
+            return f"{config.max_startups} connections are logging in (max_startups)"
+        if startups[self._source] >= config.max_startups_per_source:
+            return (f"{config.max_startups_per_source} connections from {self._source} are "
+                    "logging in (max_startups_per_source)")
+        return None
+
+    def _end_startup(self) -> None:
+        if self._starting:
+            self._starting = False
+            self._ctx.startups[self._source] -= 1
+            if self._ctx.startups[self._source] <= 0:
+                del self._ctx.startups[self._source]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_startup()
+        if self._counted_user is not None:
+            self._ctx.logged_in[self._counted_user] -= 1
+            if self._ctx.logged_in[self._counted_user] <= 0:
+                del self._ctx.logged_in[self._counted_user]
+            self._counted_user = None
         if self._user is not None and not self._authenticated:
             # covers clients that only tried password or keyboard-interactive (never offered)
             self._ctx.log.warning("login failed: user %r from %s never authenticated",
@@ -1072,8 +1116,21 @@ class _ChannelSSHServer(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self._authenticated = True
+        self._end_startup()
         # an agent offers its other keys first: a login that succeeds is no failed login
         self._ctx.failures.forgive(self._source, self._failures)
+        user = self._user or "?"
+        limit = self._ctx.config.max_connections_per_channel
+        if self._ctx.logged_in[user] >= limit:
+            reason = (f"channel {user!r} has {limit} connections already "
+                      "(max_connections_per_channel); close one first")
+            self._ctx.log.warning("login refused: user %r from %s: %s", user, self._peer,
+                                  reason)
+            if self._conn is not None:
+                self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason)
+            return
+        self._ctx.logged_in[user] += 1
+        self._counted_user = user
         self._ctx.log.info("login: user %r from %s", self._user, self._peer)
 
     def begin_auth(self, username: str) -> bool:
@@ -1148,6 +1205,32 @@ class _ChannelSSHServer(asyncssh.SSHServer):
         key.verify = checked  # type: ignore[method-assign]
 
 
+def _advertise_handle_cap() -> None:
+    """Make asyncssh's limits@openssh.com reply carry the session's handle cap.
+
+    asyncssh answers the process's open-file limit, which ``raise_file_limit`` lifts to about a
+    million: a client that sizes its parallel transfers by it would hit our cap instead. The
+    reply is built per request by a handler of asyncssh's class table (private, hence looked up
+    defensively: an asyncssh without the extension, 2.14, simply offers none).
+    """
+    table = getattr(asyncssh.sftp.SFTPServerHandler, "_packet_handlers", None)
+    original = table.get(b"limits@openssh.com") if isinstance(table, dict) else None
+    if original is None or getattr(original, "_fla_capped", False):
+        return
+
+    async def limits(handler: Any, packet: Any) -> Any:
+        reply = await original(handler, packet)
+        server = getattr(handler, "_server", None)
+        if isinstance(server, ChannelSFTPServer):
+            reply = type(reply)(reply.max_packet_len, reply.max_read_len, reply.max_write_len,
+                                server.handle_cap())
+        return reply
+
+    limits._fla_capped = True  # type: ignore[attr-defined]
+    assert table is not None
+    table[b"limits@openssh.com"] = limits
+
+
 _REPEATS = RepeatFilter()  # one per process: it is installed on loggers, which are global
 _LIBRARY_LOGGERS = ("asyncio", "asyncssh", "asyncssh.sftp")  # the accept loop and SSH layer
 
@@ -1199,6 +1282,7 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
     # the handle caps keep every channel far below the limit; a limit left at a low default
     # (1024 on many systems) would still be reached by a few busy channels together
     raise_file_limit(log)
+    _advertise_handle_cap()
     # a flood of identical warnings (refusals, failed logins, the accept loop's "out of
     # system resource") must not fill the disk: each kind is let through at a bounded rate
     _REPEATS.reset()
@@ -1220,6 +1304,7 @@ async def start_server(home: SimulatorHome, config: SimulatorConfig, on_file_clo
         server_host_keys=[host_key],
         sftp_factory=partial(ChannelSFTPServer, ctx=ctx),
         allow_scp=False,
+        login_timeout=config.login_timeout_s,
         **options,
     )
     _CONTEXTS[acceptor] = ctx

@@ -69,3 +69,38 @@ def test_helpers_of_a_killed_simulator_do_not_outlive_it(fla_sim_home: Simulator
         alive = [h for h in alive if lives(h)]
         time.sleep(0.05)
     assert alive == [], [(h.pid, " ".join(h.cmdline())[:100]) for h in alive]
+
+
+def test_a_start_ends_the_helpers_an_earlier_run_recorded(fla_sim_home: SimulatorHome,
+                                                          fla_channel, tmp_path: Path) -> None:
+    """Where helpers cannot die with their parent (no PR_SET_PDEATHSIG), the next start ends
+    them: every helper is recorded in the home while it runs."""
+    import subprocess
+    import sys
+
+    from fla_sim.api import Simulator
+    from fla_sim.leftovers import HelperRecords
+
+    records = HelperRecords(fla_sim_home.helpers_dir)
+    # a real process standing for a helper a killed simulator left, and one that is not ours
+    # although it has a recorded pid: its start time differs (the pid was given again)
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        records.add(leftover.pid)
+        records.add(stranger.pid)
+        (fla_sim_home.helpers_dir / str(stranger.pid)).write_text("1")
+        with Simulator(fla_sim_home.path) as sim:
+            assert leftover.wait(10) == -signal.SIGKILL
+            assert stranger.poll() is None
+            # the helpers of this run are recorded while they run, and only they
+            assert sim.processor is not None
+            pool = sim.processor._judge_pool()
+            assert pool is not None
+            recorded = {int(p.name) for p in fla_sim_home.helpers_dir.iterdir()}
+            assert recorded == set(pool.pids()) and recorded
+        assert list(fla_sim_home.helpers_dir.iterdir()) == []  # a clean stop forgets them
+    finally:
+        for proc in (leftover, stranger):
+            proc.kill()
+            proc.wait()

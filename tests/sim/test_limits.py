@@ -264,6 +264,163 @@ def test_a_session_that_ends_gives_its_handles_back_to_the_channel(
 # -- logins ----------------------------------------------------------------------------------
 
 
+# -- connections -----------------------------------------------------------------------------
+
+
+async def raw_connection(port: int, source: str = "127.0.0.1"
+                         ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection that never speaks SSH (a half-open login), from ``source``."""
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def greeted(reader: asyncio.StreamReader, timeout: float = 10.0) -> bool:
+    """True when the server sends its SSH banner, False when it drops the connection."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except ConnectionResetError:
+        return False
+    return line.startswith(b"SSH-2.0-")
+
+
+def test_half_open_logins_from_one_source_cannot_lock_out_the_others(
+        home: SimulatorHome, config: SimulatorConfig, keys: dict[str, asyncssh.SSHKey],
+        caplog: pytest.LogCaptureFixture) -> None:
+    config.max_startups_per_source = 4
+    config.max_startups = 6
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with serving(home, config) as server:
+            flood = [await raw_connection(server.port, "127.0.0.2") for _ in range(4)]
+            seen["flood greeted"] = [await greeted(r) for r, _w in flood]
+            extra_r, extra_w = await raw_connection(server.port, "127.0.0.2")
+            seen["fifth from the source"] = await greeted(extra_r)
+            extra_w.close()
+            # another source still logs in and works
+            async with server.session(OWNER, keys[OWNER]) as sftp:
+                seen["other source"] = await sftp.listdir("/")
+            # the total cap: two more from a third address fill it, the next is dropped
+            more = [await raw_connection(server.port, "127.0.0.3") for _ in range(2)]
+            seen["more greeted"] = [await greeted(r) for r, _w in more]
+            try:
+                async with server.connect(OWNER, keys[OWNER]):
+                    seen["past the total"] = "logged in"
+            except (OSError, asyncssh.Error) as exc:
+                seen["past the total"] = exc
+            # a half-open login that ends makes room again
+            for _reader, writer in flood:
+                writer.close()
+                await writer.wait_closed()
+
+            async def logs_in() -> bool:
+                try:
+                    async with server.connect(OWNER, keys[OWNER]):
+                        return True
+                except (OSError, asyncssh.Error):
+                    return False
+
+            await wait_for(logs_in, "a login once the flood ended")
+            for _reader, writer in more:
+                writer.close()
+
+    with caplog.at_level(logging.WARNING, logger="fla_sim.server"):
+        asyncio.run(scenario())
+    assert seen["flood greeted"] == [True] * 4 and seen["more greeted"] == [True] * 2
+    assert seen["fifth from the source"] is False
+    assert "INTEST" in seen["other source"]
+    assert isinstance(seen["past the total"], (OSError, asyncssh.Error)), seen["past the total"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("4 connections from 127.0.0.2 are logging in (max_startups_per_source)" in m
+               for m in messages)
+    assert any("6 connections are logging in (max_startups)" in m for m in messages)
+
+
+def test_a_connection_that_does_not_log_in_in_time_is_closed(
+        home: SimulatorHome, config: SimulatorConfig) -> None:
+    config.login_timeout_s = 1
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with serving(home, config) as server:
+            reader, writer = await raw_connection(server.port)
+            seen["greeted"] = await greeted(reader)
+            # no more bytes from us: the server must end the connection itself
+            try:
+                seen["rest"] = await asyncio.wait_for(reader.read(), 15)
+            except ConnectionResetError:
+                seen["rest"] = b""
+            writer.close()
+
+    asyncio.run(scenario())
+    assert seen["greeted"] is True and seen["rest"] == b""
+
+
+def test_a_channel_cannot_hold_more_connections_than_its_cap(
+        home: SimulatorHome, config: SimulatorConfig, keys: dict[str, asyncssh.SSHKey],
+        caplog: pytest.LogCaptureFixture) -> None:
+    config.max_connections_per_channel = 2
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with serving(home, config) as server:
+            async with server.connect(OWNER, keys[OWNER]), server.connect(OWNER, keys[OWNER]):
+                third = await server.connect(OWNER, keys[OWNER])
+
+                async def dropped() -> bool:
+                    return third.is_closed()
+
+                await wait_for(dropped, "the third connection to be dropped")
+                try:
+                    await third.start_sftp_client()
+                    seen["reason"] = "sftp started"
+                except asyncssh.Error as exc:
+                    seen["reason"] = exc
+                async with server.session(OTHER, keys[OTHER]) as sftp:
+                    seen["other channel"] = await sftp.listdir("/")
+            async with server.session(OWNER, keys[OWNER]) as sftp:
+                seen["after"] = await sftp.listdir("/")
+
+    with caplog.at_level(logging.WARNING, logger="fla_sim.server"):
+        asyncio.run(scenario())
+    assert isinstance(seen["reason"], asyncssh.Error), seen["reason"]
+    assert any("channel 'acme-payroll' has 2 connections already "
+               "(max_connections_per_channel)" in r.getMessage() for r in caplog.records)
+    assert "INTEST" in seen["other channel"] and "INTEST" in seen["after"]
+
+
+def test_the_sftp_limits_extension_advertises_the_handle_cap(
+        home: SimulatorHome, config: SimulatorConfig, keys: dict[str, asyncssh.SSHKey],
+        tmp_path: Path) -> None:
+    """OpenSSH's sftp sizes its parallel requests by the handle limit the server advertises."""
+    if shutil.which("sftp") is None:
+        pytest.skip("OpenSSH sftp not installed")
+    config.max_handles_per_session = 9
+    key = tmp_path / "id_ed25519"
+    keys[OWNER].write_private_key(str(key))
+    key.chmod(0o600)
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with serving(home, config) as server:
+            proc = await asyncio.create_subprocess_exec(
+                "sftp", "-vvv", "-b", "-", "-P", str(server.port), "-i", str(key),
+                "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", f"{OWNER}@127.0.0.1",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            _out, err = await proc.communicate(b"ls\n")
+            seen["code"], seen["log"] = proc.returncode, err.decode()
+
+    asyncio.run(scenario())
+    assert seen["code"] == 0, seen["log"]
+    offered = b"limits@openssh.com" in getattr(asyncssh.sftp.SFTPServerHandler,
+                                               "_packet_handlers", {})
+    if offered:  # asyncssh 2.15+ serves limits@openssh.com
+        assert "server handle limit 9;" in seen["log"], seen["log"]
+    else:  # an older asyncssh offers no such extension: nothing to advertise wrongly
+        assert "handle limit" not in seen["log"]
+
+
 def test_sixty_wrong_keys_then_the_right_one_end_the_connection_at_the_sixth(
         home: SimulatorHome, config: SimulatorConfig, keys: dict[str, asyncssh.SSHKey],
         caplog: pytest.LogCaptureFixture) -> None:
@@ -433,7 +590,8 @@ def test_the_caps_are_server_keys_with_defaults_and_bounds(home: SimulatorHome) 
     assert {key: getattr(config, key) for key in CAPS} == {
         "max_handles_per_session": 64, "max_handles_per_channel": 256, "max_auth_attempts": 6,
         "max_auth_failures_per_source": 30, "auth_failure_window_s": 60,
-        "max_files_per_channel": 10_000}
+        "max_files_per_channel": 10_000, "max_startups": 100, "max_startups_per_source": 10,
+        "login_timeout_s": 120, "max_connections_per_channel": 64}
     config.max_handles_per_session = 10
     config.auth_failure_window_s = 5
     home.save(config)

@@ -499,3 +499,19 @@ def test_an_fi_over_max_file_size_is_answered_184_without_being_followed_to_its_
         assert sim.prescanner.running_pids() == []
     assert isinstance(acrf, Acrf) and acrf.error_code == "184"
     assert stats["used"] == 0
+
+
+def test_a_follower_builds_the_manager_the_caller_gave(fla_sim_home, fla_channel, fla_clock,
+                                                       tmp_path):
+    """A manager given by the caller reaches the follower as its recipe (here with a built-in
+    blocked): the set is answered from the pre-scan, never with the process-wide plugins."""
+    from fla_core.plugins import FlaPlugins
+
+    data = big_fi(1500)
+    fi, fs, go = names("00001")
+    configure(fla_sim_home, THRESHOLD)
+    plugins = FlaPlugins(entry_points=False, modules=(), blocked=("fla_core.checks.years",))
+    with Simulator(fla_sim_home.path, clock=fla_clock, plugins=plugins) as sim:
+        send(sim, fla_channel, [(fi, data), (fs, fs_for(fla_channel, data, tmp_path))])
+        assert_answered_from_the_prescan(sim, fla_channel, go)
+        assert Counter(sim.prescanner.stats)["fallback"] == 0
