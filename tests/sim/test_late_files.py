@@ -127,8 +127,11 @@ def test_an_fs_listed_when_the_set_was_taken_but_announced_later_counts_as_judge
     judging, go_on = threading.Event(), threading.Event()
 
     async def scenario() -> tuple[Acrf, list]:
-        # the caller's plugins: the set is judged in a thread of this process, held here
-        # before P4 (a wrong FS stops the judge at P9, before any rule hook could hold it)
+        # judge_workers = 0: the set is judged in a thread of this process, held here before
+        # P4 (a wrong FS stops the judge at P9, before any rule hook could hold it)
+        config = fla_sim_home.load()
+        config.judge_workers = 0
+        fla_sim_home.save(config)
         plugins = FlaPlugins(entry_points=False)
         async with Simulator(fla_sim_home.path, clock=fla_clock, plugins=plugins) as sim:
             assert sim.processor is not None and sim.journal is not None
