@@ -59,6 +59,7 @@ from fla_core.plugins import PluginError, get_plugins
 COMMAND_MODULES: dict[str, str] = {"send": "fla_core.cli_channel", "poll": "fla_core.cli_channel"}
 COMMAND_GROUP = "fla.commands"
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _describe(exc: Exception) -> tuple[int, str] | None:
@@ -302,7 +303,7 @@ class _Typer(typer.Typer):
     """Every ``@app.command()``, also in the modules of COMMAND_MODULES, is a ``_Command``."""
 
     def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
-                **kwargs: Any) -> Any:
+                **kwargs: Any) -> Callable[[F], F]:
         """Register a subcommand (typer's ``command``, with ``_Command`` as default class)."""
         return super().command(name, cls=cls or _Command, **kwargs)
 

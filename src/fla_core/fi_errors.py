@@ -51,11 +51,16 @@ def _locate(root: Any, message: str) -> int | None:
         return None
     match = _ELEMENT_RE.search(message)
     if not match:
-        return root.sourceline
+        return _line(root)
     value = _VALUE_RE.search(message)
     first = None
     for el in root.iter(match.group(1)):
         if value is None or (el.text or "") == value.group(1):
-            return el.sourceline
-        first = first or el.sourceline
-    return first or root.sourceline
+            return _line(el)
+        first = first or _line(el)
+    return first or _line(root)
+
+
+def _line(element: Any) -> int | None:
+    line = element.sourceline
+    return line if isinstance(line, int) else None

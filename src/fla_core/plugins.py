@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
@@ -250,7 +250,7 @@ class FlaPlugins:
             names = ", ".join(sorted(f.name for f in self.input_formats()))
             raise PluginError(f"no installed plugin reads format {format!r}; "
                               f"installed formats: {names}")
-        return result
+        return cast("FileContent", result)
 
     def check_declaration(self, declaration: Declaration, position: int,
                           context: CheckContext) -> list[Anomaly]:

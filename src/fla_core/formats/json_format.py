@@ -94,15 +94,15 @@ def _load(path: Path) -> Any:
                          f"(column {exc.colno})") from exc
 
 
-def _check_keys(obj: dict, at: str, known: tuple[str, ...], path: Path, context: ReadContext,
-                what: str) -> None:
+def _check_keys(obj: dict[str, Any], at: str, known: tuple[str, ...], path: Path,
+                context: ReadContext, what: str) -> None:
     for key in obj:
         if key not in known:
             context.problem(path, None, json_child(at, key), f"unknown key {key!r} in {what}; "
                             f"known keys: {', '.join(known)}")
 
 
-def _text(obj: dict, at: str, keys: tuple[str, ...], path: Path,
+def _text(obj: dict[str, Any], at: str, keys: tuple[str, ...], path: Path,
           context: ReadContext) -> dict[str, str]:
     out: dict[str, str] = {}
     for key in keys:
@@ -122,7 +122,7 @@ def _text(obj: dict, at: str, keys: tuple[str, ...], path: Path,
     return out
 
 
-def _flat_rows(doc: list, path: Path, context: ReadContext) -> Iterator[Row]:
+def _flat_rows(doc: list[Any], path: Path, context: ReadContext) -> Iterator[Row]:
     unknown: set[str] = set()
     for i, obj in enumerate(doc):
         at = json_child("$", i)
@@ -140,7 +140,7 @@ def _flat_rows(doc: list, path: Path, context: ReadContext) -> Iterator[Row]:
             yield Row(None, values, at=Place(at))
 
 
-def _nested_rows(decls: list, path: Path, context: ReadContext) -> Iterator[Row]:
+def _nested_rows(decls: list[Any], path: Path, context: ReadContext) -> Iterator[Row]:
     for d, decl in enumerate(decls):
         at = json_child("$.declarations", d)
         if not isinstance(decl, dict):
