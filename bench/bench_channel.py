@@ -102,20 +102,8 @@ def serve(home: Path) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    async def main() -> None:
-        sim = Simulator(home, host="127.0.0.1", port=0)
-        await sim.start()
-        print(f"PORT {sim.port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await sim.astop()
-
-    asyncio.run(main())
+    Simulator(home, host="127.0.0.1", port=0).serve_forever(
+        on_started=lambda sim: print(f"PORT {sim.port}", flush=True))
 
 
 class SimProcess:

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -263,14 +264,33 @@ class Simulator:
         """Run the orphan sweep now (spec 5.6); the clock decides what is old enough."""
         return await self._running().sweep_orphans()
 
-    async def aserve_forever(self) -> None:
-        """Run until :meth:`astop` (or the task is cancelled)."""
-        await self.start()
-        self._stop_event = asyncio.Event()
+    async def aserve_forever(self, *, on_started: Callable[[Simulator], object] | None = None,
+                             signals: bool = False) -> None:
+        """Start, call ``on_started``, run until :meth:`astop` (or the task is cancelled), stop.
+
+        With ``signals`` (the main thread of a program: ``fla-sim serve``), SIGINT and SIGTERM
+        stop it and SIGHUP re-reads ``simulator.toml`` at once (it is also re-read at each login
+        when it changed). The handlers are in place before the start, so a supervisor may send
+        SIGTERM as soon as ``on_started`` has announced the port.
+        """
+        self._stop_event = stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signals else ()
+        for signum in handled[:2]:
+            loop.add_signal_handler(signum, stop.set)
+        if signals:
+            loop.add_signal_handler(signal.SIGHUP, lambda: self.check_config(force=True))
         try:
-            await self._stop_event.wait()
+            await self.start()
+            try:
+                if on_started is not None:
+                    on_started(self)
+                await stop.wait()
+            finally:
+                await self.astop()
         finally:
-            await self.astop()
+            for signum in handled:
+                loop.remove_signal_handler(signum)
 
     async def __aenter__(self) -> Simulator:
         return await self.start()
@@ -335,10 +355,11 @@ class Simulator:
         """Run the orphan sweep now (sync mode); returns the number of answers written."""
         return self._call(self.asweep_orphans())
 
-    def serve_forever(self) -> None:
-        """Serve in the foreground until Ctrl-C (what ``fla-sim serve`` does)."""
+    def serve_forever(self, *, on_started: Callable[[Simulator], object] | None = None) -> None:
+        """Serve in the foreground until Ctrl-C or SIGTERM (what ``fla-sim serve`` does): the
+        one serve loop, on one event loop, so that stopping happens where the server started."""
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way out
-            asyncio.run(self.aserve_forever())
+            asyncio.run(self.aserve_forever(on_started=on_started, signals=True))
 
     # --- looking at the channel ---------------------------------------------------------------
 

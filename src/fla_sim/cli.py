@@ -7,14 +7,11 @@ Errors are one line on stderr; ``-v`` shows the traceback (``fla_core.cli_common
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import os
-import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -322,9 +319,8 @@ def serve(home: Home, host: HostOption = None,
     listen_port = config.port if port is None else port
     handler = _log_to_stderr(quiet=quiet, verbose=verbose)
     try:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way out
-            asyncio.run(_serve(Simulator(target.path, host=listen_host, port=listen_port),
-                               config))
+        Simulator(target.path, host=listen_host, port=listen_port).serve_forever(
+            on_started=lambda sim: _announce(sim, config))
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -347,25 +343,6 @@ def _log_to_stderr(*, quiet: bool, verbose: bool) -> logging.Handler:
     if verbose:  # key exchange and authentication, for a client that cannot connect
         logging.getLogger("asyncssh").setLevel(logging.INFO)
     return handler
-
-
-async def _serve(sim: Simulator, config: SimulatorConfig) -> None:
-    """Run ``sim`` on this loop until Ctrl-C or SIGTERM, then stop it on the same loop."""
-    # Simulator's sync facade runs its own loop in a thread; serving from the CLI stays on one
-    # loop so that stopping (astop) happens where the server was started.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    # before the "serving" line: a supervisor may send SIGTERM as soon as it reads that line
-    for signum in (signal.SIGINT, signal.SIGTERM):  # a service manager stops us with SIGTERM
-        loop.add_signal_handler(signum, stop.set)
-    # simulator.toml is also re-read at each login when it changed; SIGHUP reads it at once
-    loop.add_signal_handler(signal.SIGHUP, lambda: sim.check_config(force=True))
-    await sim.start()
-    try:
-        _announce(sim, config)
-        await stop.wait()
-    finally:
-        await sim.astop()
 
 
 def _announce(sim: Simulator, config: SimulatorConfig) -> None:
