@@ -135,6 +135,8 @@ class Training:
     during_working_time: bool
     provider_company_id: str | None = None
     line: int | None = None
+    # JSON inputs: the JSON path of the object it was read from (where, not what: not compared)
+    place: str | None = field(default=None, compare=False)
 
     @property
     def hours_decimal(self) -> Decimal | None:
@@ -152,6 +154,8 @@ class Worker:
     inss: str
     trainings: list[Training] = field(default_factory=list)
     line: int | None = None
+    # JSON inputs: the JSON path of its object or first row (where, not what: not compared)
+    place: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -173,6 +177,8 @@ class Declaration:
     replaced_declaration_ref: str | None = None
     workers: list[Worker] = field(default_factory=list)
     line: int | None = None
+    # JSON inputs: the JSON path of its object or first row (where, not what: not compared)
+    place: str | None = field(default=None, compare=False)
 
 
 @dataclass

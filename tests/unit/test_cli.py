@@ -602,3 +602,28 @@ def test_help_shows_placeholders_and_marks_required_options(command):
         row = rows[option]
         assert row.group(3) == placeholder, (option, row.group(0))
         assert (row.group(1) == "*") == required, (option, row.group(0))
+
+
+@pytest.mark.parametrize(("field", "value", "code", "where"), [
+    ("inss", "93051822362", "00122-004", "field $.declarations[0].workers[0].inss"),
+    ("end_date", "2025-03-01", "00136-910",
+     "field $.declarations[0].workers[0].trainings[0].end_date"),
+    ("employer_company_id", "0897223671", "00112-004",
+     "field $.declarations[0].employer_company_id"),
+])
+def test_check_locates_a_json_exports_anomaly_by_json_path(runner, tmp_path, field, value, code,
+                                                           where):
+    """JSON has no lines through the public json API: the value's JSON path says where."""
+    doc = json.loads((EXPORTS / "valid.json").read_text())
+    declaration = doc["declarations"][0]
+    worker = declaration["workers"][0]
+    holder = (declaration if field == "employer_company_id"
+              else worker if field == "inss" else worker["trainings"][0])
+    holder[field] = value
+    export = tmp_path / "broken.json"
+    export.write_text(json.dumps(doc))
+    res = run(runner, "check", export, *CHANNEL, "--today", "2025-12-31", "--json")
+    assert res.exit_code == 1, res.output
+    findings = json.loads(res.stdout)
+    assert any(f["code"] == code and f["where"] == f"{export} {where}" for f in findings), \
+        findings

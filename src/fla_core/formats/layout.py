@@ -342,7 +342,8 @@ class DeclarationBuilder:
             declaration_ref=first.declaration_ref, action=first.action,
             reporting_year=first.reporting_year, employer=employer,
             replaced_declaration_ref=first.replaced_declaration_ref,
-            line=first.declaration_line or first.line)
+            line=first.declaration_line or first.line,
+            place=(first.at.declaration or first.at.row) if first.at is not None else None)
         self._workers: dict[str, Worker] = {}
         self._same = _consistent_values(first)
         self._add_worker(first)
@@ -368,14 +369,17 @@ class DeclarationBuilder:
             return
         inss, training = row.worker
         # What dataclasses.replace does, without its per-call field introspection.
+        place = row.at.row if row.at is not None else None
         training = (Training(training.training_ref, training.title, training.training_type,
                              training.start_date, training.end_date, training.hours,
                              training.during_working_time, training.provider_company_id,
-                             row.line)
-                    if type(training) is Training else replace(training, line=row.line))
+                             row.line, place)
+                    if type(training) is Training
+                    else replace(training, line=row.line, place=place))
         worker = self._workers.get(inss)
         if worker is None:
-            worker = Worker(inss=inss, line=row.line)
+            worker = Worker(inss=inss, line=row.line,
+                            place=(row.at.worker or row.at.row) if row.at is not None else None)
             self._workers[inss] = worker
             self.declaration.workers.append(worker)
         worker.trainings.append(training)
@@ -450,21 +454,32 @@ def make_header(context: ReadContext, file_reference: str | None = None) -> File
 
 
 def locate(anomaly_path: str | None, declaration: Declaration) -> tuple[int | None, str | None]:
-    """Input line and column of a business anomaly's spec 8.2 path within ``declaration``."""
+    """Input line and column of a business anomaly's spec 8.2 path within ``declaration``; for
+    a JSON input no line, and the JSON path of the value instead of the column."""
     if not anomaly_path:
-        return declaration.line, None
+        return declaration.line, declaration.place
     worker = training = None
     for name, index in _ROW_POSITION.findall(anomaly_path):
         if name == "Worker":
             worker = int(index)
         else:
             training = int(index)
-    line = declaration.line
+    line, place = declaration.line, declaration.place
     column = ELEMENT_COLUMNS.get(anomaly_path.rsplit("/", 1)[-1].split("[")[0])
+    holder = declaration.place  # the JSON object that holds the column's value
     if worker is not None and 0 < worker <= len(declaration.workers):
         w = declaration.workers[worker - 1]
-        line = w.line or line
+        line, place = w.line or line, w.place or place
+        if column == "inss":
+            holder = w.place
         if training is not None and 0 < training <= len(w.trainings):
-            line = w.trainings[training - 1].line or line
-    return line, column
+            t = w.trainings[training - 1]
+            line, place = t.line or line, t.place or place
+            if column not in DECLARATION_FIELDS and column != "inss":
+                holder = t.place
+    if declaration.place is None:  # a lined input (CSV, XLSX)
+        return line, column
+    if column is None:
+        return None, place
+    return None, json_child(holder or place or "$", column)
 
