@@ -20,8 +20,8 @@ import asyncssh
 import pytest
 
 from fla_core import pki
-from fla_core.cli_channel import SetResult, collect_results
 from fla_core.responses import Acrf, Noti, parse_answer
+from fla_core.set_results import SetResult, collect_results
 from fla_core.signing import encode_fs, sign_file
 from fla_core.transport import fetch_answers
 from fla_sim.pytest_plugin import FixedClock

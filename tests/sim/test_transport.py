@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fla_core.cli_channel import SetResult, collect_results, complete
 from fla_core.responses import Acrf, Noti, parse_answer
+from fla_core.set_results import SetResult, collect_results, complete
 from fla_core.transport import (
     STATE_FILE,
     ChannelAddress,
