@@ -264,9 +264,11 @@ def _created(form: etree._Element) -> datetime:
 
 
 def _result_code(text: str, allowed: tuple[int, ...]) -> int:
-    if not text.isdigit() or int(text) not in allowed:
-        raise AnswerError(f"ResultCode {text!r} is not one of {allowed}")
-    return int(text)
+    # compared as text: isdigit() also accepts "²", which int() refuses
+    for code in allowed:
+        if text == str(code):
+            return code
+    raise AnswerError(f"ResultCode {text!r} is not one of {allowed}")
 
 
 def _anomaly(rep: etree._Element) -> NotiAnomaly:

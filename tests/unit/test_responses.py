@@ -206,6 +206,14 @@ def test_bad_answers_give_a_clear_error(data, message):
         parse_answer(data)
 
 
+@pytest.mark.parametrize("code", ["²", "01", " 1", "3"])
+def test_a_result_code_that_is_not_one_of_the_codes_is_a_clear_error(code):
+    data = (ANSWERS / "spec-9.2-acrf-118.xml").read_bytes()
+    data = data.replace(b"<ResultCode>0</ResultCode>", f"<ResultCode>{code}</ResultCode>".encode())
+    with pytest.raises(AnswerError, match="ResultCode"):
+        parse_answer(data)
+
+
 def test_external_entity_is_not_resolved(tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET")
