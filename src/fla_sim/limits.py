@@ -2,9 +2,10 @@
 
 One misbehaving session once opened ~20,000 handles, exhausted the process's file descriptors
 and locked every channel out while the logs filled up. The per-session and per-channel handle
-caps live in :mod:`fla_sim.server`; here are the pieces that are not SFTP: the file limit raised
-at start-up, the sliding window of failed logins per source address, and the filter that keeps
-a flood of identical warnings from filling the log.
+caps live in :mod:`fla_sim.sftp_session`, the login and connection caps in
+:mod:`fla_sim.ssh_login`; here are the pieces they share: the file limit raised at start-up, the
+sliding window of failed logins per source address, and the filter that keeps a flood of
+identical warnings from filling the log.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import asyncssh
 import pytest
 
 from fla_core.model import Quality
-from fla_sim import server
+from fla_sim import sftp_session, uploads
 from fla_sim.config import ChannelConfig, SimulatorConfig, SimulatorHome
 from fla_sim.server import start_server
 
@@ -165,8 +165,8 @@ def test_the_number_of_files_is_capped(world: World) -> None:
             # files that leave (the processor archives them) are noticed before a refusal
             for n in range(2, 7):
                 (world.intest / fi(n)).unlink()
-            # a refusal reads the folders again, at most every _RESCAN_S
-            await asyncio.sleep(getattr(server, "_RESCAN_S", 0))
+            # a refusal reads the folders again, at most every RESCAN_S
+            await asyncio.sleep(uploads.RESCAN_S)
             outcome.append(await attempt(sftp.open(f"INTEST/{fi(20)}", "wb")))
             if not isinstance(outcome[-1], Exception):
                 await outcome[-1].close()
@@ -217,7 +217,7 @@ def test_a_big_reopen_never_freezes_other_sessions(world: World,
     world.config.channels = [dataclasses.replace(world.config.channels[0], quota_bytes=64 * MiB)]
     started, release = threading.Event(), threading.Event()
     held: list[bool] = []
-    real = server._copy_prefix
+    real = uploads.copy_prefix
 
     def gated(src: int, dst: int, size: int) -> int:
         started.set()
@@ -228,7 +228,7 @@ def test_a_big_reopen_never_freezes_other_sessions(world: World,
         async with world.serving() as port, world.session(port) as a, world.session(port) as b:
             async with a.open(f"INTEST/{fi(1)}", "wb") as f:
                 await f.write(old)
-            monkeypatch.setattr(server, "_copy_prefix", gated)
+            monkeypatch.setattr(sftp_session, "copy_prefix", gated)
             reopen = asyncio.ensure_future(a.open(f"INTEST/{fi(1)}", asyncssh.FXF_WRITE,
                                                   encoding=None))
             loop = asyncio.get_running_loop()
@@ -256,7 +256,7 @@ def test_a_session_dropped_during_the_copy_leaves_nothing(world: World,
     """The copy's thread outlives the session: the upload is discarded, its bytes released."""
     old = b"o" * (600 * KiB)
     started, release = threading.Event(), threading.Event()
-    real = server._copy_prefix
+    real = uploads.copy_prefix
 
     def gated(src: int, dst: int, size: int) -> int:
         started.set()
@@ -267,7 +267,7 @@ def test_a_session_dropped_during_the_copy_leaves_nothing(world: World,
         async with world.serving() as port:
             async with world.session(port) as first, first.open(f"INTEST/{fi(1)}", "wb") as f:
                 await f.write(old)
-            monkeypatch.setattr(server, "_copy_prefix", gated)
+            monkeypatch.setattr(sftp_session, "copy_prefix", gated)
             key = world.key
             conn = await asyncssh.connect("127.0.0.1", port, username=USER, client_keys=[key],
                                           known_hosts=None, agent_path=None)

@@ -28,12 +28,12 @@ def test_the_directory_environment_mapping_of_spec_4_4() -> None:
 
 
 def test_every_module_takes_the_directories_from_model() -> None:
-    from fla_sim import config, server
+    from fla_sim import config, sftp_session, uploads
 
     assert transport.ANSWER_DIRS is model.ANSWER_DIRS
     assert config.CHANNEL_DIRS is model.CHANNEL_DIRS
-    assert frozenset(UPLOAD_DIRS) == server.UPLOAD_DIRS
-    assert frozenset(ANSWER_DIRS) == server.ANSWER_DIRS
+    assert frozenset(UPLOAD_DIRS) == uploads.UPLOAD_DIRS
+    assert frozenset(ANSWER_DIRS) == sftp_session.ANSWER_DIRS
 
 
 def test_no_other_table_of_directory_names() -> None:
