@@ -498,6 +498,70 @@ def build_command(
     err.print(f"{result.declarations} declaration(s) written", highlight=False)
 
 
+# --- fake -------------------------------------------------------------------------------------
+
+@app.command("fake")
+def fake_command(
+    records: Annotated[int, typer.Option(metavar="N", min=1, help="Training records (export "
+                                         "rows) to write.")] = 100,
+    fmt: Annotated[str | None, typer.Option("--format", metavar="NAME", help="Format to write "
+                                            "(default: from the --out suffix, else csv; see "
+                                            "fla plugins).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Export to "
+                                                  "write (default: standard output).")] = None,
+    invalid: Annotated[float, typer.Option(metavar="RATE", min=0.0, max=1.0, help="Fraction "
+                                           "of the records that carry one seeded defect.")]
+    = 0.0,
+    seed: Annotated[int | None, typer.Option(metavar="S", min=0, help="Seed: the same seed "
+                                             "and options write the same bytes (default: "
+                                             "random, reported).")] = None,
+    sender: Annotated[str, typer.Option(metavar="NNNNNN", help="Sender number of the channel "
+                                        "(for fla build).")] = "123456",
+    quality: QualityOpt = "social-secretariat",
+    company: CompanyOpt = "0123456749",
+    today: Annotated[str | None, typer.Option(metavar="YYYY-MM-DD", help="Processing date the "
+                                              "data is valid on (default today).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Write a realistic fake export (--invalid: with seeded defects) for fla build and check."""
+    from fla_core.faking import FakeSpec, new_seed, write_fake, writer_format
+
+    who = make_sender(sender, quality, company)
+    spec = FakeSpec(records=records, sender=who, today=parse_day(today, default=date.today()),
+                    seed=new_seed() if seed is None else seed, invalid=invalid)
+    if out_path is None and as_json:
+        raise Failure("--json needs --out FILE: without it the export goes to standard output")
+    if out_path is not None and out_path.is_dir():
+        raise Failure(f"--out {out_path}: is a folder; give a file name")
+    if out_path is not None and not out_path.parent.is_dir():
+        raise Failure(f"--out {out_path}: folder {out_path.parent} does not exist")
+    plugins = get_plugins()
+    name = writer_format(fmt, out_path, plugins)
+    if out_path is None and name not in ("csv", "json") and sys.stdout.isatty():
+        raise Failure(f"format {name} is not text: give --out FILE, or redirect the output")
+    with _progress("faking") as progress:
+        task = progress.add_task("records", total=records)
+        result = write_fake(spec, fmt=name, out=out_path or sys.stdout.buffer, plugins=plugins,
+                            tick=lambda rows: progress.advance(task, rows))
+    if as_json:
+        emit_json({"file": str(out_path), "format": name, "seed": result.seed,
+                   "records": result.records, "declarations": result.declarations,
+                   "workers": result.workers,
+                   "defects": [seeded.as_dict() for seeded in result.seeded],
+                   "expected": result.expected})
+        return
+    err.print(f"{result.records} record(s), {result.declarations} declaration(s), "
+              f"{result.workers} worker(s) written to {out_path or 'standard output'} "
+              f"({name}, seed {result.seed})", markup=False, highlight=False)
+    if result.seeded:
+        err.print(f"{sum(result.defects.values())} record(s) with a seeded defect; fla check "
+                  "of the build reports:", markup=False, highlight=False)
+        for seeded in result.seeded:
+            d = seeded.defect
+            err.print(f"  {d.error_id}  {seeded.records:>7}  {d.kind}: {d.description}",
+                      markup=False, highlight=False)
+
+
 # --- sign / verify ----------------------------------------------------------------------------
 
 @app.command("sign")

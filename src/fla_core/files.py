@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -98,6 +98,30 @@ def atomic_write(target: str | Path, content: Content, *, durable: bool = True,
     if durable:
         fsync_directory(target.parent)
     return target
+
+
+@contextlib.contextmanager
+def path_then_rename(target: str | Path, *, durable: bool = False) -> Iterator[Path]:
+    """A hidden temporary path beside ``target`` for a writer that needs a path, not a stream
+    (a library that writes its own file: openpyxl, a format plugin): renamed over ``target``
+    when the block ends, removed when it raises. The temporary name keeps ``target``'s
+    suffix, which such writers may look at."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.part{target.suffix}")
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, target)
+        if durable:
+            fsync_directory(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def write_private(target: str | Path, data: bytes, *, durable: bool = True) -> Path:

@@ -74,6 +74,24 @@ def fla_read_declarations(path: Path, format: str, context: ReadContext) -> File
     """
 
 
+@hookspec(firstresult=True)
+def fla_write_export(content: FileContent, format: str, path: Path) -> bool | None:
+    """Write ``content`` to ``path`` as an export in ``format``, the inverse of
+    ``fla_read_declarations`` (used by ``fla fake``).
+
+    Return None when this plugin does not write ``format``; True once ``path`` is written. The
+    first non-None result wins. A format that writes says so with ``InputFormat(...,
+    writes=True)`` from ``fla_input_formats``. What is written must read back, through this
+    plugin's ``fla_read_declarations``, into the same declarations (the layout of
+    ``fla_core.formats.layout``; ``layout.declaration_rows`` gives each declaration's rows as
+    text). ``content.declarations`` is a lazy iterator of any length: write row by row and
+    never collect it. The bytes must depend on ``content`` alone (no clock, no random: a
+    timestamp a format needs comes from ``content.header.creation``), so that the same
+    ``fla fake --seed`` gives the same file. ``path`` is a temporary name the caller renames
+    into place when the hook returns, and removes when it raises: write it, nothing else.
+    """
+
+
 # --- checking --------------------------------------------------------------------------------
 
 @hookspec

@@ -252,6 +252,13 @@ class FlaPlugins:
                               f"installed formats: {names}")
         return cast("FileContent", result)
 
+    def write_export(self, content: FileContent, format: str, path: Path) -> None:
+        """Write ``content`` as an export in ``format`` with the first plugin that writes it."""
+        if self.pm.hook.fla_write_export(content=content, format=format, path=path) is None:
+            names = ", ".join(sorted(f.name for f in self.input_formats() if f.writes))
+            raise PluginError(f"no installed plugin writes format {format!r}; formats "
+                              f"written: {names or 'none'}")
+
     def check_declaration(self, declaration: Declaration, position: int,
                           context: CheckContext) -> list[Anomaly]:
         """Anomalies of one declaration from every check plugin, unsorted."""

@@ -86,6 +86,40 @@ def test_input_format_plugin_reads_its_format_only(bare, tmp_path):
         plugins.read_declarations(csv, "toml", ctx)
 
 
+@covers_hook("fla_write_export")
+def test_write_export_plugin_writes_its_format_and_csv_reads_back(bare, tmp_path):
+    header = FileHeader("123456", "EMPLOYER", "0897223670", "T", "2026-03-16T09:30:00", "R-1")
+
+    class Yaml:
+        @hookimpl
+        def fla_input_formats(self):
+            return [InputFormat("yaml", (".yml",), "YAML rows", writes=True)]
+
+        @hookimpl
+        def fla_write_export(self, content, format, path):
+            if format != "yaml":
+                return None
+            path.write_text("".join(f"- {d.declaration_ref}\n" for d in content))
+            return True
+
+    plugins = bare(Yaml())
+    assert {f.name: f.writes for f in plugins.input_formats()} == {
+        "csv": True, "json": True, "yaml": True}
+    plugins.write_export(FileContent(header, iter([declaration()])), "yaml", tmp_path / "x.yml")
+    assert (tmp_path / "x.yml").read_text() == "- D-1\n"
+    # the built-in CSV writer still answers for csv, and its rows read back the same
+    plugins.write_export(FileContent(header, iter([declaration()])), "csv", tmp_path / "x.csv")
+    back = list(plugins.read_declarations(tmp_path / "x.csv", "csv", ReadContext(SENDER)))
+    assert [(d.declaration_ref, d.employer, [(w.inss, [(t.training_ref, t.hours) for t in
+                                                      w.trainings]) for w in d.workers])
+            for d in back] == [("D-1", Employer("0897223670"),
+                                [("93051822361", [("TR-1", "7.00")])])]
+    with pytest.raises(PluginError, match="no installed plugin writes format 'toml'; formats "
+                                          "written: csv, json, yaml"):
+        plugins.write_export(FileContent(header, iter(())), "toml", tmp_path / "x.toml")
+    assert not (tmp_path / "x.toml").exists()
+
+
 @covers_hook("fla_qualities")
 def test_qualities_builtin_and_duplicates(bare):
     infos = {i.quality: i for i in bare().qualities()}

@@ -13,7 +13,16 @@ from typer.testing import CliRunner
 from fla_core import cli
 from fla_core.formats import InputError, ReadContext
 from fla_core.formats.layout import FIELDS
-from fla_core.model import Quality, Sender
+from fla_core.model import (
+    Declaration,
+    Employer,
+    FileContent,
+    FileHeader,
+    Quality,
+    Sender,
+    Training,
+    Worker,
+)
 from fla_core.plugins import FlaPlugins, PluginError
 
 openpyxl = pytest.importorskip("openpyxl")
@@ -51,7 +60,7 @@ def test_entry_point_discovery():
     assert "xlsx" in [f.name for f in plugins.input_formats()]
     (info,) = [p for p in plugins.plugins() if p.name == "xlsx"]
     assert info.builtin is False and info.version == "0.1.0"
-    assert info.hooks == ("fla_input_formats", "fla_read_declarations")
+    assert info.hooks == ("fla_input_formats", "fla_read_declarations", "fla_write_export")
     # without entry points the format is gone, and the error lists what is installed
     bare = FlaPlugins(entry_points=False)
     ctx = ReadContext(sender=SENDER)
@@ -137,3 +146,58 @@ def test_fla_plugins_command_says_blocked(monkeypatch):
     assert xlsx["blocked"] is True and xlsx["hooks"] == []
     (line,) = [row for row in table.stdout.splitlines() if " xlsx " in row]
     assert "blocked" in line
+
+
+# --- writing (fla_write_export) -------------------------------------------------------------------
+
+HEADER = FileHeader("123456", "EMPLOYER", "0897223670", "T", "2026-03-16T09:30:00", "R-1")
+
+
+def declarations() -> list[Declaration]:
+    forklift = Training("TR-1", "Forklift", "FORMAL", "2025-03-03", "2025-03-05", "21.00", True,
+                        "0566988259")
+    shadow = Training("TR-2", "Shadowing, café", "INFORMAL", "2025-06-10", "2025-06-10", "3.50",
+                      False)
+    return [Declaration("D-1", "NEW", "2025", Employer("0897223670", "042979535"),
+                        workers=[Worker("00012556777", [forklift, shadow])]),
+            Declaration("D-2", "CANCEL", "2025", Employer("0897223670"),
+                        replaced_declaration_ref="D-0")]
+
+
+def shape(decls):
+    return [(d.declaration_ref, d.action, d.replaced_declaration_ref, d.reporting_year,
+             d.employer, [(w.inss, [(t.training_ref, t.title, t.training_type, t.start_date,
+                                     t.end_date, t.hours, t.during_working_time,
+                                     t.provider_company_id) for t in w.trainings])
+                          for w in d.workers]) for d in decls]
+
+
+def test_writes_a_workbook_that_reads_back_the_same(tmp_path):
+    path = tmp_path / "out.xlsx"
+    FlaPlugins().write_export(FileContent(HEADER, iter(declarations())), "xlsx", path)
+    ctx = ReadContext(sender=SENDER)
+    assert shape(FlaPlugins().read_declarations(path, "xlsx", ctx)) == shape(declarations())
+    assert ctx.problems == []
+    sheet = openpyxl.load_workbook(path).worksheets[0]
+    cells = {name: sheet.cell(2, FIELDS.index(name) + 1).value for name in FIELDS}
+    # identifiers stay text (leading zeros); dates, hours, year and yes/no are typed
+    assert (cells["inss"], cells["employer_noss_nbr"]) == ("00012556777", "042979535")
+    assert cells["start_date"] == datetime(2025, 3, 3) and cells["reporting_year"] == 2025
+    assert cells["hours"] == 21 and cells["during_working_time"] is True
+
+
+def test_the_same_content_gives_the_same_bytes(tmp_path, monkeypatch):
+    import time
+    import zipfile
+
+    first, second = tmp_path / "a.xlsx", tmp_path / "b.xlsx"
+    FlaPlugins().write_export(FileContent(HEADER, iter(declarations())), "xlsx", first)
+    # the clock moves on (ZIP member times have a 2-second resolution)
+    real = time.time()
+    monkeypatch.setattr(time, "time", lambda: real + 3600)
+    monkeypatch.setattr(time, "localtime", lambda *a: time.gmtime(real + 3600))
+    FlaPlugins().write_export(FileContent(HEADER, iter(declarations())), "xlsx", second)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {i.date_time for i in archive.infolist()} == {(2026, 3, 16, 9, 30, 0)}
+        assert b"2026-03-16T09:30:00Z" in archive.read("docProps/core.xml")

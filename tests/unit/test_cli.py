@@ -232,7 +232,7 @@ def test_plugins_lists_builtins_with_hooks(runner, monkeypatch):
     assert res.exit_code == 0, res.output
     by_name = {p["name"]: p for p in json.loads(res.stdout)}
     assert by_name["fla_core.formats.csv_format"]["hooks"] == [
-        "fla_input_formats", "fla_read_declarations"]
+        "fla_input_formats", "fla_read_declarations", "fla_write_export"]
     assert by_name["fla_core.qualities.builtin"]["builtin"] is True
     table = run(runner, "plugins")
     assert "fla_core.formats.json_format" in table.stdout

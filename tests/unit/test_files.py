@@ -132,3 +132,20 @@ def test_every_atomic_write_goes_through_fla_core_files() -> None:
     }
     users = {str(p.relative_to(src)) for p in src.rglob("*.py") if "os.replace(" in p.read_text()}
     assert users <= allowed, users - allowed
+
+
+def test_a_path_writer_replaces_the_target_whole_or_not_at_all(tmp_path: Path) -> None:
+    from fla_core.files import path_then_rename
+
+    target = tmp_path / "export.xlsx"
+    target.write_bytes(b"old")
+    with path_then_rename(target) as temp:
+        assert temp.parent == tmp_path and temp.suffix == ".xlsx" and temp.name.startswith(".")
+        temp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"  # nothing visible before the end
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError), path_then_rename(target) as temp:
+        temp.write_bytes(b"half")
+        raise RuntimeError("the writer failed")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.xlsx"]  # no temp left

@@ -1,4 +1,5 @@
-"""Input formats: the types shared by the format plugins (``fla_read_declarations``)."""
+"""Input formats: the types shared by the format plugins (``fla_read_declarations``, and
+``fla_write_export`` for the formats that also write, as ``fla fake`` needs)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from fla_core.model import Sender
 
 @dataclass(frozen=True)
 class InputFormat:
-    """A format a plugin reads: name (``--format``), file suffixes, one-line description."""
+    """A format a plugin reads: name (``--format``), file suffixes, one-line description;
+    ``writes`` when the plugin also implements ``fla_write_export`` for it."""
 
     name: str
     suffixes: tuple[str, ...]
     description: str
+    writes: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ The file is UTF-8 (a BOM, as Excel writes it, is accepted), with a header row; t
 each declaration are adjacent (the usual export order) the reader holds one declaration in
 memory at a time; otherwise it groups the whole file in memory (a cheap first pass over the
 ``declaration_ref`` column decides which).
+
+It also writes (``fla_write_export``): UTF-8 without BOM, ``,``, ``\n`` line ends, one row per
+training in declaration order, so the reader streams it back.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import TextIO
 
 from fla_core.formats import InputError, InputFormat, ReadContext
 from fla_core.formats.layout import (
+    FIELDS,
     Row,
     check_columns,
+    declaration_rows,
     group_all,
     group_consecutive,
     make_header,
@@ -33,7 +38,8 @@ NAME = "csv"
 @hookimpl
 def fla_input_formats() -> list[InputFormat]:
     """The CSV format."""
-    return [InputFormat(NAME, (".csv",), "CSV export, one row per training (UTF-8, , or ;)")]
+    return [InputFormat(NAME, (".csv",), "CSV export, one row per training (UTF-8, , or ;)",
+                        writes=True)]
 
 
 @hookimpl
@@ -46,6 +52,19 @@ def fla_read_declarations(path: Path, format: str, context: ReadContext) -> File
     ok = check_columns(header, path, context)
     declarations = _declarations(path, header, delimiter, context) if ok else iter(())
     return FileContent(make_header(context), declarations)
+
+
+@hookimpl
+def fla_write_export(content: FileContent, format: str, path: Path) -> bool | None:
+    """Write a CSV export row by row; None for other formats."""
+    if format != NAME:
+        return None
+    with Path(path).open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(FIELDS)
+        for declaration in content:
+            writer.writerows(declaration_rows(declaration))
+    return True
 
 
 def _open(path: Path) -> TextIO:

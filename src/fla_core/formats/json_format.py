@@ -9,6 +9,8 @@ Two shapes are accepted (see ``docs/input-formats.md``):
 Problems are located by JSON path (``$.declarations[3].workers[0].inss``): the public ``json``
 API gives no line numbers, and a path names the value whatever the layout of the file. The
 whole document is parsed in memory: use CSV for very large exports.
+
+It writes (``fla_write_export``) the nested document, one declaration per line, streamed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from fla_core.formats.layout import (
     parsed_rows,
 )
 from fla_core.hookspecs import hookimpl
-from fla_core.model import FileContent
+from fla_core.model import Declaration, FileContent
 
 NAME = "json"
 TRAINING_KEYS = tuple(f for f in WORKER_FIELDS if f != "inss")
@@ -47,7 +49,44 @@ _TEXT_ONLY = {"inss", "employer_company_id", "provider_company_id", "employer_no
 @hookimpl
 def fla_input_formats() -> list[InputFormat]:
     """The JSON format."""
-    return [InputFormat(NAME, (".json",), "JSON: list of rows, or nested declarations")]
+    return [InputFormat(NAME, (".json",), "JSON: list of rows, or nested declarations",
+                        writes=True)]
+
+
+@hookimpl
+def fla_write_export(content: FileContent, format: str, path: Path) -> bool | None:
+    """Write the nested JSON document, one declaration per line; None for other formats."""
+    if format != NAME:
+        return None
+    with Path(path).open("w", encoding="utf-8", newline="\n") as fh:
+        fh.write(f'{{"file_reference": {json.dumps(content.header.file_reference)},\n'
+                 ' "declarations": [')
+        separator = "\n  "
+        for declaration in content:
+            fh.write(separator)
+            fh.write(json.dumps(_declaration_object(declaration), ensure_ascii=False))
+            separator = ",\n  "
+        fh.write("\n]}\n")
+    return True
+
+
+def _declaration_object(declaration: Declaration) -> dict[str, Any]:
+    """A declaration as the nested document holds it (absent optional values left out)."""
+    employer = declaration.employer
+    head: dict[str, Any] = {
+        "declaration_ref": declaration.declaration_ref, "action": declaration.action,
+        "replaced_declaration_ref": declaration.replaced_declaration_ref,
+        "reporting_year": declaration.reporting_year,
+        "employer_company_id": employer.company_id if employer else None,
+        "employer_noss_nbr": employer.noss_registration_nbr if employer else None}
+    workers = [{"inss": w.inss, "trainings": [
+        {key: value for key, value in (
+            ("training_ref", t.training_ref), ("provider_company_id", t.provider_company_id),
+            ("title", t.title), ("training_type", t.training_type),
+            ("start_date", t.start_date), ("end_date", t.end_date), ("hours", t.hours),
+            ("during_working_time", t.during_working_time)) if value is not None}
+        for t in w.trainings]} for w in declaration.workers]
+    return {**{k: v for k, v in head.items() if v is not None}, "workers": workers}
 
 
 @hookimpl

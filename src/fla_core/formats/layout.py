@@ -483,3 +483,22 @@ def locate(anomaly_path: str | None, declaration: Declaration) -> tuple[int | No
         return None, place
     return None, json_child(holder or place or "$", column)
 
+
+
+def declaration_rows(declaration: Declaration) -> Iterator[tuple[str, ...]]:
+    """The rows of one declaration as text in :data:`FIELDS` order, as the readers read them
+    back: one per training, one row without worker columns for a declaration without workers
+    (a CANCEL). What the format writers (``fla_write_export``) share."""
+    employer = declaration.employer
+    head = (declaration.declaration_ref, declaration.action,
+            declaration.replaced_declaration_ref or "", declaration.reporting_year,
+            employer.company_id if employer else "",
+            (employer.noss_registration_nbr or "") if employer else "")
+    if not declaration.workers:
+        yield (*head, *("",) * len(WORKER_FIELDS))
+        return
+    for worker in declaration.workers:
+        for t in worker.trainings:
+            yield (*head, worker.inss, t.training_ref, t.provider_company_id or "", t.title,
+                   t.training_type, t.start_date, t.end_date, t.hours,
+                   "true" if t.during_working_time else "false")

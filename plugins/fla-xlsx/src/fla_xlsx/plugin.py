@@ -3,21 +3,30 @@
 Rows are streamed with openpyxl's read-only mode. As in the CSV reader, declarations are
 yielded one at a time when the rows of each declaration are adjacent; otherwise the sheet is
 grouped in memory.
+
+It also writes (``fla_write_export``): openpyxl's write-only mode streams the rows to a
+temporary sheet file; identifiers stay text cells (a number would lose their leading zeros),
+the year, dates, hours and the yes/no column are typed cells, as a spreadsheet holds them. The
+same content gives the same bytes: every ZIP member and the document properties carry the
+content's creation time, never the clock.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zipfile import BadZipFile
+from zipfile import ZIP_DEFLATED, BadZipFile, ZipFile, ZipInfo
 
 from fla_core.formats import InputError, InputFormat, ReadContext
 from fla_core.formats.layout import (
+    FIELDS,
     Row,
     check_columns,
+    declaration_rows,
     group_all,
     group_consecutive,
     make_header,
@@ -33,7 +42,8 @@ NAME = "xlsx"
 @hookimpl
 def fla_input_formats() -> list[InputFormat]:
     """The Excel format."""
-    return [InputFormat(NAME, (".xlsx",), "Excel workbook, first sheet, one row per training")]
+    return [InputFormat(NAME, (".xlsx",), "Excel workbook, first sheet, one row per training",
+                        writes=True)]
 
 
 @hookimpl
@@ -53,6 +63,79 @@ def fla_read_declarations(path: Path, format: str, context: ReadContext) -> File
     ok = check_columns(header, path, context)
     declarations = _declarations(path, header, context) if ok else iter(())
     return FileContent(make_header(context), declarations)
+
+
+@hookimpl
+def fla_write_export(content: FileContent, format: str, path: Path) -> bool | None:
+    """Write a one-sheet workbook row by row; None for other formats."""
+    if format != NAME:
+        return None
+    from openpyxl import Workbook
+    from openpyxl.writer.excel import ExcelWriter
+
+    created = datetime.fromisoformat(content.header.creation)
+    book = Workbook(write_only=True)
+    book.properties.created = book.properties.modified = created
+    sheet = book.create_sheet("export")
+    sheet.append(list(FIELDS))
+    for declaration in content:
+        for row in declaration_rows(declaration):
+            sheet.append(_cells(row))
+    # ExcelWriter, not Workbook.save: save() stamps the clock into the document properties.
+    with _StampedZip(path, created) as archive:
+        ExcelWriter(book, archive).save()
+    return True
+
+
+_TYPED = {name: FIELDS.index(name) for name in (
+    "reporting_year", "start_date", "end_date", "hours", "during_working_time")}
+
+
+def _cells(row: tuple[str, ...]) -> list[Any]:
+    """A layout row as cells: identifiers and references text, the rest typed when it parses."""
+    cells: list[Any] = [value or None for value in row]
+    year, start, end, hours, during = (row[i] for i in _TYPED.values())
+    if year.isdigit():
+        cells[_TYPED["reporting_year"]] = int(year)
+    for name, text in (("start_date", start), ("end_date", end)):
+        if text:
+            cells[_TYPED[name]] = date.fromisoformat(text)
+    if hours:
+        cells[_TYPED["hours"]] = Decimal(hours)
+    if during:
+        cells[_TYPED["during_working_time"]] = during == "true"
+    return cells
+
+
+class _StampedZip(ZipFile):
+    """A ZIP whose members all carry one given time and mode, whatever the clock or umask."""
+
+    def __init__(self, path: Path, when: datetime):
+        super().__init__(path, "w", ZIP_DEFLATED, allowZip64=True)
+        self._when = (max(when.year, 1980), when.month, when.day, when.hour, when.minute,
+                      when.second)
+
+    def _info(self, name: str, size: int = 0) -> ZipInfo:
+        info = ZipInfo(name, date_time=self._when)
+        info.compress_type = ZIP_DEFLATED
+        info.external_attr = 0o600 << 16  # what ZipFile.writestr gives a member it names
+        info.file_size = size  # lets zipfile choose ZIP64 up front for a big sheet
+        return info
+
+    def writestr(self, zinfo_or_arcname: str | ZipInfo, data: Any,
+                 compress_type: int | None = None, compresslevel: int | None = None) -> None:
+        """Add ``data``; a member given by name gets the fixed time."""
+        if isinstance(zinfo_or_arcname, str):
+            zinfo_or_arcname = self._info(zinfo_or_arcname)
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
+
+    def write(self, filename: Any, arcname: Any = None, compress_type: int | None = None,
+              compresslevel: int | None = None) -> None:
+        """Copy a file (openpyxl's temporary sheet) in, streamed, with the fixed time."""
+        source = Path(filename)
+        info = self._info(str(arcname or source.name), source.stat().st_size)
+        with source.open("rb") as src, self.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 class _SheetRows:
