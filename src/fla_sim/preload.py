@@ -18,7 +18,14 @@ from fla_core import judge, mandates, signing, xsdstream  # noqa: F401  (for the
 from fla_core.anomalies import default_catalogue
 from fla_core.applications import fla
 from fla_core.plugins import get_plugins
-from fla_sim import hookspecs, judging, prescan, store  # noqa: F401  (for the children)
+from fla_sim import (  # noqa: F401  (for the children)
+    hookspecs,
+    judging,
+    prescan_follower,
+    prescan_messages,
+    prescan_process,
+    store,
+)
 
 log = logging.getLogger("fla_sim.preload")
 

@@ -515,3 +515,76 @@ def test_a_follower_builds_the_manager_the_caller_gave(fla_sim_home, fla_channel
         send(sim, fla_channel, [(fi, data), (fs, fs_for(fla_channel, data, tmp_path))])
         assert_answered_from_the_prescan(sim, fla_channel, go)
         assert Counter(sim.prescanner.stats)["fallback"] == 0
+
+
+# --- the pre-scan against the plain way --------------------------------------------------------
+
+DIFF_MAX_DECLARATIONS = 1000  # P15 (172) for the "many declarations" FI, the others are below
+
+
+def varied_sets(channel: ChannelInfo, tmp: Path) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    """Single-FI sets of every kind of verdict, each FI big enough to be pre-scanned: the case
+    name, then the files in upload order (the GO last)."""
+    valid = big_fi(900)
+    # an invalid UTF-8 byte deep in the file (P10, 138)
+    badly_encoded = valid.replace(b"D-0897223670-2025-00800", b"D-0897223670-\xff-00800")
+    cases = {
+        "valid": (valid, valid),
+        # the same references again: the registry now knows them, the rules reject them
+        "rejected by the rules": (valid, valid),
+        "schema-invalid": (big_fi(900, broken_at=800),) * 2,
+        "bad encoding": (badly_encoded, badly_encoded),
+        # signed over other bytes: S5 (125) before the schema error the scan finds
+        "wrong signature": (big_fi(900, broken_at=800), big_fi(3)),
+        "many declarations": (big_fi(DIFF_MAX_DECLARATIONS + 100),) * 2,
+        # production environment in a test folder (P11)
+        "wrong environment": (big_fi(900, env="R"),) * 2,
+    }
+    sets = []
+    for n, (case, (data, signed)) in enumerate(cases.items(), start=1):
+        fi, fs, go = names(f"{n:05d}")
+        assert len(data) > THRESHOLD
+        sets.append((case, [(fi, data), (fs, fs_for(channel, signed, tmp)), (go, b"")]))
+    return sets
+
+
+def set_max_declarations(home: SimulatorHome, limit: int) -> None:
+    from dataclasses import replace
+
+    config = home.load()
+    config.settings = replace(config.settings, max_declarations=limit)
+    home.save(config)
+
+
+def test_the_prescan_gives_the_answers_of_reading_the_file_for_varied_fis(
+        fla_sim_home, fla_channel, second_home, fla_clock, tmp_path):
+    """The differential test of the pre-scan against the plain way (``prescan_min_bytes = 0``:
+    the judge reads the FI after its GO): every answer byte for byte, every set of the
+    pre-scanned run judged from its pre-scan."""
+    home, channel = second_home
+    runs: list[dict[str, bytes]] = []
+    for sim_home, sim_channel, threshold in ((fla_sim_home, fla_channel, THRESHOLD),
+                                             (home, channel, 0)):
+        set_max_declarations(sim_home, DIFF_MAX_DECLARATIONS)
+        sets = varied_sets(sim_channel, tmp_path)
+        with simulator(sim_home, fla_clock, threshold) as sim:
+            for _case, files in sets:
+                send(sim, sim_channel, files)
+                sim.drain(TIMEOUT)  # one set at a time: each one's registry is the last's
+            if threshold:
+                stats = Counter(sim.prescanner.stats)
+            runs.append(answers(sim, sim_channel))
+    with_prescan, without = runs
+    assert stats["started"] == stats["used"] == len(sets) and stats["fallback"] == 0
+    assert with_prescan == without  # ACRF and NOTI byte for byte
+    # each case reached the verdict it was made for
+    codes: dict[str, list[object]] = {}
+    for data in with_prescan.values():  # in the order they were written
+        answer = parse_answer(data)
+        seq = answer.file_name.split(".")[4]  # the set's, not the answer's sequence number
+        codes.setdefault(seq, []).append(
+            answer.error_code if isinstance(answer, Acrf) else
+            sorted({d.status for d in answer.declarations}))
+    assert [codes[f"{n:05d}"] for n in range(1, len(sets) + 1)] == [
+        [None, ["ACCEPTED"]], [None, ["REJECTED"]], ["312"], ["138"], ["125"], ["172"],
+        ["158"]]
