@@ -10,22 +10,20 @@ declaration object outlives its checks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fla_core.anomalies import FILE_ZONE, Anomaly, ChannelError, rule_anomaly
-from fla_core.checks.context import CheckContext, MandateView, NoMandates, RegistryView
-from fla_core.checks.engine import DeclarationVerdict, evaluate, noti_result_code
-from fla_core.model import Environment, Sender
+from fla_core.checks.context import MandateView, NoMandates, RegistryView
+from fla_core.checks.engine import DeclarationVerdict, noti_result_code
+from fla_core.model import Environment
 from fla_core.names import ChannelNameContext, FileName, NameRules, parse_upload, stem_of
+from fla_core.scanning import ScanOutcome, application_of, scan
 from fla_core.settings import ChannelProfile, Settings
 
 if TYPE_CHECKING:
-    from fla_core.applications import Application
-    from fla_core.model import Declaration
     from fla_core.plugins import FlaPlugins
     from fla_core.signing import TrustStore
 
@@ -35,25 +33,25 @@ MAX_FS_BYTES = 16 * 1024 * 1024
 
 SHA1_WARNING = "609"
 
-# What P10-P16 compute for a data file: its FileReference, the declarations' verdicts in
-# document order and the registry changes of the accepted ones.
-ScanOutcome = tuple[str | None, list[DeclarationVerdict], dict[str, str]]
-
-
-@dataclass(frozen=True)
-class PrescanResult:
-    """The FI of a single-part set, read once by someone else before :func:`judge_set` runs.
+class Precomputed(Protocol):
+    """The set's one FI, read by someone else before :func:`judge_set` runs (the simulator's
+    pre-scan reads a big FI while it is uploaded).
 
     ``fi_name`` names the FI part it was computed from; ``digests`` maps hashlib algorithm names
     to digests of its bytes (P9 uses the one of the FS's algorithm); ``outcome`` is what
-    :func:`scan_outcome` returned for those bytes, in the same context (processing date,
-    channel, settings, registry, mandates, plugins). The caller vouches for that sameness:
-    :func:`judge_set` only checks that the set is that one FI.
+    :func:`fla_core.scanning.scan_outcome` returned for those bytes, in the same context
+    (processing date, channel, settings, registry, mandates, plugins). The caller vouches for
+    that sameness: :func:`judge_set` only checks that the set is that one FI.
     """
 
-    fi_name: str
-    digests: Mapping[str, bytes]
-    outcome: ScanOutcome | ChannelError
+    @property
+    def fi_name(self) -> str: ...
+
+    @property
+    def digests(self) -> Mapping[str, bytes]: ...
+
+    @property
+    def outcome(self) -> ScanOutcome | ChannelError: ...
 
 
 @dataclass
@@ -184,173 +182,13 @@ def _check_signatures(fis: dict[str | None, Path], fss: list[tuple[FileName, Pat
     return [sha1_warning()] if sha1 else []
 
 
-# --- P10-P16: the data file -----------------------------------------------------------------------
-
-def _shape(settings: Settings) -> AbstractContextManager[object]:
-    """The P11 shape limits of ``settings`` for the documents read within the block."""
-    from fla_core.fi import shape_limits
-
-    return shape_limits(max_prolog_size=settings.max_prolog_size,
-                           max_attributes=settings.max_attributes)
-
-
-def _application(plugins: FlaPlugins, code: str) -> Application | None:
-    return next((app for app in plugins.applications() if app.code == code), None)
-
-
-def _check_context(go: FileName, *, channel: ChannelProfile, settings: Settings, today: date,
-                   registry: RegistryView, mandates: MandateView,
-                   check_mandates: bool, plugins: FlaPlugins) -> CheckContext:
-    """What the business rules of the set's declarations see (spec 8.2)."""
-    return CheckContext(
-        sender=Sender(channel.sender, channel.quality, channel.company_id),
-        environment=go.env, processing_date=today, application=go.appl,
-        limits=settings.limits, mandates=mandates, check_mandates=check_mandates,
-        registry=registry, qualities=plugins.quality_table())
-
-
-def _scan(app: Application, go: FileName, parts: list[Path] | IO[bytes], *,
-          channel: ChannelProfile,
-          settings: Settings, today: date, registry: RegistryView, mandates: MandateView,
-          plugins: FlaPlugins, check_mandates: bool) -> ScanOutcome:
-    """P10-P15 and the business rules in one pass; ChannelError on a file-level failure."""
-    from fla_core.applications.fla import HeaderExpectation
-
-    context = _check_context(go, channel=channel, settings=settings, today=today,
-                             registry=registry, mandates=mandates,
-                             check_mandates=check_mandates, plugins=plugins)
-    verdicts: list[DeclarationVerdict] = []
-
-    def on_declaration(declaration: Declaration, position: int) -> None:
-        verdicts.append(evaluate(declaration, position, context, plugins))
-
-    expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
-    with _shape(settings):
-        result = app.scan(parts, expect=expect, max_declarations=settings.max_declarations,
-                          on_declaration=on_declaration)
-    return result.header.file_reference, verdicts, dict(context.file_registry)
-
-
-def scan_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
-                 settings: Settings, today: date, registry: RegistryView,
-                 mandates: MandateView, plugins: FlaPlugins, check_mandates: bool = True
-                 ) -> ScanOutcome | ChannelError | None:
-    """P10-P16 of a set's data (what :func:`judge_set` runs after P9), for a pre-scan.
-
-    ``go`` may be the FI's own name (same stem). Returns the outcome, the P10-P15 ChannelError
-    (subject as the scan left it), or None when the application has no plugin (no scan).
-    A stream ``source`` must deliver the bytes as a file would: full reads until its end.
-    """
-    app = _application(plugins, go.appl)
-    if app is None:
-        return None
-    try:
-        return _scan(app, go, source, channel=channel, settings=settings, today=today,
-                     registry=registry, mandates=mandates, plugins=plugins,
-                     check_mandates=check_mandates)
-    except ChannelError as exc:
-        return exc
-
-
-def validate_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
-                     settings: Settings, plugins: FlaPlugins
-                     ) -> tuple[str | None, int | None] | ChannelError | None:
-    """P10-P15 alone, no business rules: (FileReference, declaration count), the ChannelError,
-    or None without plugin. With :func:`rules_outcome` of the same bytes, it makes
-    :func:`scan_outcome` in two processes (see :func:`split_outcome`).
-
-    An application with a ``confirm`` (the built-in FLA one) is first validated without a
-    tree, which is faster but does not count: the count is then None, and P15 is left to
-    :func:`split_outcome` (the rules half counts). Anything that pass does not confirm is read
-    again by the application's scan.
-    """
-    from fla_core.applications.fla import HeaderExpectation
-
-    app = _application(plugins, go.appl)
-    if app is None:
-        return None
-    expect = HeaderExpectation(go.sender, go.env, channel.quality.value, channel.company_id)
-    with _shape(settings):
-        if app.confirm is not None:
-            header = app.confirm(source, expect=expect)
-            if header is not None:
-                return header.file_reference, None
-        try:
-            result = app.scan(source, expect=expect, max_declarations=settings.max_declarations)
-        except ChannelError as exc:
-            return exc
-    return result.header.file_reference, result.declarations
-
-
-def rules_outcome(go: FileName, source: list[Path] | IO[bytes], *, channel: ChannelProfile,
-                  settings: Settings, today: date, registry: RegistryView,
-                  mandates: MandateView, plugins: FlaPlugins, check_mandates: bool = True
-                  ) -> tuple[list[DeclarationVerdict], dict[str, str], int] | None:
-    """The business rules of every declaration, reading the document WITHOUT the schema:
-    (verdicts, registry changes, declaration count), or None when the application is not the
-    built-in FLA one (whose reader this relies on).
-
-    Meaningful only for a document :func:`validate_outcome` found valid: the elements are then
-    the ones the validating reader yields (libxml2 builds the same tree with or without the
-    schema plugged in), so the verdicts are those of :func:`scan_outcome`. On another document
-    it may raise anything; the caller discards it.
-    """
-    from fla_core import fi
-    from fla_core.applications import fla
-
-    app = _application(plugins, go.appl)
-    if app is None or app.scan is not fla.scan:
-        return None
-    context = _check_context(go, channel=channel, settings=settings, today=today,
-                             registry=registry, mandates=mandates,
-                             check_mandates=check_mandates, plugins=plugins)
-    verdicts: list[DeclarationVerdict] = []
-    count = 0
-    batches = fi.stream_elements(source, namespace=fla.NAMESPACE, root=fla.ROOT, schema=None,
-                                 tags=(fla.HEADER_TAG, fla.DECLARATION_TAG))
-    with _shape(settings), closing(batches):
-        for batch in batches:
-            for el in batch.elements:
-                if el.tag == fla.DECLARATION_TAG:
-                    count += 1
-                    verdicts.append(evaluate(fla.valid_declaration_of(el), count, context,
-                                             plugins))
-    return verdicts, dict(context.file_registry), count
-
-
-def split_outcome(validated: tuple[str | None, int | None] | ChannelError,
-                  rules: tuple[list[DeclarationVerdict], dict[str, str], int] | None, *,
-                  max_declarations: int | None = None) -> ScanOutcome | ChannelError | None:
-    """:func:`scan_outcome` from its two halves; None when they do not fit together.
-
-    A validating half that did not count (None) takes the rules half's count, and P15 is
-    checked here against ``max_declarations`` (required then).
-    """
-    from fla_core.applications.fla import too_many_declarations
-
-    if isinstance(validated, ChannelError):
-        return validated  # the rules' verdicts would be discarded (P16 not reached)
-    reference, count = validated
-    if rules is None:
-        return None
-    if count is None:
-        if max_declarations is None:
-            raise ValueError("split_outcome: max_declarations is needed for an uncounted half")
-        if (too_many := too_many_declarations(rules[2], max_declarations)) is not None:
-            return too_many
-        count = rules[2]
-    if rules[2] != count:
-        return None
-    return reference, rules[0], rules[1]
-
-
 def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
               settings: Settings, trust: TrustStore | None, today: date, at: datetime,
               registry: RegistryView, mandates: MandateView, plugins: FlaPlugins,
-              check_mandates: bool = True, prescan: PrescanResult | None = None) -> SetVerdict:
+              check_mandates: bool = True, prescan: Precomputed | None = None) -> SetVerdict:
     """Run P4..P16 for a GO that passed P1-P3; ``files`` may hold other names (ignored).
 
-    ``prescan`` (see :class:`PrescanResult`) replaces reading the FI for P9's digest and for
+    ``prescan`` (see :class:`Precomputed`) replaces reading the FI for P9's digest and for
     P10-P16 when the set is exactly its one FI part; P4-P9 still run first, in order.
     """
     verdict = SetVerdict(application=go.appl, signatures_checked=trust is not None)
@@ -374,11 +212,11 @@ def judge_set(go: FileName, files: Sequence[Path], *, channel: ChannelProfile,
             verdict.file_warnings = _check_signatures(by_tail, fss, channel=channel,
                                                       settings=settings, trust=trust, at=at,
                                                       digests=digests)
-        app = _application(plugins, go.appl)
+        app = application_of(plugins, go.appl)
         if app is None:  # spec 4.3: routed, positive ACRF, no NOTI
             return verdict
         if prescan is None:
-            reference, declarations, updates = _scan(
+            reference, declarations, updates = scan(
                 app, go, [p for _, p in fis], channel=channel, settings=settings,
                 today=today, registry=registry, mandates=mandates, plugins=plugins,
                 check_mandates=check_mandates)

@@ -3,9 +3,10 @@
 During a big upload the simulator process is busy with SSH (one core, one GIL); at the GO the
 judge would then read the FI twice (the digest for P9, the scan for P10-P16). Here a *follower*
 process, on the other core, reads the temporary file as it grows and computes both: the SHA-256
-digest and :func:`fla_core.judge.scan_outcome` (file reference, declaration verdicts, registry
+digest and :func:`fla_core.scanning.scan_outcome` (file reference, declaration verdicts, registry
 changes, or the ChannelError of P10-P15). At the GO, :meth:`Prescanner.result_for` hands that to
-``judge_set`` as a :class:`fla_core.judge.PrescanResult`, which still runs P4-P9 first.
+``judge_set`` as a :class:`fla_sim.prescan_messages.PrescanResult` (the judge's
+``Precomputed``), which still runs P4-P9 first.
 
 Pieces:
 
@@ -50,6 +51,7 @@ from fla_sim.prescan_messages import (
     Confirmed,
     Failed,
     Job,
+    PrescanResult,
     Progress,
     Result,
     ToFollower,
@@ -60,7 +62,6 @@ from fla_sim.prescan_process import Forked
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from fla_core.judge import PrescanResult
     from fla_core.names import FileName
     from fla_sim.processor import Processor
 
@@ -358,7 +359,7 @@ class Prescanner:
     @staticmethod
     def _decode(fi_name: str, follower: Follower) -> PrescanResult | None:
         """The PrescanResult of the follower's results; None if its halves do not fit."""
-        from fla_core.judge import PrescanResult, split_outcome
+        from fla_core.scanning import split_outcome
 
         first = follower.procs[0].result
         assert first is not None
@@ -526,7 +527,7 @@ class Prescanner:
             raise _NotEligible(f"no plugin for {fi.appl}: nothing to scan")
         from fla_core.applications import fla
 
-        # the built-in FLA reader can be split in two halves (fla_core.judge.rules_outcome)
+        # the built-in FLA reader can be split in two halves (fla_core.scanning.rules_outcome)
         roles = ("validate", "rules") if app.scan is fla.scan else ("full",)
         env = _env_of(directory)
         profile = ChannelProfile(user=channel.user, sender=channel.sender,

@@ -190,8 +190,8 @@ def follow(job: Job, inbox: Connection, outbox: Connection) -> int:
     import hashlib
 
     from fla_core.anomalies import ChannelError
-    from fla_core.judge import rules_outcome, scan_outcome, validate_outcome
     from fla_core.mandates import MandateBook
+    from fla_core.scanning import rules_outcome, scan_outcome, validate_outcome
     from fla_sim.judging import limit_memory
     from fla_sim.store import RegistryReader
 

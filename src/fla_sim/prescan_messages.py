@@ -13,15 +13,28 @@ From the follower: :class:`Progress` reports of its reading position, then one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fla_core.anomalies import ChannelError
     from fla_core.mandates import MandateRecord
     from fla_core.names import FileName
     from fla_core.plugins import PluginRecipe
+    from fla_core.scanning import ScanOutcome
     from fla_core.settings import ChannelProfile, Settings
+
+
+@dataclass(frozen=True)
+class PrescanResult:
+    """A followed FI's outcome as the judge takes it (``fla_core.judge.Precomputed``): the FI
+    part's name, its digests, and its P10-P16 outcome or ChannelError."""
+
+    fi_name: str
+    digests: Mapping[str, bytes]
+    outcome: ScanOutcome | ChannelError
 
 @dataclass(frozen=True)
 class Job:
@@ -72,7 +85,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Result:
-    """What the follower computed: ``outcome`` as :func:`fla_core.judge.scan_outcome` (or one
+    """What the follower computed: ``outcome`` as :func:`fla_core.scanning.scan_outcome` (or one
     of its halves) returns it, a ChannelError when ``error``."""
 
     outcome: Any

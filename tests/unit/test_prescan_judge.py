@@ -1,4 +1,5 @@
-"""judge_set with a pre-scan (fla_core.judge.PrescanResult) and verify_fs with a known digest.
+"""judge_set with a precomputed outcome (fla_core.judge.Precomputed) and verify_fs with a
+known digest.
 
 The pre-scan replaces reading the FI for P9's digest and for P10-P16, never the order of the
 steps: each test proves the outcome came from (or ignored) the pre-scan by planting one that
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -16,16 +19,27 @@ import pytest
 
 from fla_core.anomalies import ChannelError
 from fla_core.checks.context import MemoryRegistry
-from fla_core.judge import PrescanResult, judge_set, scan_outcome
+from fla_core.judge import judge_set
 from fla_core.mandates import MandateBook, MandateRecord
 from fla_core.model import Quality
 from fla_core.names import NameRules, parse_upload
 from fla_core.pki import issue_signer, make_ca
 from fla_core.plugins import FlaPlugins
+from fla_core.scanning import ScanOutcome, scan_outcome
 from fla_core.settings import ChannelProfile, Settings
 from fla_core.signing import TrustStore, encode_fs, sign_file, verify_fs
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class PrescanResult:
+    """Any object with these three attributes is what the judge takes (its Precomputed
+    protocol): the core knows nothing of the simulator's pre-scan."""
+
+    fi_name: str
+    digests: Mapping[str, bytes]
+    outcome: ScanOutcome | ChannelError
 VALID = (ROOT / "fixtures" / "fla" / "valid-minimal.xml").read_bytes()
 TODAY = date(2026, 3, 16)
 AT = datetime(2026, 3, 16, 10, 15, tzinfo=UTC)
@@ -155,7 +169,7 @@ def _layouts() -> dict[str, bytes]:
 @pytest.mark.parametrize("limit", [10_000, 1], ids=["", "max 1 declaration"])
 @pytest.mark.parametrize("name", list(_layouts()))
 def test_the_two_halves_make_the_single_pass_outcome(plugins, name, limit):
-    from fla_core.judge import rules_outcome, split_outcome, validate_outcome
+    from fla_core.scanning import rules_outcome, split_outcome, validate_outcome
 
     data = _layouts()[name]
     registry = MemoryRegistry({"D-KNOWN": "ACTIVE"})

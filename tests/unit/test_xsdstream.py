@@ -125,7 +125,7 @@ def _go():
 
 
 def test_validate_outcome_uses_it_and_equals_the_scan(monkeypatch):
-    from fla_core.judge import validate_outcome
+    from fla_core.scanning import validate_outcome
 
     common = {"channel": CHANNEL, "settings": Settings(), "plugins": FlaPlugins(entry_points=False)}
     fast = validate_outcome(_go(), io.BytesIO(VALID), **common)
