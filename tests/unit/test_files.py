@@ -128,7 +128,7 @@ def test_every_atomic_write_goes_through_fla_core_files() -> None:
     allowed = {
         "fla_core/files.py",  # the primitive
         "fla_sim/uploads.py",  # an upload's hidden name renamed when its client closes it
-        "fla_sim/processor.py",  # processed sets moved to the archive
+        "fla_sim/archive.py",  # processed sets moved to the archive
     }
     users = {str(p.relative_to(src)) for p in src.rglob("*.py") if "os.replace(" in p.read_text()}
     assert users <= allowed, users - allowed

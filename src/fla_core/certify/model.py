@@ -187,7 +187,8 @@ def from_json(data: Mapping[str, Any]) -> Report:
     """A report back from its JSON form; ValueError when it is not one of this schema's major
     version."""
     schema = str(data.get("schema", ""))
-    if schema.split(".")[0] != REPORT_SCHEMA.split(".")[0]:
+    major = REPORT_SCHEMA[:REPORT_SCHEMA.rindex(".") + 1]  # "fla-certify-report/1."
+    if not schema.startswith(major):
         raise ValueError(f"not a certification report of schema {REPORT_SCHEMA} ({schema!r})")
     s = data["statement"]
     p = s["profile"]
