@@ -412,7 +412,7 @@ def test_a_qualities_plugin_changes_what_the_rules_allow(bare, monkeypatch):
 
 
 def test_the_judge_gives_the_rules_the_managers_qualities(bare, monkeypatch):
-    from fla_core import judge
+    from fla_core import scanning
     from fla_core.checks.context import MemoryRegistry, NoMandates
     from fla_core.names import FileName
     from fla_core.settings import ChannelProfile, Settings
@@ -422,9 +422,9 @@ def test_the_judge_gives_the_rules_the_managers_qualities(bare, monkeypatch):
     go = FileName("GO", "FLAC", "123456", "20260316", "00001", "T", 1, 1)
     channel = ChannelProfile(user="acme", sender="123456", quality=Quality.EMPLOYER,
                              company_id="0123456749")
-    context = judge._check_context(go, channel=channel, settings=Settings(),
-                                   today=date(2026, 3, 16), registry=MemoryRegistry(),
-                                   mandates=NoMandates(), check_mandates=False,
-                                   plugins=plugins)
+    context = scanning.check_context(go, channel=channel, settings=Settings(),
+                                     today=date(2026, 3, 16), registry=MemoryRegistry(),
+                                     mandates=NoMandates(), check_mandates=False,
+                                     plugins=plugins)
     assert context.qualities is plugins.quality_table()
     assert not context.quality_info().own_company_only
