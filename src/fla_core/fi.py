@@ -307,13 +307,43 @@ class _NullTarget:
         return None
 
 
+# libxml2 refuses elements nested deeper than this when it builds a tree ("Excessive depth"),
+# but not with a parser target: the read below counts instead, so that elements that open and
+# never close (60 bytes each in libxml2's stacks) cannot grow memory with the input.
+MAX_DEPTH = 256
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _DepthTarget:
+    """A target that builds nothing and refuses nesting deeper than :data:`MAX_DEPTH`. Its
+    callbacks cost a Python call per element (6x the bare target), so it is used where a
+    document is already known to be refused: the second read that names the error."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def start(self, tag: str, attrib: object) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _TooDeep
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def close(self) -> None:
+        return None
+
+
 def _wellformedness_error(stream: IO[bytes], chunk_size: int) -> ChannelError | None:
     """102 if the document in ``stream`` is not well-formed, else None (a second, tree-less read).
 
     Needed because libxml2, while validating against a schema, hides the message of a
     well-formedness error behind "no element found" or behind a schema error.
     """
-    parser = etree.XMLParser(target=_NullTarget(), **SAFE_OPTIONS)
+    parser = etree.XMLParser(target=_DepthTarget(), **SAFE_OPTIONS)
     data = stream.read(chunk_size)
     data = data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
     try:
@@ -323,6 +353,8 @@ def _wellformedness_error(stream: IO[bytes], chunk_size: int) -> ChannelError | 
         parser.close()
     except etree.XMLSyntaxError as exc:
         return syntax_error(exc, parser.feed_error_log)
+    except _TooDeep:
+        return ChannelError("102", f"elements nested more than {MAX_DEPTH} deep")
     return parse_error(parser.feed_error_log)  # recoverable ones (an xmlns that is no URI)
 
 
