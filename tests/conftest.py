@@ -15,6 +15,19 @@ from typing import Any
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--long``: the long versions of tests/sim/test_long_runs.py (as ``FLA_LONG=1``)."""
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long versions of the scaled tests (100 crash points, "
+                          "50 senders); the same as FLA_LONG=1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--long`` is passed on as ``FLA_LONG=1``, which the scaled tests read at import."""
+    if config.getoption("long"):
+        os.environ["FLA_LONG"] = "1"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
     """In CI, a test skipped because an oracle tool is missing fails instead.
