@@ -33,7 +33,7 @@ Checkpoint = Callable[[str], None]
 
 def retry_delay(attempt: int) -> float:
     """Seconds before retrying a failed answer write: doubling from 40 ms, at most 2 s."""
-    return min(2.0, 0.02 * 2 ** attempt)
+    return min(2.0, 0.02 * 2.0 ** attempt)
 
 
 class AnswerWriter:

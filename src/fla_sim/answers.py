@@ -158,8 +158,9 @@ _templates_lock = threading.Lock()
 
 def sign_answer_plain(data: bytes, signer: Signer, signing_time: datetime | None) -> bytes:
     """The answer's SignedData built the plain way, by fla_core.signing's asn1crypto builder."""
-    return build_signed_data(hashlib.sha256(data).digest(), signer,
-                             signing_time=signing_time).dump()
+    der: bytes = build_signed_data(hashlib.sha256(data).digest(), signer,
+                                   signing_time=signing_time).dump()
+    return der
 
 
 def sign_answer(data: bytes, signer: Signer, signing_time: datetime | None) -> bytes:

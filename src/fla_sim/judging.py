@@ -246,7 +246,8 @@ class JudgePool:
         future: asyncio.Future[Any] = self._loop.create_future()
         self._put(_Pending(job, future, 1))
         self._dispatch()
-        return await future
+        verdict: SetVerdict = await future
+        return verdict
 
     def _put(self, pending: _Pending, *, first: bool = False) -> None:
         queue = self._queues.setdefault(pending.job.user, collections.deque())

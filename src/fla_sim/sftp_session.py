@@ -56,7 +56,7 @@ _FINAL_NAME = ("upload under the final name, never a temporary one (docs/clients
                "xfer:use-temp-file no)")
 
 
-def _input_ended(chan: asyncssh.SSHServerChannel) -> bool:
+def _input_ended(chan: asyncssh.SSHServerChannel[bytes]) -> bool:
     """True once the client stopped sending (EOF or lost connection)."""
     # asyncssh has no public flag for "EOF received"; its channel's _recv_state leaves "open"
     # at the client's EOF, which tells a client CLOSE apart from the session clean-up
@@ -123,7 +123,7 @@ class _Listing:
 class ChannelSFTPServer(asyncssh.SFTPServer):
     """SFTP requests of one channel session, restricted to what spec 3.3 allows."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel, *, ctx: ServerContext):
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], *, ctx: ServerContext):
         self._ctx = ctx
         self._user: str = chan.get_extra_info("username")
         self._uploads: set[Upload] = set()
