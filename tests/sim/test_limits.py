@@ -590,7 +590,7 @@ def test_the_caps_are_server_keys_with_defaults_and_bounds(home: SimulatorHome) 
     assert {key: getattr(config, key) for key in CAPS} == {
         "max_handles_per_session": 64, "max_handles_per_channel": 256, "max_auth_attempts": 6,
         "max_auth_failures_per_source": 30, "auth_failure_window_s": 60,
-        "max_files_per_channel": 10_000, "max_startups": 100, "max_startups_per_source": 10,
+        "max_files_per_channel": 10_000, "max_startups": 256, "max_startups_per_source": 128,
         "login_timeout_s": 120, "max_connections_per_channel": 64}
     config.max_handles_per_session = 10
     config.auth_failure_window_s = 5
