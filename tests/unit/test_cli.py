@@ -315,7 +315,7 @@ def test_a_listed_command_module_that_is_missing_is_an_error(name):
 
 def test_fla_does_not_start_with_a_listed_module_missing(monkeypatch, capsys):
     monkeypatch.setattr(cli, "COMMAND_MODULES",
-                        {**cli.COMMAND_MODULES, "certify": "fla_core.cli_certify"})
+                        {**cli.COMMAND_MODULES, "ghost": "fla_core.cli_ghost"})
     monkeypatch.setattr(sys, "argv", ["fla", "--help"])
     with pytest.raises(SystemExit) as stopped:
         cli.main()
@@ -323,7 +323,7 @@ def test_fla_does_not_start_with_a_listed_module_missing(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""  # not even the help: a command of the list would be missing
     assert captured.err.strip().splitlines() == [
-        "fla: error: command module 'fla_core.cli_certify' is listed in "
+        "fla: error: command module 'fla_core.cli_ghost' is listed in "
         "fla_core.cli.COMMAND_MODULES but is not installed; reinstall fla-batch (pip install -e "
         ".) or remove it from the list"]
 

@@ -66,12 +66,12 @@ def test_running_a_listed_command_whose_module_is_missing_is_exit_2(monkeypatch)
     from typer.testing import CliRunner
 
     monkeypatch.setattr(cli, "COMMAND_MODULES",
-                        {**cli.COMMAND_MODULES, "certify": "fla_core.cli_certify"})
-    loud = CliRunner().invoke(cli.app, ["-v", "certify", "--help"])
+                        {**cli.COMMAND_MODULES, "ghost": "fla_core.cli_ghost"})
+    loud = CliRunner().invoke(cli.app, ["-v", "ghost", "--help"])
     assert loud.exit_code == 2 and "Traceback" in loud.stderr  # -v holds before the callback
-    res = CliRunner().invoke(cli.app, ["certify", "--help"])  # and is not kept from a run
+    res = CliRunner().invoke(cli.app, ["ghost", "--help"])  # and is not kept from a run
     assert res.exit_code == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        "fla: error: command module 'fla_core.cli_certify' is listed in "
+        "fla: error: command module 'fla_core.cli_ghost' is listed in "
         "fla_core.cli.COMMAND_MODULES but is not installed; reinstall fla-batch (pip install -e "
         ".) or remove it from the list"]
