@@ -263,6 +263,11 @@ def stem_set_key(stem: str) -> str:
     return stem.partition(".")[2]
 
 
+def stem_sender(stem: str) -> str:
+    """The SENDER element of a stem ``APPL.SENDER.DATE.SEQ.ENV``, as written."""
+    return stem_set_key(stem).partition(".")[0]
+
+
 def stem_env(stem: str) -> str:
     """The last element of a stem: its environment letter as written."""
     return stem.rpartition(".")[2]

@@ -38,7 +38,7 @@ from fla_core.certify.model import (
     Statement,
     count_outcomes,
 )
-from fla_core.names import UPLOAD_PREFIXES, prefix_of, stem_of, stem_set_key
+from fla_core.names import UPLOAD_PREFIXES, prefix_of, stem_of, stem_sender, stem_set_key
 
 if TYPE_CHECKING:
     from fla_core.judge import FolderEntry
@@ -155,8 +155,9 @@ def infer_profile(files: Iterable[Path], *, quality: str | None = None,
     """
     files = list(files)
     if sender is None:
-        senders = Counter(name.split(".")[2] for name in (p.name for p in files)
-                          if prefix_of(name) in UPLOAD_PREFIXES and name.count(".") >= 3)
+        senders = Counter(stem_sender(stem) for stem in (stem_of(p.name) for p in files
+                                                         if prefix_of(p.name) in UPLOAD_PREFIXES)
+                          if stem is not None)
         sender = senders.most_common(1)[0][0] if senders else None
     if quality is None or company is None:
         for fi in (p for p in files if p.name.startswith("FI.")):
