@@ -577,7 +577,7 @@ def limit_memory(extra: int) -> None:
         return
     import resource
 
-    size = _proc_status_kb("VmSize") << 10
+    size = proc_kb("/proc/self/status", b"VmSize:") << 10
     if size <= 0:
         return
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -587,11 +587,12 @@ def limit_memory(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (want, hard))
 
 
-def _proc_status_kb(key: str) -> int:
+def proc_kb(path: str, key: bytes) -> int:
+    """The KiB figure of the ``key`` line of a /proc file (0 if unknown)."""
     try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(key.encode() + b":"):
+        with open(path, "rb") as f:
+            for line in f:
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass

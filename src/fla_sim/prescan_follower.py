@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from fla_core.fi import read_full
+from fla_sim.judging import limit_memory, proc_kb
 from fla_sim.prescan_messages import Closed, Confirmed, Failed, Progress, Result, Wanted
 
 if TYPE_CHECKING:
@@ -164,24 +165,12 @@ def _digest(fd: int, feed: Feed, hashed: _Hashed) -> None:
 def _peak_rss_kb() -> int:
     """This process's peak resident memory in KiB (0 if unknown)."""
     # VmHWM, not ru_maxrss: Linux carries the spawning process's peak over exec into the latter
-    return _proc_kb("/proc/self/status", b"VmHWM:")
+    return proc_kb("/proc/self/status", b"VmHWM:")
 
 
 def _pss_kb() -> int:
     """This process's proportional set size in KiB (shared pages split among their users)."""
-    return _proc_kb("/proc/self/smaps_rollup", b"Pss:")
-
-
-def _proc_kb(path: str, key: bytes) -> int:
-    """The KiB figure of the ``key`` line of a /proc file (0 if unknown)."""
-    try:
-        with open(path, "rb") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_kb("/proc/self/smaps_rollup", b"Pss:")
 
 
 def follow(job: Job, inbox: Connection, outbox: Connection) -> int:
@@ -192,7 +181,6 @@ def follow(job: Job, inbox: Connection, outbox: Connection) -> int:
     from fla_core.anomalies import ChannelError
     from fla_core.mandates import MandateBook
     from fla_core.scanning import rules_outcome, scan_outcome, validate_outcome
-    from fla_sim.judging import limit_memory
     from fla_sim.store import RegistryReader
 
     def report(position: int) -> None:
